@@ -1,0 +1,76 @@
+/* audit.h — the append-only, MAC-chained audit trail.
+ *
+ * Rows are written in chains: each writer (a worker, the group-commit
+ * writer, keywardctl) starts its own chain with a random id and numbers
+ * its rows 1, 2, ... Each row's mac = HMAC_audit(prev_mac || canonical(row))
+ * computed in the token, prev_mac of row 1 being 32 zero bytes. Each chain's
+ * head (last seq, last mac, and an HMAC over both) lives in audit_chains and
+ * is updated in the same transaction, so a deleted tail is detected too.
+ * Chains never fork: a chain is used by one thread at a time, and its
+ * in-memory head advances only when the transaction commits.
+ *
+ * Audit rows never hold a secret: callers pass ids, names and outcomes. */
+#ifndef KEYWARD_AUDIT_H
+#define KEYWARD_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "keyward/db.h"
+#include "keyward/error.h"
+#include "keyward/hsm.h"
+
+typedef struct kw_audit_event {
+	const char *tenant_id;  /* UUID text or NULL */
+	const char *actor;      /* e.g. "api_key:<id>", "user:<sub>", "keywardctl" */
+	const char *action;     /* e.g. "vault.init" */
+	const char *target;     /* object id or NULL */
+	const char *status;     /* "ok", "denied", "error", or an error code */
+	const char *ip;         /* NULL if none */
+	const char *user_agent; /* NULL if none; truncated to 256 bytes */
+	const char *request_id; /* NULL if none */
+	const char *context;    /* a JSON object as text, or NULL for {} */
+} kw_audit_event;
+
+typedef struct kw_audit_chain kw_audit_chain;
+
+/* A new chain (random UUID) that the caller's thread owns. `writer` names
+ * it in audit_chains (e.g. "keywardd:worker-3"). No SQL runs until the
+ * first append. */
+KW_MUST_CHECK kw_err kw_audit_chain_new(kw_hsm *hsm, const char *writer, kw_audit_chain **out);
+void kw_audit_chain_free(kw_audit_chain *c);
+const char *kw_audit_chain_id(const kw_audit_chain *c);
+
+/* Appends one row inside the caller's open transaction on db. The chain's
+ * head advances only after kw_audit_chain_committed(); call
+ * kw_audit_chain_rolled_back() if the transaction is abandoned. */
+KW_MUST_CHECK kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db *db,
+                                     const kw_audit_event *ev);
+void kw_audit_chain_committed(kw_audit_chain *c);
+void kw_audit_chain_rolled_back(kw_audit_chain *c);
+
+/* Convenience: BEGIN (system scope), append, COMMIT — for callers with no
+ * transaction of their own (keywardctl). */
+KW_MUST_CHECK kw_err kw_audit_write_one(kw_audit_chain *c, kw_hsm_session *s, kw_db *db,
+                                        const kw_audit_event *ev);
+
+/* Group commit: one thread, its own connection, session and chain, that
+ * batches rows from many requests into one transaction. kw_audit_writer_log
+ * blocks the caller until its row is durable (KW_OK) or failed. */
+typedef struct kw_audit_writer kw_audit_writer;
+KW_MUST_CHECK kw_err kw_audit_writer_start(kw_hsm *hsm, const char *conninfo, size_t max_batch,
+                                           kw_audit_writer **out);
+KW_MUST_CHECK kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev);
+/* Rows written and transactions committed so far (for tests and metrics). */
+void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
+void kw_audit_writer_stop(kw_audit_writer *w);
+
+/* Walks every chain; returns KW_OK if all verify. On the first broken row
+ * writes a line naming the chain, seq and row id to `report` and returns
+ * KW_ERR_VERIFY. Needs a connection that can read every row (schema owner
+ * with BYPASSRLS, or superuser). */
+KW_MUST_CHECK kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
+                                     unsigned long long *rows_checked);
+
+#endif

@@ -1,0 +1,60 @@
+/* config.h — keywardd.conf (INI) plus KEYWARD_SECTION_KEY overrides.
+ *
+ * Values are plain data; nothing here opens files other than the config
+ * itself. The PIN is never a config value: only the path of its source. */
+#ifndef KEYWARD_CONFIG_H
+#define KEYWARD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "keyward/error.h"
+
+typedef struct kw_config {
+	bool development;      /* mode = development | production */
+
+	/* [http] */
+	char *listen;            /* "127.0.0.1:8080"; empty disables TCP */
+	char *unix_socket;       /* path; empty disables */
+	bool allow_insecure_http;
+	char *tls_cert, *tls_key;
+	int io_threads;          /* 0 = number of CPUs */
+	int workers;             /* 0 = number of CPUs * 2 */
+	int queue_max;           /* bounded work queue; full -> 503 */
+	int drain_timeout_ms;    /* SIGTERM grace for in-flight requests */
+	size_t max_body;         /* bytes; default 1 MiB */
+	size_t max_headers;      /* bytes; default 64 KiB */
+
+	/* [hsm] */
+	char *hsm_module;        /* path of the PKCS#11 module */
+	char *hsm_uri;           /* RFC 7512 token URI */
+	char *hsm_pin_source;    /* file holding the user PIN */
+	int hsm_max_sessions;    /* 0 = token's ulMaxSessionCount */
+
+	/* [db] */
+	char *db_conninfo;       /* service role (no RLS bypass) */
+	char *db_admin_conninfo; /* schema owner, for keywardctl */
+	char *db_migrations_dir;
+	bool db_migrate_on_boot;
+
+	/* [log] */
+	char *log_file;          /* empty = stderr */
+	char *log_level;
+
+	/* [dev] — development mode only */
+	char *dev_state_dir;     /* where a dev token and cluster live */
+} kw_config;
+
+/* Fills cfg with defaults, then the file at path (NULL: no file), then the
+ * environment. On error, *errmsg (static or owned by cfg) says which line
+ * or key is wrong. The caller frees with kw_config_free in every case. */
+KW_MUST_CHECK kw_err kw_config_load(kw_config *cfg, const char *path, char *errbuf, size_t errlen);
+void kw_config_free(kw_config *cfg);
+
+/* One INI assignment, as the loader applies it; exposed for the fuzzer. */
+KW_MUST_CHECK kw_err kw_config_set(kw_config *cfg, const char *section, const char *key, const char *value);
+/* Parses a whole INI text; for the file loader and the fuzzer. */
+KW_MUST_CHECK kw_err kw_config_parse(kw_config *cfg, const char *text, size_t len, char *errbuf,
+                                     size_t errlen);
+
+#endif

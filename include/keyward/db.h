@@ -1,0 +1,47 @@
+/* db.h — one PostgreSQL connection, and transactions that carry RLS ids.
+ *
+ * A kw_db is owned by one thread. Every statement goes through libpq's
+ * parameterised calls; no SQL is ever built from data. A tenant-scoped
+ * transaction sets app.tenant_id (and app.user_id) with
+ * set_config(..., true), so the settings die with the transaction; an empty
+ * id is refused before any SQL is sent. */
+#ifndef KEYWARD_DB_H
+#define KEYWARD_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "keyward/error.h"
+
+typedef struct kw_db kw_db;
+
+/* Connects; KW_ERR_DB_UNAVAILABLE if the server does not answer. */
+KW_MUST_CHECK kw_err kw_db_connect(const char *conninfo, kw_db **out);
+void kw_db_close(kw_db *db);
+/* The raw connection, for repository code in src/db and src/audit. */
+PGconn *kw_db_conn(kw_db *db);
+/* SELECT 1, reconnecting once if the connection was lost. */
+KW_MUST_CHECK kw_err kw_db_ping(kw_db *db);
+/* If the connection is bad, tries to reset it; KW_OK when usable. */
+KW_MUST_CHECK kw_err kw_db_ensure(kw_db *db);
+
+/* BEGIN, then set app.tenant_id / app.user_id when non-NULL. An empty
+ * string is KW_ERR_INVALID and sends nothing. NULL tenant = system scope
+ * (only tables without RLS, or rows with a NULL tenant). */
+KW_MUST_CHECK kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id);
+KW_MUST_CHECK kw_err kw_db_commit(kw_db *db);
+void kw_db_rollback(kw_db *db);
+bool kw_db_in_tx(const kw_db *db);
+
+/* Runs a parameterised statement; on success *out is the result (caller
+ * PQclear()s it; may be NULL when out is NULL). Maps errors: unique
+ * violation -> KW_ERR_EXISTS, serialization failure -> KW_ERR_CONFLICT,
+ * connection loss -> KW_ERR_DB_UNAVAILABLE, anything else -> KW_ERR_DB.
+ * The server's message is logged (it never contains parameters). */
+KW_MUST_CHECK kw_err kw_db_exec(kw_db *db, const char *sql, int nparams, const char *const *values,
+                                const int *lengths, const int *formats, PGresult **out);
+
+/* Count of statements this process sent (for tests and /metrics). */
+unsigned long long kw_db_statements(void);
+
+#endif

@@ -1,0 +1,111 @@
+/* secret.c — locked, undumpable, wiped buffers for keys and PINs. */
+#include "keyward/secret.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct kw_secret {
+	unsigned char *data;
+	size_t len;     /* logical length */
+	size_t maplen;  /* page-rounded mapping */
+};
+
+kw_secret *kw_secret_new(size_t len)
+{
+	if (len == 0)
+		kw_misuse("kw_secret_new: zero length");
+	long page = sysconf(_SC_PAGESIZE);
+	size_t maplen = (len + (size_t)page - 1) & ~((size_t)page - 1);
+	kw_secret *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		free(s);
+		return NULL;
+	}
+	/* mlock may fail under a low RLIMIT_MEMLOCK; the page is still kept
+	 * out of core dumps, and the unit file raises the limit. */
+	(void)mlock(p, maplen);
+	(void)madvise(p, maplen, MADV_DONTDUMP);
+	s->data = p;
+	s->len = len;
+	s->maplen = maplen;
+	return s;
+}
+
+unsigned char *kw_secret_data(kw_secret *s)
+{
+	return s->data;
+}
+
+size_t kw_secret_len(const kw_secret *s)
+{
+	return s->len;
+}
+
+void kw_secret_truncate(kw_secret *s, size_t len)
+{
+	if (len > s->len)
+		kw_misuse("kw_secret_truncate: cannot grow");
+	OPENSSL_cleanse(s->data + len, s->len - len);
+	s->len = len;
+}
+
+void kw_secret_free(kw_secret *s)
+{
+	if (s == NULL)
+		return;
+	OPENSSL_cleanse(s->data, s->maplen);
+	munlock(s->data, s->maplen);
+	munmap(s->data, s->maplen);
+	free(s);
+}
+
+kw_err kw_secret_read_file(const char *path, kw_secret **out)
+{
+	kw_err err = KW_ERR_IO;
+	kw_secret *s = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return KW_ERR_NOT_FOUND;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > 4096) {
+		err = KW_ERR_INVALID;
+		goto done;
+	}
+	s = kw_secret_new((size_t)st.st_size);
+	if (s == NULL) {
+		err = KW_ERR_NOMEM;
+		goto done;
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t r = read(fd, s->data + got, (size_t)st.st_size - got);
+		if (r <= 0)
+			goto done;
+		got += (size_t)r;
+	}
+	size_t len = got;
+	if (len > 0 && s->data[len - 1] == '\n')
+		len--;
+	if (len > 0 && s->data[len - 1] == '\r')
+		len--;
+	if (len == 0) {
+		err = KW_ERR_INVALID;
+		goto done;
+	}
+	kw_secret_truncate(s, len);
+	*out = s;
+	s = NULL;
+	err = KW_OK;
+done:
+	kw_secret_free(s);
+	close(fd);
+	return err;
+}
