@@ -50,14 +50,19 @@ KW_MUST_CHECK kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db
 void kw_audit_chain_committed(kw_audit_chain *c);
 void kw_audit_chain_rolled_back(kw_audit_chain *c);
 
-/* Convenience: BEGIN (system scope), append, COMMIT — for callers with no
- * transaction of their own (keywardctl). */
+/* Convenience: BEGIN (scoped to ev->tenant_id, so the INSERT policy admits
+ * the row; system scope when it is NULL), append, COMMIT, and the chain's
+ * committed/rolled_back bookkeeping — for callers with no transaction of
+ * their own (keywardctl). Must not be called inside an open transaction. */
 KW_MUST_CHECK kw_err kw_audit_write_one(kw_audit_chain *c, kw_hsm_session *s, kw_db *db,
                                         const kw_audit_event *ev);
 
 /* Group commit: one thread, its own connection, session and chain, that
  * batches rows from many requests into one transaction. kw_audit_writer_log
- * blocks the caller until its row is durable (KW_OK) or failed. */
+ * blocks the caller until its row is durable (KW_OK) or failed
+ * (KW_ERR_DB_UNAVAILABLE, KW_ERR_DB for a row the database refuses); a
+ * malformed event is KW_ERR_INVALID and a full queue or a stopping writer
+ * KW_ERR_BUSY, both without waiting. Thread-safe. */
 typedef struct kw_audit_writer kw_audit_writer;
 KW_MUST_CHECK kw_err kw_audit_writer_start(kw_hsm *hsm, const char *conninfo, size_t max_batch,
                                            kw_audit_writer **out);
@@ -66,8 +71,10 @@ KW_MUST_CHECK kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_even
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
 void kw_audit_writer_stop(kw_audit_writer *w);
 
-/* Walks every chain; returns KW_OK if all verify. On the first broken row
- * writes a line naming the chain, seq and row id to `report` and returns
+/* Walks every chain; returns KW_OK if all verify, then writes one summary
+ * line "audit verify: <n> chains, <m> rows: ok" to `report` (may be NULL)
+ * and sets *rows_checked (may be NULL). On the first broken row writes
+ * "audit chain <id> broken at seq <n> (row id <id>|-): <reason>" and returns
  * KW_ERR_VERIFY. Needs a connection that can read every row (schema owner
  * with BYPASSRLS, or superuser). */
 KW_MUST_CHECK kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,

@@ -10,6 +10,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "keyward/error.h"
 
@@ -36,10 +37,32 @@ bool kw_db_in_tx(const kw_db *db);
 /* Runs a parameterised statement; on success *out is the result (caller
  * PQclear()s it; may be NULL when out is NULL). Maps errors: unique
  * violation -> KW_ERR_EXISTS, serialization failure -> KW_ERR_CONFLICT,
- * connection loss -> KW_ERR_DB_UNAVAILABLE, anything else -> KW_ERR_DB.
- * The server's message is logged (it never contains parameters). */
+ * connection loss -> KW_ERR_DB_UNAVAILABLE, undefined table ->
+ * KW_ERR_NOT_FOUND, anything else -> KW_ERR_DB. The SQLSTATE and the
+ * server's primary message are logged at warn, except the message of a
+ * data exception (class 22), which can quote a parameter. */
 KW_MUST_CHECK kw_err kw_db_exec(kw_db *db, const char *sql, int nparams, const char *const *values,
                                 const int *lengths, const int *formats, PGresult **out);
+
+/* One statement of a pipeline (see kw_db_exec_pipeline). */
+typedef struct kw_db_stmt {
+	const char *sql;
+	int nparams;
+	const char *const *values;
+	const int *lengths;
+	const int *formats;
+} kw_db_stmt;
+
+/* Sends n parameterised statements in libpq pipeline mode (one round trip)
+ * inside the caller's transaction, and reads every answer. The first
+ * failing statement decides the error (mapped as kw_db_exec); the ones
+ * after it are skipped by the server. When results is non-NULL and the
+ * call succeeds, results[i] is statement i's result (caller PQclear()s). */
+KW_MUST_CHECK kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, size_t n, PGresult **results);
+
+/* Runs trusted SQL text with no parameters, possibly several statements
+ * (PQexec). For migration files only: never pass text built from data. */
+KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);
 
 /* Count of statements this process sent (for tests and /metrics). */
 unsigned long long kw_db_statements(void);

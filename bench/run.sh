@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Throughput of keywardd's /healthz against a minimal single-threaded evhttp
+# server answering "ok", measured back to back on the same machine with the
+# same wrk settings. Prints both and their ratio.
+#   bench/run.sh [DURATION=10s] [CONNECTIONS=64]
+# Needs a build (scripts/dev.sh run or test builds one into build/) and wrk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-10s}; conns=${2:-64}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -x build/keywardd ] || cmake -S . -B build >/dev/null && cmake --build build -j"$(nproc)" >/dev/null
+
+eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
+eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
+psql "$KEYWARD_PG_ADMIN" -qAt -c "SELECT 1 FROM pg_database WHERE datname='kwbench'" | grep -q 1 ||
+  psql "$KEYWARD_PG_ADMIN" -q -c "CREATE DATABASE kwbench"
+export KEYWARD_DB_ADMIN_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=postgres dbname=kwbench"
+export KEYWARD_DB_MIGRATIONS_DIR=$PWD/migrations
+build/keywardctl migrate up >/dev/null
+psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='keyward_svc') THEN CREATE ROLE keyward_svc LOGIN IN ROLE keyward_app; END IF; END \$\$;"
+build/keywardctl token init >/dev/null
+export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
+export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:18080 KEYWARD_LOG_LEVEL=warn
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+wait_up() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer at $1" >&2; exit 1; }
+run_wrk() { # URL -> "rps p99"
+  wrk -t2 -c"$conns" -d"$dur" --latency "$1" | awk '
+    /Requests\/sec/ { rps = $2 }
+    /^ +99%/ { p99 = $2 }
+    END { print rps, p99 }'
+}
+
+build/kw_bench_baseline 18081 & pids+=($!)
+wait_up http://127.0.0.1:18081/
+read -r base_rps base_p99 < <(run_wrk http://127.0.0.1:18081/)
+kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
+
+build/keywardd & pids+=($!)
+wait_up http://127.0.0.1:18080/healthz
+read -r kw_rps kw_p99 < <(run_wrk http://127.0.0.1:18080/healthz)
+
+printf '%-34s %12s %10s\n' "target (wrk -t2 -c$conns -d$dur)" "requests/s" "p99"
+printf '%-34s %12s %10s\n' "baseline: 1-thread evhttp \"ok\"" "$base_rps" "$base_p99"
+printf '%-34s %12s %10s\n' "keywardd GET /healthz" "$kw_rps" "$kw_p99"
+awk -v a="$kw_rps" -v b="$base_rps" 'BEGIN { printf "ratio keywardd/baseline: %.2f\n", a / b }'

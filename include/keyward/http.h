@@ -1,0 +1,98 @@
+/* http.h — requests, responses and the route table.
+ *
+ * A request is copied off its evhttp connection on the I/O thread that
+ * received it (method, path, headers, body, peer, request id), so a handler
+ * never touches libevent. Handlers marked `on_worker` run on the worker
+ * pool, where they may call the HSM and the database; the others run on the
+ * I/O thread and must not block. Every request ends in exactly one reply,
+ * sent on its own I/O thread. */
+#ifndef KEYWARD_HTTP_H
+#define KEYWARD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "keyward/audit.h"
+#include "keyward/db.h"
+#include "keyward/hsm.h"
+
+typedef struct kw_app kw_app;
+
+typedef struct kw_header {
+	char *name;
+	char *value;
+} kw_header;
+
+typedef struct kw_request {
+	const char *method; /* "GET", "POST", ... (static) */
+	char *path;         /* decoded path, no query */
+	char *query;        /* raw query or NULL */
+	kw_header *headers;
+	size_t nheaders;
+	unsigned char *body;
+	size_t body_len;
+	char peer_ip[64];     /* "127.0.0.1", "::1", "unix" */
+	char request_id[129]; /* echoed or generated */
+	char path_param[128]; /* the {id} segment of a matched pattern */
+} kw_request;
+
+#define KW_RESP_MAX_HEADERS 8
+typedef struct kw_response {
+	int status;
+	const char *content_type;
+	char *body; /* malloc'd; freed by the server */
+	size_t body_len;
+	kw_header headers[KW_RESP_MAX_HEADERS]; /* malloc'd names and values */
+	size_t nheaders;
+} kw_response;
+
+/* What a worker owns; NULL members are unavailable right now. */
+typedef struct kw_worker_res {
+	int index;
+	kw_hsm_session *hsm;
+	kw_db *db;
+	kw_audit_chain *audit;
+} kw_worker_res;
+
+typedef struct kw_call {
+	kw_app *app;
+	kw_request req;
+	kw_response resp;
+	kw_worker_res *res; /* NULL on an I/O thread */
+} kw_call;
+
+typedef void (*kw_handler_fn)(kw_call *call);
+
+typedef struct kw_route {
+	const char *method;
+	const char *pattern; /* "/api/v1/api-keys/{id}": one {param} segment at most */
+	kw_handler_fn fn;
+	bool on_worker;
+	const char *name; /* metrics label */
+} kw_route;
+
+/* The route table (src/api/routes.c) and its size. */
+extern const kw_route kw_routes[];
+extern const size_t kw_routes_count;
+/* Finds a route for method + path; *path_allowed tells whether another
+ * method would match (405 rather than 404). Writes the {param} into
+ * param (cap bytes). Returns the index, or -1. */
+int kw_route_match(const char *method, const char *path, char *param, size_t cap, bool *path_allowed);
+
+/* Case-insensitive lookup; NULL if absent. *count is how many times the
+ * header appears (for "two Authorization headers" checks). */
+const char *kw_request_header(const kw_request *req, const char *name, int *count);
+
+/* Response helpers. The body is JSON unless content_type says otherwise. */
+void kw_respond_json(kw_call *call, int status, const char *json_text);
+void kw_respond_text(kw_call *call, int status, const char *content_type, char *body, size_t len);
+/* {"error": code, "message": message, "request_id": ...} */
+void kw_respond_error(kw_call *call, int status, const char *code, const char *message);
+void kw_respond_header(kw_call *call, const char *name, const char *value);
+
+/* A valid incoming X-Request-Id: 1-128 of [A-Za-z0-9._-]. */
+bool kw_request_id_valid(const char *s);
+/* 32 hex characters from OpenSSL's RNG into out (>= 33 bytes). */
+void kw_request_id_new(char *out);
+
+#endif

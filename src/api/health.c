@@ -1,0 +1,47 @@
+/* health.c — liveness, readiness and metrics.
+ *
+ * /healthz answers on the I/O thread and touches nothing shared: it says
+ * the process runs. /readyz runs on a worker and proves the worker's token
+ * session and database connection answer now. /metrics renders counters. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api.h"
+#include "keyward/app.h"
+#include "keyward/metrics.h"
+
+void kw_api_healthz(kw_call *call)
+{
+	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
+}
+
+void kw_api_readyz(kw_call *call)
+{
+	kw_worker_res *res = call->res;
+	bool hsm_ok = res->hsm != NULL && kw_hsm_session_ping(res->hsm) == KW_OK;
+	bool db_ok = res->db != NULL && kw_db_ping(res->db) == KW_OK;
+	if (hsm_ok && db_ok) {
+		kw_respond_json(call, 200, "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\"}");
+		return;
+	}
+	const char *msg = !hsm_ok && !db_ok ? "hsm and database unavailable"
+	                  : !hsm_ok         ? "hsm unavailable"
+	                                    : "database unavailable";
+	char body[256];
+	snprintf(body, sizeof(body),
+	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\",\"request_id\":\"%s\"}",
+	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", call->req.request_id);
+	kw_respond_json(call, 503, body);
+	kw_respond_header(call, "Retry-After", "5");
+}
+
+void kw_api_metrics(kw_call *call)
+{
+	size_t len = 0;
+	char *text = kw_metrics_render(call->app, &len);
+	if (text == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	kw_respond_text(call, 200, "text/plain; version=0.0.4", text, len);
+}

@@ -1,0 +1,318 @@
+/* writer.c — group commit for audit rows that have no transaction of their
+ * own (reads, denied attempts).
+ *
+ * One thread owns a connection, an HSM session and a chain. Callers queue
+ * an event and block; the thread takes everything queued (up to max_batch),
+ * writes it in one transaction — a pipeline of one set_config + INSERT per
+ * row and one head UPDATE — commits once, and wakes every caller with the
+ * outcome. While it commits, the next batch gathers, so the number of
+ * durable commits per second stops bounding the number of audited
+ * requests. A caller is answered only after its row is durable.
+ *
+ * Failure: if the connection was lost before COMMIT, the thread reconnects
+ * and retries the batch once; if it was lost during COMMIT, the outcome is
+ * unknown, so the callers get KW_ERR_DB_UNAVAILABLE and the chain restarts
+ * under a new id (the old one verifies whichever way the commit went). A
+ * batch that the database refuses (e.g. a context that is not JSON) is
+ * retried row by row so one bad row fails only its own caller.
+ *
+ * Locking: w->mu guards the queue, `stopping` and every request's `done`
+ * and `result`; the database, session and chain belong to the thread. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit_internal.h"
+#include "keyward/log.h"
+
+#define KW_WRITER_MAX_QUEUE 4096
+
+typedef struct wreq {
+	struct wreq *next;
+	const kw_audit_event *ev; /* the caller's: it blocks until done */
+	kw_err result;
+	bool done;
+	pthread_cond_t cv;
+} wreq;
+
+struct kw_audit_writer {
+	kw_hsm *hsm;
+	kw_db *db;
+	kw_hsm_session *session;
+	kw_audit_chain *chain;
+	size_t max_batch;
+	wreq **batch;
+	kw_err *results;
+
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	wreq *head, *tail;
+	size_t queued;
+	bool stopping;
+	bool thread_started;
+	pthread_t thread;
+
+	atomic_ullong rows, commits;
+};
+
+#define SQL_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
+static const char *const no_tenant[1] = {""};
+
+/* One transaction for n events. *sent_commit tells whether COMMIT went out
+ * (then a lost connection leaves the outcome unknown). */
+static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_commit)
+{
+	kw_err err = KW_OK;
+	kw_audit_row *rows = NULL;
+	kw_db_stmt *stmts = NULL;
+	PGresult **res = NULL;
+	kw_audit_head head = {0};
+	size_t nst = 0;
+	const char *prev_tenant = NULL;
+	bool first = true;
+
+	*sent_commit = false;
+	rows = calloc(n, sizeof(*rows));
+	stmts = calloc(2 * n + 1, sizeof(*stmts));
+	res = calloc(2 * n + 1, sizeof(*res));
+	if (rows == NULL || stmts == NULL || res == NULL) {
+		err = KW_ERR_NOMEM;
+		goto done;
+	}
+	err = kw_db_ensure(w->db);
+	if (err != KW_OK)
+		goto done;
+	err = kw_db_begin(w->db, NULL, NULL);
+	if (err != KW_OK)
+		goto done;
+	for (size_t i = 0; i < n; i++) {
+		err = kw_audit_stage_row(w->chain, w->session, reqs[i]->ev, &rows[i]);
+		if (err != KW_OK)
+			goto done;
+		/* The INSERT policy checks each row's tenant against app.tenant_id:
+		 * set it per row (a NULL tenant passes with any setting). */
+		const char *tenant = rows[i].f[KW_AF_TENANT_ID];
+		bool same =
+		    !first && ((tenant == NULL && prev_tenant == NULL) ||
+		               (tenant != NULL && prev_tenant != NULL && strcmp(tenant, prev_tenant) == 0));
+		if (!same && !(first && tenant == NULL)) {
+			stmts[nst++] = (kw_db_stmt){SQL_SET_TENANT, 1,
+			                            tenant != NULL ? &rows[i].f[KW_AF_TENANT_ID] : no_tenant,
+			                            NULL, NULL};
+		}
+		first = false;
+		prev_tenant = tenant;
+		stmts[nst++] = rows[i].stmt;
+	}
+	err = kw_audit_stage_head(w->chain, w->session, &head);
+	if (err != KW_OK)
+		goto done;
+	stmts[nst++] = head.stmt;
+	err = kw_db_exec_pipeline(w->db, stmts, nst, res);
+	if (err != KW_OK)
+		goto done;
+	err = kw_audit_head_check(w->chain, &head, res[nst - 1]);
+	if (err != KW_OK)
+		goto done;
+	*sent_commit = true;
+	err = kw_db_commit(w->db);
+done:
+	if (err == KW_OK) {
+		kw_audit_chain_committed(w->chain);
+		atomic_fetch_add(&w->rows, n);
+		atomic_fetch_add(&w->commits, 1);
+	} else {
+		kw_db_rollback(w->db);
+		if (*sent_commit && err == KW_ERR_DB_UNAVAILABLE)
+			kw_audit_chain_restart(w->chain);
+		kw_audit_chain_rolled_back(w->chain);
+	}
+	for (size_t i = 0; res != NULL && i < 2 * n + 1; i++)
+		PQclear(res[i]);
+	for (size_t i = 0; rows != NULL && i < n; i++)
+		kw_audit_row_clear(&rows[i]);
+	free(res);
+	free(stmts);
+	free(rows);
+	return err;
+}
+
+/* Writes a batch and fills w->results[0..n). */
+static void write_batch(kw_audit_writer *w, wreq **reqs, size_t n)
+{
+	bool sent_commit = false;
+	kw_err err = write_tx(w, reqs, n, &sent_commit);
+
+	if (err == KW_ERR_DB_UNAVAILABLE && !sent_commit) {
+		/* Lost while idle or mid-batch: nothing committed, try once more. */
+		err = write_tx(w, reqs, n, &sent_commit);
+	}
+	if (err != KW_OK && err != KW_ERR_DB_UNAVAILABLE && !sent_commit && n > 1) {
+		/* One row may be bad: isolate it. */
+		for (size_t i = 0; i < n; i++)
+			w->results[i] = write_tx(w, &reqs[i], 1, &sent_commit);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		w->results[i] = err;
+}
+
+static void *writer_main(void *arg)
+{
+	kw_audit_writer *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->head == NULL && !w->stopping)
+			pthread_cond_wait(&w->wake, &w->mu);
+		if (w->head == NULL)
+			break; /* stopping, and the queue is drained */
+		size_t n = 0;
+		while (w->head != NULL && n < w->max_batch) {
+			w->batch[n++] = w->head;
+			w->head = w->head->next;
+		}
+		if (w->head == NULL)
+			w->tail = NULL;
+		w->queued -= n;
+		pthread_mutex_unlock(&w->mu);
+
+		write_batch(w, w->batch, n);
+
+		pthread_mutex_lock(&w->mu);
+		for (size_t i = 0; i < n; i++) {
+			w->batch[i]->result = w->results[i];
+			w->batch[i]->done = true;
+			pthread_cond_signal(&w->batch[i]->cv);
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+static void writer_free(kw_audit_writer *w)
+{
+	if (w == NULL)
+		return;
+	kw_audit_chain_free(w->chain);
+	if (w->session != NULL)
+		kw_hsm_session_close(w->session);
+	kw_db_close(w->db);
+	pthread_cond_destroy(&w->wake);
+	pthread_mutex_destroy(&w->mu);
+	free(w->batch);
+	free(w->results);
+	free(w);
+}
+
+kw_err kw_audit_writer_start(kw_hsm *hsm, const char *conninfo, size_t max_batch, kw_audit_writer **out)
+{
+	kw_err err = KW_OK;
+	kw_audit_writer *w = NULL;
+	char name[KW_AUDIT_MAX_WRITER + 1], host[64] = "";
+
+	if (hsm == NULL || conninfo == NULL || out == NULL)
+		kw_misuse("kw_audit_writer_start: NULL argument");
+	if (max_batch == 0 || max_batch > KW_WRITER_MAX_QUEUE)
+		return KW_ERR_INVALID;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return KW_ERR_NOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->wake, NULL);
+	w->hsm = hsm;
+	w->max_batch = max_batch;
+	w->batch = calloc(max_batch, sizeof(*w->batch));
+	w->results = calloc(max_batch, sizeof(*w->results));
+	if (w->batch == NULL || w->results == NULL) {
+		err = KW_ERR_NOMEM;
+		goto done;
+	}
+	err = kw_db_connect(conninfo, &w->db);
+	if (err != KW_OK)
+		goto done;
+	err = kw_hsm_session_open(hsm, &w->session);
+	if (err != KW_OK)
+		goto done;
+	(void)gethostname(host, sizeof(host) - 1);
+	snprintf(name, sizeof(name), "keywardd:audit-writer:%s:%ld", host, (long)getpid());
+	err = kw_audit_chain_new(hsm, name, &w->chain);
+	if (err != KW_OK)
+		goto done;
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+		err = KW_ERR_INTERNAL;
+		goto done;
+	}
+	w->thread_started = true;
+	kw_info("audit: group-commit writer started (chain %s, batch %zu)", kw_audit_chain_id(w->chain),
+	        max_batch);
+	*out = w;
+	w = NULL;
+done:
+	writer_free(w);
+	return err;
+}
+
+kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev)
+{
+	kw_err err = KW_OK;
+	wreq *r = NULL;
+
+	if (w == NULL)
+		kw_misuse("kw_audit_writer_log: NULL writer");
+	err = kw_audit_event_check(ev);
+	if (err != KW_OK)
+		return err;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return KW_ERR_NOMEM;
+	r->ev = ev;
+	r->result = KW_ERR_INTERNAL;
+	pthread_cond_init(&r->cv, NULL);
+	pthread_mutex_lock(&w->mu);
+	if (w->stopping || w->queued >= KW_WRITER_MAX_QUEUE) {
+		err = KW_ERR_BUSY;
+	} else {
+		if (w->tail != NULL)
+			w->tail->next = r;
+		else
+			w->head = r;
+		w->tail = r;
+		w->queued++;
+		pthread_cond_signal(&w->wake);
+		/* The writer unlinks r before it sets done, and touches it no more. */
+		while (!r->done)
+			pthread_cond_wait(&r->cv, &w->mu);
+		err = r->result;
+	}
+	pthread_mutex_unlock(&w->mu);
+	pthread_cond_destroy(&r->cv);
+	free(r);
+	return err;
+}
+
+void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits)
+{
+	if (rows != NULL)
+		*rows = atomic_load(&w->rows);
+	if (commits != NULL)
+		*commits = atomic_load(&w->commits);
+}
+
+void kw_audit_writer_stop(kw_audit_writer *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stopping = true;
+	pthread_cond_broadcast(&w->wake);
+	pthread_mutex_unlock(&w->mu);
+	if (w->thread_started)
+		pthread_join(w->thread, NULL);
+	kw_info("audit: group-commit writer stopped (%llu rows, %llu commits)", atomic_load(&w->rows),
+	        atomic_load(&w->commits));
+	writer_free(w);
+}

@@ -1,0 +1,381 @@
+/* db.c — one PostgreSQL connection per worker, and RLS-carrying transactions.
+ *
+ * Every statement with data goes through PQexecParams (or, in pipeline
+ * mode, PQsendQueryParams): no SQL is ever built from data. The one
+ * exception, kw_db_exec_script, runs trusted migration files that have no
+ * parameters. Transactions set app.tenant_id / app.user_id with
+ * set_config(..., true) so the settings die with the transaction; ids are
+ * checked before anything is sent. Errors are mapped from SQLSTATE once,
+ * here; the server's primary message is logged, never a parameter value.
+ * A kw_db is owned by one thread; only the statement counter is shared. */
+#include "keyward/db.h"
+
+#include <ctype.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyward/log.h"
+
+#define KW_DB_MAX_USER_ID 256
+
+struct kw_db {
+	PGconn *conn;
+};
+
+static atomic_ullong kw_db_stmt_count;
+
+unsigned long long kw_db_statements(void)
+{
+	return atomic_load(&kw_db_stmt_count);
+}
+
+static void count_statements(unsigned long long n)
+{
+	atomic_fetch_add(&kw_db_stmt_count, n);
+}
+
+/* Server notices (e.g. "already exists, skipping") are chatter. */
+static void notice_quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+kw_err kw_db_connect(const char *conninfo, kw_db **out)
+{
+	kw_err err = KW_OK;
+	kw_db *db = NULL;
+
+	if (conninfo == NULL || out == NULL)
+		kw_misuse("kw_db_connect: NULL argument");
+	db = calloc(1, sizeof(*db));
+	if (db == NULL) {
+		err = KW_ERR_NOMEM;
+		goto done;
+	}
+	db->conn = PQconnectdb(conninfo);
+	if (db->conn == NULL) {
+		err = KW_ERR_NOMEM;
+		goto done;
+	}
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		/* libpq's connection errors name host and role, never a password. */
+		kw_warn("db: connection failed: %s", PQerrorMessage(db->conn));
+		err = KW_ERR_DB_UNAVAILABLE;
+		goto done;
+	}
+	PQsetNoticeProcessor(db->conn, notice_quiet, NULL);
+	*out = db;
+	db = NULL;
+done:
+	kw_db_close(db);
+	return err;
+}
+
+void kw_db_close(kw_db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->conn != NULL)
+		PQfinish(db->conn);
+	free(db);
+}
+
+PGconn *kw_db_conn(kw_db *db)
+{
+	return db->conn;
+}
+
+kw_err kw_db_ensure(kw_db *db)
+{
+	if (PQstatus(db->conn) == CONNECTION_OK)
+		return KW_OK;
+	kw_info("db: connection lost, reconnecting");
+	PQreset(db->conn);
+	if (PQstatus(db->conn) != CONNECTION_OK) {
+		kw_warn("db: reconnect failed: %s", PQerrorMessage(db->conn));
+		return KW_ERR_DB_UNAVAILABLE;
+	}
+	kw_info("db: reconnected");
+	return KW_OK;
+}
+
+/* Maps a failed result (or its absence) to a kw_err and logs it. */
+static kw_err map_error(kw_db *db, const PGresult *res)
+{
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	kw_err err = KW_ERR_DB;
+
+	if (state == NULL)
+		state = "";
+	if (PQstatus(db->conn) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
+	    strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0)
+		err = KW_ERR_DB_UNAVAILABLE;
+	else if (strcmp(state, "23505") == 0)
+		err = KW_ERR_EXISTS;
+	else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+		err = KW_ERR_CONFLICT;
+	else if (strcmp(state, "42P01") == 0)
+		err = KW_ERR_NOT_FOUND;
+
+	if (res == NULL) {
+		kw_warn("db: no result: %s", PQerrorMessage(db->conn));
+	} else if (strncmp(state, "22", 2) == 0) {
+		/* Data exceptions may quote the offending input: keep it out. */
+		kw_warn("db: statement failed: SQLSTATE %s (data exception)", state);
+	} else {
+		kw_warn("db: statement failed: SQLSTATE %s: %s", state[0] != '\0' ? state : "none",
+		        msg != NULL ? msg : PQerrorMessage(db->conn));
+	}
+	return err;
+}
+
+static bool result_ok(const PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+kw_err kw_db_exec(kw_db *db, const char *sql, int nparams, const char *const *values, const int *lengths,
+                  const int *formats, PGresult **out)
+{
+	kw_err err = KW_OK;
+	PGresult *res = NULL;
+
+	if (db == NULL || sql == NULL || nparams < 0 || (nparams > 0 && values == NULL))
+		kw_misuse("kw_db_exec: bad arguments");
+	count_statements(1);
+	res = PQexecParams(db->conn, sql, nparams, NULL, values, lengths, formats, 0);
+	if (res == NULL || !result_ok(res)) {
+		err = map_error(db, res);
+		goto done;
+	}
+	if (out != NULL) {
+		*out = res;
+		res = NULL;
+	}
+done:
+	PQclear(res);
+	return err;
+}
+
+kw_err kw_db_exec_script(kw_db *db, const char *sql)
+{
+	kw_err err = KW_OK;
+	PGresult *res = NULL;
+
+	if (db == NULL || sql == NULL)
+		kw_misuse("kw_db_exec_script: NULL argument");
+	count_statements(1);
+	res = PQexec(db->conn, sql);
+	if (res == NULL || !result_ok(res)) {
+		err = map_error(db, res);
+		goto done;
+	}
+done:
+	PQclear(res);
+	return err;
+}
+
+kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, size_t n, PGresult **results)
+{
+	kw_err err = KW_OK;
+	PGresult **got = NULL;
+	size_t sent = 0, i = 0;
+
+	if (db == NULL || (n > 0 && stmts == NULL))
+		kw_misuse("kw_db_exec_pipeline: bad arguments");
+	if (n == 0)
+		return KW_OK;
+	got = calloc(n, sizeof(*got));
+	if (got == NULL)
+		return KW_ERR_NOMEM;
+	if (PQenterPipelineMode(db->conn) != 1) {
+		err = map_error(db, NULL);
+		goto done;
+	}
+	for (sent = 0; sent < n; sent++) {
+		const kw_db_stmt *st = &stmts[sent];
+		if (PQsendQueryParams(db->conn, st->sql, st->nparams, NULL, st->values, st->lengths,
+		                      st->formats, 0) != 1)
+			break;
+	}
+	count_statements(sent);
+	if (PQpipelineSync(db->conn) != 1) {
+		err = map_error(db, NULL);
+		goto leave;
+	}
+	/* Results arrive in order, each query's followed by a NULL, then the
+	 * sync. Aborted queries (after a failure) answer PIPELINE_ABORTED. */
+	for (;;) {
+		PGresult *res = PQgetResult(db->conn);
+		if (res == NULL) {
+			if (PQstatus(db->conn) != CONNECTION_OK || ++i > sent)
+				break;
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (i < sent && got[i] == NULL)
+			got[i] = res;
+		else
+			PQclear(res);
+	}
+	for (i = 0; i < sent && err == KW_OK; i++) {
+		if (got[i] == NULL)
+			err = map_error(db, NULL);
+		else if (!result_ok(got[i]))
+			err = map_error(db, got[i]);
+	}
+	if (err == KW_OK && sent < n)
+		err = map_error(db, NULL);
+leave:
+	if (PQexitPipelineMode(db->conn) != 1 && err == KW_OK)
+		err = KW_ERR_DB_UNAVAILABLE;
+	if (err != KW_OK)
+		goto done;
+	if (results != NULL) {
+		for (i = 0; i < n; i++) {
+			results[i] = got[i];
+			got[i] = NULL;
+		}
+	}
+done:
+	for (i = 0; i < n; i++)
+		PQclear(got[i]);
+	free(got);
+	return err;
+}
+
+static bool is_uuid(const char *s)
+{
+	static const int dash[] = {8, 13, 18, 23};
+	size_t d = 0;
+
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		if (d < 4 && i == dash[d]) {
+			if (s[i] != '-')
+				return false;
+			d++;
+		} else if (!isxdigit((unsigned char)s[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool user_id_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > KW_DB_MAX_USER_ID)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
+{
+	kw_err err = KW_OK;
+	const char *vals[2];
+	int nvals = 0;
+	const char *sql = NULL;
+	char tenant[37];
+
+	if (db == NULL)
+		kw_misuse("kw_db_begin: NULL db");
+	if (tenant_id != NULL && !is_uuid(tenant_id))
+		return KW_ERR_INVALID;
+	if (tenant_id != NULL) {
+		/* The database prints uuids in lowercase; policies compare text. */
+		for (size_t i = 0; i <= 36; i++)
+			tenant[i] = (char)tolower((unsigned char)tenant_id[i]);
+		tenant_id = tenant;
+	}
+	if (user_id != NULL && !user_id_ok(user_id))
+		return KW_ERR_INVALID;
+	if (kw_db_in_tx(db))
+		kw_misuse("kw_db_begin: a transaction is already open on this connection");
+
+	if (tenant_id != NULL && user_id != NULL) {
+		sql = "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)";
+		vals[nvals++] = tenant_id;
+		vals[nvals++] = user_id;
+	} else if (tenant_id != NULL) {
+		sql = "SELECT set_config('app.tenant_id', $1, true)";
+		vals[nvals++] = tenant_id;
+	} else if (user_id != NULL) {
+		sql = "SELECT set_config('app.user_id', $1, true)";
+		vals[nvals++] = user_id;
+	}
+
+	err = kw_db_exec(db, "BEGIN", 0, NULL, NULL, NULL, NULL);
+	if (err != KW_OK)
+		goto done;
+	if (sql != NULL) {
+		err = kw_db_exec(db, sql, nvals, vals, NULL, NULL, NULL);
+		if (err != KW_OK) {
+			kw_db_rollback(db);
+			goto done;
+		}
+	}
+done:
+	return err;
+}
+
+kw_err kw_db_commit(kw_db *db)
+{
+	kw_err err = KW_OK;
+	PGresult *res = NULL;
+
+	err = kw_db_exec(db, "COMMIT", 0, NULL, NULL, NULL, &res);
+	if (err != KW_OK)
+		goto done;
+	/* COMMIT of a failed transaction "succeeds" as ROLLBACK. */
+	if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+		kw_warn("db: COMMIT answered %s: the transaction had failed", PQcmdStatus(res));
+		err = KW_ERR_DB;
+		goto done;
+	}
+done:
+	PQclear(res);
+	return err;
+}
+
+void kw_db_rollback(kw_db *db)
+{
+	if (db == NULL || PQstatus(db->conn) != CONNECTION_OK || !kw_db_in_tx(db))
+		return;
+	kw_err err = kw_db_exec(db, "ROLLBACK", 0, NULL, NULL, NULL, NULL);
+	if (err != KW_OK)
+		kw_warn("db: ROLLBACK failed: %s", kw_err_str(err));
+}
+
+bool kw_db_in_tx(const kw_db *db)
+{
+	PGTransactionStatusType st = PQtransactionStatus(db->conn);
+	return st == PQTRANS_INTRANS || st == PQTRANS_INERROR || st == PQTRANS_ACTIVE;
+}
+
+kw_err kw_db_ping(kw_db *db)
+{
+	kw_err err = kw_db_ensure(db);
+	if (err != KW_OK)
+		return err;
+	err = kw_db_exec(db, "SELECT 1", 0, NULL, NULL, NULL, NULL);
+	if (err == KW_ERR_DB_UNAVAILABLE) {
+		/* The server may have dropped us while idle: one fresh try. */
+		err = kw_db_ensure(db);
+		if (err == KW_OK)
+			err = kw_db_exec(db, "SELECT 1", 0, NULL, NULL, NULL, NULL);
+	}
+	return err;
+}

@@ -1,0 +1,179 @@
+/* session.c — worker sessions, the session cap, and revive-and-retry-once.
+ *
+ * Each worker owns one kw_hsm_session; nothing here is shared between
+ * threads except the counters. Every operation runs through kw_hsm_run:
+ * when the token answers that the session died (closed, device removed,
+ * user logged out) or that a key handle went stale, the session is
+ * reopened, the user logged in again if the token forgot the login, the
+ * key handles re-read, and the operation retried exactly once. A PIN is
+ * never retried: kw_hsm_login_ensure refuses after one rejection.
+ *
+ * Session objects (test imports) die with the session they live in; they
+ * are not recreated by a revive. */
+#include <stdlib.h>
+#include <time.h>
+
+#include "hsm_internal.h"
+#include "keyward/log.h"
+
+CK_RV kw_hsm_session_open_handle(kw_hsm *hsm, kw_hsm_session *s)
+{
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_RV rv = kw_p11_OpenSession(hsm, hsm->slot, &h);
+	if (rv == CKR_OK) {
+		s->h = h;
+		s->open = true;
+	}
+	return rv;
+}
+
+static bool state_logged_in(CK_STATE st)
+{
+	return st == CKS_RO_USER_FUNCTIONS || st == CKS_RW_USER_FUNCTIONS;
+}
+
+/* Repairs s after an attempt failed with cause. */
+static CK_RV session_recover(kw_hsm_session *s, CK_RV cause)
+{
+	kw_hsm *hsm = s->hsm;
+	bool reopen = !s->open || kw_hsm_rv_session_dead(cause);
+	bool refresh = kw_hsm_rv_stale_handles(cause);
+	bool did_login = false;
+	CK_RV rv;
+
+	if (!reopen) {
+		/* A stale handle may only mean the token logged us out. */
+		CK_SESSION_INFO si;
+		rv = kw_p11_GetSessionInfo(hsm, s->h, &si);
+		if (rv != CKR_OK || !state_logged_in(si.state))
+			reopen = true;
+	}
+	if (reopen) {
+		/* A handle the token already invalidated may have been given to
+		 * another thread's new session: never close it again. */
+		if (s->open && cause != CKR_SESSION_HANDLE_INVALID && cause != CKR_SESSION_CLOSED)
+			(void)kw_p11_CloseSession(hsm, s->h);
+		s->open = false;
+		rv = kw_hsm_session_open_handle(hsm, s);
+		if (rv != CKR_OK)
+			return rv;
+		atomic_fetch_add(&hsm->st_revived, 1);
+		kw_warn("hsm: session reopened after %s", kw_hsm_rv_name(cause));
+	}
+	rv = kw_hsm_login_ensure(hsm, s->h, &did_login);
+	if (rv != CKR_OK)
+		return rv;
+	/* A new login gives private objects new handles on some tokens
+	 * (SoftHSM among them): look the keys up again. */
+	if (did_login)
+		refresh = true;
+	if (refresh)
+		rv = kw_hsm_refresh_on(s);
+	return rv;
+}
+
+static bool recoverable(const kw_hsm_session *s, CK_RV rv)
+{
+	return !s->open || kw_hsm_rv_session_dead(rv) || kw_hsm_rv_stale_handles(rv);
+}
+
+kw_err kw_hsm_run(kw_hsm_session *s, kw_hsm_op op, kw_hsm_attempt_fn fn, void *arg)
+{
+	struct timespec t0, t1;
+	CK_RV rv = CKR_SESSION_HANDLE_INVALID;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (s->open)
+		rv = fn(s, arg);
+	if (rv != CKR_OK && recoverable(s, rv)) {
+		if (s->open)
+			kw_warn("hsm: %s failed with %s; recovering the session and retrying once",
+			        kw_hsm_op_name(op), kw_hsm_rv_name(rv));
+		CK_RV r2 = session_recover(s, rv);
+		rv = r2 == CKR_OK ? fn(s, arg) : r2;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	int64_t usec = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+	kw_hsm_stats_add(s->hsm, op, rv == CKR_OK, usec > 0 ? (uint64_t)usec : 0);
+	return rv == CKR_OK ? KW_OK : kw_hsm_rv_err(rv);
+}
+
+kw_err kw_hsm_session_open(kw_hsm *hsm, kw_hsm_session **out)
+{
+	kw_err err;
+	CK_RV rv;
+	kw_hsm_session *s = NULL;
+	bool did_login = false;
+
+	if (hsm == NULL || out == NULL)
+		kw_misuse("kw_hsm_session_open: NULL argument");
+	if (atomic_fetch_add(&hsm->nsessions, 1) >= hsm->cap) {
+		atomic_fetch_sub(&hsm->nsessions, 1);
+		kw_warn("hsm: session cap (%u) reached", hsm->cap);
+		return KW_ERR_BUSY;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		atomic_fetch_sub(&hsm->nsessions, 1);
+		return KW_ERR_NOMEM;
+	}
+	s->hsm = hsm;
+	s->counted = true;
+	rv = kw_hsm_session_open_handle(hsm, s);
+	/* The application is normally logged in through the kw_hsm's own
+	 * session; if the token forgot that, log in and re-read handles. */
+	if (rv == CKR_OK)
+		rv = kw_hsm_login_ensure(hsm, s->h, &did_login);
+	if (rv == CKR_OK && did_login)
+		rv = kw_hsm_refresh_on(s);
+	if (rv != CKR_OK) {
+		err = kw_hsm_rv_err(rv);
+		goto done;
+	}
+	*out = s;
+	s = NULL;
+	err = KW_OK;
+done:
+	kw_hsm_session_close(s);
+	return err;
+}
+
+void kw_hsm_session_close(kw_hsm_session *s)
+{
+	if (s == NULL)
+		return;
+	if (s->open)
+		(void)kw_p11_CloseSession(s->hsm, s->h);
+	struct kw_hsm_key *k = s->session_keys;
+	while (k != NULL) {
+		struct kw_hsm_key *next = k->next_session_key;
+		free(k);
+		k = next;
+	}
+	if (s->counted)
+		atomic_fetch_sub(&s->hsm->nsessions, 1);
+	free(s);
+}
+
+static CK_RV ping_attempt(kw_hsm_session *s, void *arg)
+{
+	CK_SESSION_INFO si;
+	CK_RV rv = kw_p11_GetSessionInfo(s->hsm, s->h, &si);
+	if (rv == CKR_OK && !state_logged_in(si.state))
+		rv = CKR_USER_NOT_LOGGED_IN;
+	return rv;
+}
+
+kw_err kw_hsm_session_ping(kw_hsm_session *s)
+{
+	return kw_hsm_run(s, KW_HSM_OP_OTHER, ping_attempt, NULL);
+}
+
+void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout)
+{
+	if (logout)
+		(void)kw_p11_Logout(s->hsm, s->h);
+	else
+		(void)kw_p11_CloseSession(s->hsm, s->h);
+	/* s->open stays true on purpose: the pool must find out by itself. */
+}

@@ -1,0 +1,178 @@
+/* pool.c — the bounded worker pool.
+ *
+ * N threads take calls from one bounded FIFO. Each worker owns one HSM
+ * session, one PostgreSQL connection and one audit chain for its whole
+ * life; they are opened lazily and reopened after a failure, so a token or
+ * database outage degrades answers (503) instead of killing threads. When
+ * the queue is full kw_pool_submit refuses at once: the caller answers 503
+ * with Retry-After instead of letting latency grow without bound. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "keyward/app.h"
+#include "keyward/http.h"
+#include "keyward/log.h"
+
+typedef struct kw_job {
+	kw_call *call;
+	int route;
+	kw_pool_done_fn done;
+	void *arg;
+} kw_job;
+
+typedef struct kw_worker {
+	kw_pool *pool;
+	pthread_t thread;
+	kw_worker_res res;
+} kw_worker;
+
+struct kw_pool {
+	kw_app *app;
+	pthread_mutex_t lock;
+	pthread_cond_t nonempty;
+	kw_job *ring; /* guarded by lock */
+	int cap, head, count;
+	bool stopping;
+	int nworkers;
+	kw_worker *workers;
+	atomic_int depth;
+};
+
+/* Makes sure the worker's session, connection and chain exist; failures
+ * leave the member NULL and the handler reports the part unavailable. */
+static void worker_prepare(kw_pool *pool, kw_worker_res *res)
+{
+	kw_app *app = pool->app;
+	if (res->hsm == NULL && kw_hsm_session_open(app->hsm, &res->hsm) != KW_OK)
+		res->hsm = NULL;
+	if (res->db == NULL) {
+		if (kw_db_connect(app->cfg->db_conninfo, &res->db) == KW_OK)
+			atomic_fetch_add(&app->db_connected, 1);
+		else
+			res->db = NULL;
+	}
+	if (res->audit == NULL) {
+		char name[64];
+		snprintf(name, sizeof(name), "keywardd:worker-%d", res->index);
+		if (kw_audit_chain_new(app->hsm, name, &res->audit) != KW_OK)
+			res->audit = NULL;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	kw_worker *w = arg;
+	kw_pool *pool = w->pool;
+	worker_prepare(pool, &w->res); /* connect now, not on the first request */
+	for (;;) {
+		pthread_mutex_lock(&pool->lock);
+		while (pool->count == 0 && !pool->stopping)
+			pthread_cond_wait(&pool->nonempty, &pool->lock);
+		if (pool->count == 0 && pool->stopping) {
+			pthread_mutex_unlock(&pool->lock);
+			break;
+		}
+		kw_job job = pool->ring[pool->head];
+		pool->head = (pool->head + 1) % pool->cap;
+		pool->count--;
+		atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
+		pthread_mutex_unlock(&pool->lock);
+
+		worker_prepare(pool, &w->res);
+		job.call->res = &w->res;
+		kw_routes[job.route].fn(job.call);
+		job.call->res = NULL;
+		job.done(job.call, job.arg);
+	}
+	if (w->res.audit)
+		kw_audit_chain_free(w->res.audit);
+	if (w->res.db) {
+		kw_db_close(w->res.db);
+		atomic_fetch_sub(&pool->app->db_connected, 1);
+	}
+	if (w->res.hsm)
+		kw_hsm_session_close(w->res.hsm);
+	return NULL;
+}
+
+kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out)
+{
+	if (workers <= 0 || queue_max <= 0)
+		kw_misuse("kw_pool_start: sizes must be positive");
+	kw_pool *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return KW_ERR_NOMEM;
+	p->app = app;
+	p->cap = queue_max;
+	p->ring = calloc((size_t)queue_max, sizeof(*p->ring));
+	p->workers = calloc((size_t)workers, sizeof(*p->workers));
+	if (p->ring == NULL || p->workers == NULL) {
+		free(p->ring);
+		free(p->workers);
+		free(p);
+		return KW_ERR_NOMEM;
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->nonempty, NULL);
+	for (int i = 0; i < workers; i++) {
+		p->workers[i].pool = p;
+		p->workers[i].res.index = i;
+		if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
+			kw_err_log("cannot start worker %d", i);
+			break;
+		}
+		p->nworkers++;
+	}
+	if (p->nworkers == 0) {
+		kw_pool_stop(p);
+		return KW_ERR_NOMEM;
+	}
+	*out = p;
+	return KW_OK;
+}
+
+kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done, void *arg)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (pool->count >= pool->cap || pool->stopping) {
+		pthread_mutex_unlock(&pool->lock);
+		return KW_ERR_BUSY;
+	}
+	int tail = (pool->head + pool->count) % pool->cap;
+	pool->ring[tail] = (kw_job){call, route, done, arg};
+	pool->count++;
+	atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
+	pthread_cond_signal(&pool->nonempty);
+	pthread_mutex_unlock(&pool->lock);
+	return KW_OK;
+}
+
+int kw_pool_queue_depth(kw_pool *pool)
+{
+	return atomic_load_explicit(&pool->depth, memory_order_relaxed);
+}
+
+int kw_pool_workers(kw_pool *pool)
+{
+	return pool->nworkers;
+}
+
+/* Lets queued jobs finish, then joins every worker. */
+void kw_pool_stop(kw_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = true;
+	pthread_cond_broadcast(&pool->nonempty);
+	pthread_mutex_unlock(&pool->lock);
+	for (int i = 0; i < pool->nworkers; i++)
+		pthread_join(pool->workers[i].thread, NULL);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->nonempty);
+	free(pool->ring);
+	free(pool->workers);
+	free(pool);
+}

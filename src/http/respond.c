@@ -1,0 +1,145 @@
+/* respond.c — building responses, matching routes, request ids.
+ *
+ * Pure functions on kw_call: nothing here touches libevent, so handlers on
+ * workers and on I/O threads use the same helpers. Error bodies carry only
+ * a code, a fixed human message and the request id: never input echoed
+ * back, never a secret. */
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keyward/http.h"
+
+bool kw_request_id_valid(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++) {
+		char c = s[n];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		          c == '_' || c == '-';
+		if (!ok || n >= 128)
+			return false;
+	}
+	return n >= 1;
+}
+
+void kw_request_id_new(char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char b[16];
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		kw_misuse("RAND_bytes failed");
+	for (size_t i = 0; i < sizeof(b); i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[32] = '\0';
+}
+
+const char *kw_request_header(const kw_request *req, const char *name, int *count)
+{
+	const char *found = NULL;
+	int n = 0;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		if (strcasecmp(req->headers[i].name, name) == 0) {
+			if (found == NULL)
+				found = req->headers[i].value;
+			n++;
+		}
+	}
+	if (count)
+		*count = n;
+	return found;
+}
+
+static void set_body(kw_call *call, int status, const char *ctype, char *body, size_t len)
+{
+	free(call->resp.body);
+	call->resp.status = status;
+	call->resp.content_type = ctype;
+	call->resp.body = body;
+	call->resp.body_len = len;
+}
+
+void kw_respond_text(kw_call *call, int status, const char *content_type, char *body, size_t len)
+{
+	set_body(call, status, content_type, body, len);
+}
+
+void kw_respond_json(kw_call *call, int status, const char *json_text)
+{
+	char *copy = strdup(json_text);
+	if (copy == NULL) {
+		set_body(call, 500, "application/json", NULL, 0);
+		return;
+	}
+	set_body(call, status, "application/json", copy, strlen(copy));
+}
+
+void kw_respond_error(kw_call *call, int status, const char *code, const char *message)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s}", "error", code, "message", message, "request_id",
+	                      call->req.request_id);
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	set_body(call, status, "application/json", text, text ? strlen(text) : 0);
+}
+
+void kw_respond_header(kw_call *call, const char *name, const char *value)
+{
+	if (call->resp.nheaders >= KW_RESP_MAX_HEADERS)
+		kw_misuse("kw_respond_header: too many headers");
+	kw_header *h = &call->resp.headers[call->resp.nheaders];
+	h->name = strdup(name);
+	h->value = strdup(value);
+	if (h->name == NULL || h->value == NULL) {
+		free(h->name);
+		free(h->value);
+		return;
+	}
+	call->resp.nheaders++;
+}
+
+/* Matches one pattern; a "{x}" segment takes one non-empty path segment. */
+static bool pattern_match(const char *pat, const char *path, char *param, size_t cap)
+{
+	while (*pat && *path) {
+		if (*pat == '{') {
+			const char *pe = strchr(pat, '}');
+			const char *se = strchr(path, '/');
+			size_t n = se ? (size_t)(se - path) : strlen(path);
+			if (pe == NULL || n == 0 || n >= cap)
+				return false;
+			memcpy(param, path, n);
+			param[n] = '\0';
+			pat = pe + 1;
+			path += n;
+			continue;
+		}
+		if (*pat != *path)
+			return false;
+		pat++;
+		path++;
+	}
+	return *pat == '\0' && *path == '\0';
+}
+
+int kw_route_match(const char *method, const char *path, char *param, size_t cap, bool *path_allowed)
+{
+	*path_allowed = false;
+	for (size_t i = 0; i < kw_routes_count; i++) {
+		char tmp[128];
+		if (!pattern_match(kw_routes[i].pattern, path, tmp, sizeof(tmp)))
+			continue;
+		if (strcmp(kw_routes[i].method, method) != 0) {
+			*path_allowed = true;
+			continue;
+		}
+		snprintf(param, cap, "%s", strchr(kw_routes[i].pattern, '{') ? tmp : "");
+		return (int)i;
+	}
+	return -1;
+}

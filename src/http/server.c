@@ -1,0 +1,725 @@
+/* server.c — I/O threads, listeners, dispatch and replies.
+ *
+ * Each I/O thread owns an event_base and one evhttp per listener kind (TCP,
+ * optionally TLS, and a Unix socket), all accepting on dup()s of the same
+ * listening sockets. The request callback copies the request into a kw_call
+ * and either answers it inline (cheap routes) or hands it to the worker
+ * pool; the worker's result comes back through a per-loop list and a wake
+ * event, and the reply is sent on the loop that owns the request. evhttp
+ * objects are never touched from another thread.
+ *
+ * Every response, evhttp's own error pages included, is JSON with an
+ * X-Request-Id: libevent 2.1 has no error-page hook, so this file defines
+ * evhttp_send_error, which the dynamic linker binds in place of libevent's
+ * (libevent calls it through its PLT). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/http_struct.h> /* major/minor, headers_size: see evhttp_send_error */
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keyward/app.h"
+#include "keyward/http.h"
+#include "keyward/log.h"
+#include "keyward/metrics.h"
+
+#define KW_MAX_HTTP_PER_LOOP 2
+
+typedef struct kw_loop kw_loop;
+
+/* One request from arrival to reply; owned by its loop. */
+typedef struct kw_pending {
+	kw_call call;
+	struct evhttp_request *ereq;
+	kw_loop *loop;
+	int route;
+	struct timespec start;
+	struct kw_pending *next;
+} kw_pending;
+
+struct kw_loop {
+	kw_server *srv;
+	int index;
+	pthread_t thread;
+	bool started;
+	struct event_base *base;
+	struct evhttp *http[KW_MAX_HTTP_PER_LOOP];
+	struct evhttp_bound_socket *bound[KW_MAX_HTTP_PER_LOOP];
+	int nhttp;
+	struct event *wake;
+	pthread_mutex_t lock;
+	kw_pending *done; /* guarded by lock: finished on a worker */
+};
+
+/* For evhttp_send_error, which has no context argument. */
+static atomic_size_t g_max_headers = 65536;
+
+struct kw_server {
+	kw_app *app;
+	int nloops;
+	kw_loop *loops;
+	int tcp_fd, unix_fd;
+	SSL_CTX *ssl;
+	atomic_long in_flight;
+	atomic_bool draining;
+};
+
+static const char *reason_phrase(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	default: return "Status";
+	}
+}
+
+static double elapsed_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void request_free(kw_request *r)
+{
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	free(r->headers);
+	free(r->path);
+	free(r->query);
+	free(r->body);
+}
+
+static void response_free(kw_response *r)
+{
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	free(r->body);
+}
+
+static void pending_free(kw_pending *p)
+{
+	request_free(&p->call.req);
+	response_free(&p->call.resp);
+	free(p);
+}
+
+/* Sends p's response on its loop and frees p. Loop thread only. */
+static void send_reply(kw_pending *p)
+{
+	kw_server *srv = p->loop->srv;
+	kw_response *r = &p->call.resp;
+	if (r->status == 0)
+		kw_respond_error(&p->call, 500, "internal", "the handler produced no answer");
+	if (r->body == NULL && r->status >= 400)
+		r->status = 500; /* error body could not be built: out of memory */
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(p->ereq);
+	evhttp_add_header(oh, "X-Request-Id", p->call.req.request_id);
+	evhttp_add_header(oh, "Content-Type", r->content_type ? r->content_type : "application/json");
+	evhttp_add_header(oh, "Cache-Control", "no-store");
+	evhttp_add_header(oh, "X-Content-Type-Options", "nosniff");
+	for (size_t i = 0; i < r->nheaders; i++)
+		evhttp_add_header(oh, r->headers[i].name, r->headers[i].value);
+	if (atomic_load(&srv->draining))
+		evhttp_add_header(oh, "Connection", "close");
+	if (r->body_len > 0)
+		evbuffer_add(evhttp_request_get_output_buffer(p->ereq), r->body, r->body_len);
+	evhttp_send_reply(p->ereq, r->status, reason_phrase(r->status), NULL);
+	kw_metrics_observe(p->route, r->status, elapsed_since(&p->start));
+	atomic_fetch_sub(&srv->in_flight, 1);
+	pending_free(p);
+}
+
+/* Worker thread: queue p for its loop and wake the loop. */
+static void on_worker_done(kw_call *call, void *arg)
+{
+	kw_pending *p = arg;
+	(void)call;
+	kw_loop *loop = p->loop;
+	pthread_mutex_lock(&loop->lock);
+	p->next = loop->done;
+	loop->done = p;
+	pthread_mutex_unlock(&loop->lock);
+	event_active(loop->wake, EV_READ, 0);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	kw_loop *loop = arg;
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&loop->lock);
+	kw_pending *list = loop->done;
+	loop->done = NULL;
+	pthread_mutex_unlock(&loop->lock);
+	while (list) {
+		kw_pending *next = list->next;
+		send_reply(list);
+		list = next;
+	}
+}
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	}
+	return "UNKNOWN";
+}
+
+static void peer_of(struct evhttp_request *ereq, char *out, size_t cap)
+{
+	snprintf(out, cap, "unknown");
+	struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
+	const struct sockaddr *sa = conn ? evhttp_connection_get_addr(conn) : NULL;
+	if (sa == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+	else if (sa->sa_family == AF_UNIX)
+		snprintf(out, cap, "unix");
+}
+
+/* Copies what a handler may need off the evhttp request. Returns 0, or an
+ * HTTP status to refuse with. */
+static int copy_request(kw_server *srv, struct evhttp_request *ereq, kw_request *req)
+{
+	const kw_config *cfg = srv->app->cfg;
+	req->method = method_name(evhttp_request_get_command(ereq));
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ereq);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+	req->path = strdup(path && *path ? path : "/");
+	req->query = query ? strdup(query) : NULL;
+	if (req->path == NULL || (query && req->query == NULL))
+		return 500;
+
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(ereq);
+	size_t n = 0, total = 0;
+	for (struct evkeyval *kv = ih->tqh_first; kv; kv = kv->next.tqe_next) {
+		n++;
+		total += strlen(kv->key) + strlen(kv->value) + 4;
+	}
+	if (total > cfg->max_headers)
+		return 431;
+	req->headers = calloc(n ? n : 1, sizeof(*req->headers));
+	if (req->headers == NULL)
+		return 500;
+	for (struct evkeyval *kv = ih->tqh_first; kv; kv = kv->next.tqe_next) {
+		kw_header *h = &req->headers[req->nheaders];
+		h->name = strdup(kv->key);
+		h->value = strdup(kv->value);
+		if (h->name == NULL || h->value == NULL) {
+			free(h->name);
+			free(h->value);
+			return 500;
+		}
+		req->nheaders++;
+	}
+
+	struct evbuffer *in = evhttp_request_get_input_buffer(ereq);
+	size_t blen = evbuffer_get_length(in);
+	if (blen > cfg->max_body)
+		return 413;
+	if (blen > 0) {
+		req->body = malloc(blen + 1);
+		if (req->body == NULL)
+			return 500;
+		evbuffer_remove(in, req->body, blen);
+		req->body[blen] = '\0'; /* convenience for text parsers; not counted */
+		req->body_len = blen;
+	}
+	return 0;
+}
+
+static void on_request(struct evhttp_request *ereq, void *arg)
+{
+	kw_loop *loop = arg;
+	kw_server *srv = loop->srv;
+	kw_pending *p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		evhttp_send_reply(ereq, 503, "Service Unavailable", NULL);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &p->start);
+	atomic_fetch_add(&srv->in_flight, 1);
+	p->ereq = ereq;
+	p->loop = loop;
+	p->route = -1;
+	p->call.app = srv->app;
+
+	const char *rid = evhttp_find_header(evhttp_request_get_input_headers(ereq), "X-Request-Id");
+	if (rid && kw_request_id_valid(rid))
+		snprintf(p->call.req.request_id, sizeof(p->call.req.request_id), "%s", rid);
+	else
+		kw_request_id_new(p->call.req.request_id);
+	peer_of(ereq, p->call.req.peer_ip, sizeof(p->call.req.peer_ip));
+
+	int refuse = copy_request(srv, ereq, &p->call.req);
+	if (refuse == 431) {
+		kw_respond_error(&p->call, 431, "headers_too_large", "request headers exceed the limit");
+	} else if (refuse == 413) {
+		kw_respond_error(&p->call, 413, "payload_too_large", "request body exceeds the limit");
+	} else if (refuse != 0) {
+		kw_respond_error(&p->call, 500, "internal", "out of memory");
+	} else {
+		bool other_method = false;
+		kw_request *req = &p->call.req;
+		p->route = kw_route_match(req->method, req->path, req->path_param, sizeof(req->path_param),
+		                          &other_method);
+		if (p->route < 0 && other_method) {
+			kw_respond_error(&p->call, 405, "method_not_allowed", "method not allowed on this path");
+		} else if (p->route < 0) {
+			kw_respond_error(&p->call, 404, "not_found", "no such route");
+		} else if (!kw_routes[p->route].on_worker) {
+			kw_routes[p->route].fn(&p->call);
+		} else if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) == KW_OK) {
+			return; /* on_worker_done brings it back */
+		} else {
+			kw_metrics_rejected_busy();
+			kw_respond_error(&p->call, 503, "overloaded", "the service is at capacity; retry shortly");
+			kw_respond_header(&p->call, "Retry-After", "1");
+		}
+	}
+	send_reply(p);
+}
+
+/* Replaces libevent's HTML error page (see the file comment). Called by
+ * libevent on a malformed request line, oversize headers or body, or a
+ * method it does not parse. */
+__attribute__((visibility("default"))) void evhttp_send_error(struct evhttp_request *req, int error,
+                                                              const char *reason);
+void evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
+{
+	(void)reason;
+	char rid[129];
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+	const char *in_rid = evhttp_find_header(ih, "X-Request-Id");
+	if (in_rid && kw_request_id_valid(in_rid))
+		snprintf(rid, sizeof(rid), "%s", in_rid);
+	else
+		kw_request_id_new(rid);
+	const char *code = "malformed_request", *msg = "the request could not be parsed";
+	/* An unparsable request line leaves the version at 0.0; answer 1.1. */
+	if (req->major != 1) {
+		req->major = 1;
+		req->minor = 1;
+	}
+	/* libevent reports oversize headers as a parse error (400): tell them
+	 * apart by what it counted, or by what is still unread. */
+	size_t unread = 0;
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	if (bev)
+		unread = evbuffer_get_length(bufferevent_get_input(bev));
+	size_t max_headers = atomic_load(&g_max_headers);
+	bool headers_over = req->headers_size > max_headers || unread > max_headers;
+	if ((error == 400 || error == 413) && headers_over) {
+		error = 431;
+		code = "headers_too_large";
+		msg = "request headers exceed the limit";
+	} else if (error == 413) {
+		code = "payload_too_large";
+		msg = "request body exceeds the limit";
+	} else if (error == 501) {
+		code = "method_not_implemented";
+		msg = "method not implemented";
+	} else if (error == 404) {
+		code = "not_found";
+		msg = "no such route";
+	} else if (error < 400 || error > 599) {
+		error = 400;
+	}
+	char body[512];
+	snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\",\"request_id\":\"%s\"}", code, msg, rid);
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+	evhttp_add_header(oh, "Connection", "close");
+	evhttp_add_header(oh, "Content-Type", "application/json");
+	evhttp_add_header(oh, "Cache-Control", "no-store");
+	evhttp_add_header(oh, "X-Request-Id", rid);
+	evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+	kw_metrics_observe(-1, error, 0.0);
+	evhttp_send_reply(req, error, reason_phrase(error), NULL);
+}
+
+static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
+{
+	SSL *ssl = SSL_new((SSL_CTX *)arg);
+	if (ssl == NULL)
+		return NULL;
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+}
+
+static void *loop_main(void *arg)
+{
+	kw_loop *loop = arg;
+	/* While draining, a loop may have no registered event at all (no
+	 * listener, connections waiting on workers): it must keep running
+	 * until kw_server_drain breaks it, or the replies are never sent. */
+	event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static bool addr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return false;
+}
+
+/* "host:port" or "[v6]:port" -> an address, checked against the policy:
+ * development mode only on loopback; plain HTTP on another address only
+ * with allow_insecure_http. The caller frees *out with freeaddrinfo. */
+static kw_err resolve_listen(const kw_config *cfg, struct addrinfo **out, char *errbuf, size_t errlen)
+{
+	const char *spec = cfg->listen;
+	char host[256];
+	const char *port;
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+			goto bad;
+		memcpy(host, spec + 1, (size_t)(close - spec - 1));
+		host[close - spec - 1] = '\0';
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(spec, ':');
+		if (colon == NULL || (size_t)(colon - spec) >= sizeof(host))
+			goto bad;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = '\0';
+		port = colon + 1;
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	if (*port == '\0' || getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
+		goto bad;
+	bool loopback = addr_is_loopback(ai->ai_addr);
+	if (!loopback && cfg->development) {
+		snprintf(errbuf, errlen, "development mode refuses the non-loopback listener %s", spec);
+		freeaddrinfo(ai);
+		return KW_ERR_CONFIG;
+	}
+	if (!loopback && cfg->tls_cert[0] == '\0' && !cfg->allow_insecure_http) {
+		snprintf(errbuf, errlen,
+		         "plain HTTP on non-loopback %s refused: configure [tls] or set allow_insecure_http = true",
+		         spec);
+		freeaddrinfo(ai);
+		return KW_ERR_CONFIG;
+	}
+	*out = ai;
+	return KW_OK;
+bad:
+	snprintf(errbuf, errlen, "bad listen address %s (want host:port)", spec);
+	return KW_ERR_CONFIG;
+}
+
+kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen)
+{
+	if (cfg->listen[0] == '\0' && cfg->unix_socket[0] == '\0') {
+		snprintf(errbuf, errlen, "no listener: set http.listen or http.unix_socket");
+		return KW_ERR_CONFIG;
+	}
+	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
+		snprintf(errbuf, errlen, "tls.cert and tls.key must be set together");
+		return KW_ERR_CONFIG;
+	}
+	if (cfg->listen[0] == '\0')
+		return KW_OK;
+	struct addrinfo *ai = NULL;
+	kw_err err = resolve_listen(cfg, &ai, errbuf, errlen);
+	if (ai)
+		freeaddrinfo(ai);
+	return err;
+}
+
+static kw_err listen_tcp(kw_server *srv, char *errbuf, size_t errlen)
+{
+	const char *spec = srv->app->cfg->listen;
+	struct addrinfo *ai = NULL;
+	kw_err err = resolve_listen(srv->app->cfg, &ai, errbuf, errlen);
+	if (err != KW_OK)
+		return err;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0 ||
+	    evutil_make_socket_nonblocking(fd) != 0) {
+		snprintf(errbuf, errlen, "cannot listen on %s: %s", spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return KW_ERR_IO;
+	}
+	freeaddrinfo(ai);
+	srv->tcp_fd = fd;
+	return KW_OK;
+}
+
+static kw_err listen_unix(kw_server *srv, const char *path, char *errbuf, size_t errlen)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(errbuf, errlen, "unix socket path too long");
+		return KW_ERR_CONFIG;
+	}
+	strcpy(sun.sun_path, path);
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	mode_t old = umask(0117); /* socket is rw for owner and group only */
+	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc != 0 || listen(fd, 1024) != 0 || evutil_make_socket_nonblocking(fd) != 0) {
+		snprintf(errbuf, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return KW_ERR_IO;
+	}
+	srv->unix_fd = fd;
+	return KW_OK;
+}
+
+static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
+{
+	const kw_config *cfg = srv->app->cfg;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+	    SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(errbuf, errlen, "cannot load TLS certificate %s or key %s", cfg->tls_cert, cfg->tls_key);
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return KW_ERR_CONFIG;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	srv->ssl = ctx;
+	return KW_OK;
+}
+
+static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
+{
+	const kw_config *cfg = loop->srv->app->cfg;
+	struct evhttp *http = evhttp_new(loop->base);
+	if (http == NULL)
+		return NULL;
+	evhttp_set_gencb(http, on_request, loop);
+	evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_headers);
+	evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body);
+	evhttp_set_timeout(http, 60);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                     EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+	if (tls)
+		evhttp_set_bevcb(http, tls_bevcb, loop->srv->ssl);
+	int dfd = dup(fd);
+	struct evhttp_bound_socket *b = dfd < 0 ? NULL : evhttp_accept_socket_with_handle(http, dfd);
+	if (b == NULL) {
+		if (dfd >= 0)
+			close(dfd);
+		evhttp_free(http);
+		return NULL;
+	}
+	loop->bound[loop->nhttp] = b;
+	loop->http[loop->nhttp++] = http;
+	return http;
+}
+
+kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, (void (*)(void))evthread_use_pthreads);
+	const kw_config *cfg = app->cfg;
+	kw_err err = KW_OK;
+	kw_server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return KW_ERR_NOMEM;
+	srv->app = app;
+	atomic_store(&g_max_headers, cfg->max_headers);
+	srv->tcp_fd = srv->unix_fd = -1;
+	if ((err = kw_server_validate(cfg, errbuf, errlen)) != KW_OK)
+		goto fail;
+	if (cfg->tls_cert[0] && (err = tls_setup(srv, errbuf, errlen)) != KW_OK)
+		goto fail;
+	if (cfg->listen[0] && (err = listen_tcp(srv, errbuf, errlen)) != KW_OK)
+		goto fail;
+	if (cfg->unix_socket[0] && (err = listen_unix(srv, cfg->unix_socket, errbuf, errlen)) != KW_OK)
+		goto fail;
+
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	srv->nloops = cfg->io_threads > 0 ? cfg->io_threads : (int)(ncpu > 0 ? ncpu : 1);
+	srv->loops = calloc((size_t)srv->nloops, sizeof(*srv->loops));
+	if (srv->loops == NULL) {
+		err = KW_ERR_NOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < srv->nloops; i++) {
+		kw_loop *loop = &srv->loops[i];
+		loop->srv = srv;
+		loop->index = i;
+		pthread_mutex_init(&loop->lock, NULL);
+		loop->base = event_base_new();
+		loop->wake = loop->base ? event_new(loop->base, -1, EV_READ, on_wake, loop) : NULL;
+		if (loop->wake == NULL || (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL)) ||
+		    (srv->unix_fd >= 0 && !loop_http(loop, srv->unix_fd, false))) {
+			snprintf(errbuf, errlen, "cannot set up I/O thread %d", i);
+			err = KW_ERR_NOMEM;
+			goto fail;
+		}
+	}
+	for (int i = 0; i < srv->nloops; i++) {
+		if (pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) != 0) {
+			snprintf(errbuf, errlen, "cannot start I/O thread %d", i);
+			err = KW_ERR_NOMEM;
+			goto fail;
+		}
+		srv->loops[i].started = true;
+	}
+	*out = srv;
+	return KW_OK;
+fail:
+	kw_server_free(srv);
+	return err;
+}
+
+long kw_server_in_flight(kw_server *srv)
+{
+	return atomic_load(&srv->in_flight);
+}
+
+static void stop_accepting(evutil_socket_t fd, short what, void *arg)
+{
+	kw_loop *loop = arg;
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < loop->nhttp; i++) {
+		if (loop->bound[i]) {
+			evhttp_del_accept_socket(loop->http[i], loop->bound[i]);
+			loop->bound[i] = NULL;
+		}
+	}
+}
+
+int kw_server_drain(kw_server *srv, int drain_ms)
+{
+	atomic_store(&srv->draining, true);
+	for (int i = 0; i < srv->nloops; i++)
+		if (srv->loops[i].base)
+			event_base_once(srv->loops[i].base, -1, EV_TIMEOUT, stop_accepting, &srv->loops[i], NULL);
+	/* Close our own copies too, so that once every loop has dropped its
+	 * dup the kernel refuses new connections instead of queueing them. */
+	if (srv->tcp_fd >= 0)
+		close(srv->tcp_fd);
+	srv->tcp_fd = -1;
+	if (srv->unix_fd >= 0) {
+		close(srv->unix_fd);
+		unlink(srv->app->cfg->unix_socket);
+	}
+	srv->unix_fd = -1;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (atomic_load(&srv->in_flight) > 0 && elapsed_since(&t0) * 1000.0 < drain_ms) {
+		struct timespec nap = {0, 5 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+	}
+	long left = atomic_load(&srv->in_flight);
+	for (int i = 0; i < srv->nloops; i++)
+		if (srv->loops[i].base)
+			event_base_loopbreak(srv->loops[i].base);
+	for (int i = 0; i < srv->nloops; i++) {
+		if (srv->loops[i].started) {
+			pthread_join(srv->loops[i].thread, NULL);
+			srv->loops[i].started = false;
+		}
+	}
+	return (int)left;
+}
+
+/* Call after kw_server_drain and after the worker pool has stopped. */
+void kw_server_free(kw_server *srv)
+{
+	if (srv == NULL)
+		return;
+	for (int i = 0; srv->loops && i < srv->nloops; i++) {
+		kw_loop *loop = &srv->loops[i];
+		if (loop->started) {
+			event_base_loopbreak(loop->base);
+			pthread_join(loop->thread, NULL);
+		}
+		for (int h = 0; h < loop->nhttp; h++)
+			evhttp_free(loop->http[h]);
+		kw_pending *p = loop->done;
+		while (p) { /* finished after the drain gave up: their connections are gone */
+			kw_pending *next = p->next;
+			pending_free(p);
+			p = next;
+		}
+		if (loop->wake)
+			event_free(loop->wake);
+		if (loop->base)
+			event_base_free(loop->base);
+		pthread_mutex_destroy(&loop->lock);
+	}
+	free(srv->loops);
+	if (srv->tcp_fd >= 0)
+		close(srv->tcp_fd);
+	if (srv->unix_fd >= 0) {
+		close(srv->unix_fd);
+		if (srv->app->cfg->unix_socket[0])
+			unlink(srv->app->cfg->unix_socket);
+	}
+	SSL_CTX_free(srv->ssl);
+	free(srv);
+}

@@ -1,0 +1,236 @@
+/* keywardctl — provisioning and maintenance for keyward.
+ *
+ * One function per subcommand behind one table. It reads the same config
+ * as keywardd (-c, then KEYWARD_* overrides), talks to the token through
+ * src/hsm and to PostgreSQL as the schema owner (db.admin_conninfo). It
+ * never prints a key or a PIN; the only secrets it ever prints are
+ * credentials created for the operator, once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include "keyward/audit.h"
+#include "keyward/config.h"
+#include "keyward/db.h"
+#include "keyward/hsm.h"
+#include "keyward/log.h"
+#include "keyward/migrate.h"
+
+typedef struct kw_ctl {
+	kw_config cfg;
+	kw_hsm *hsm;
+	kw_hsm_session *session;
+	kw_db *db;
+	int argc;
+	char **argv;
+} kw_ctl;
+
+static int ctl_fail(const char *what, kw_err err)
+{
+	fprintf(stderr, "keywardctl: %s: %s\n", what, kw_err_str(err));
+	return 1;
+}
+
+static kw_err ctl_hsm(kw_ctl *c)
+{
+	if (c->session)
+		return KW_OK;
+	if (c->cfg.hsm_pin_source[0] == '\0') {
+		fprintf(stderr, "keywardctl: hsm.pin_source is not set\n");
+		return KW_ERR_CONFIG;
+	}
+	kw_hsm_options opt = {.module_path = c->cfg.hsm_module,
+	                      .token_uri = c->cfg.hsm_uri,
+	                      .pin_file = c->cfg.hsm_pin_source,
+	                      .max_sessions = 4};
+	kw_err err = kw_hsm_open(&opt, &c->hsm);
+	if (err == KW_OK)
+		err = kw_hsm_session_open(c->hsm, &c->session);
+	if (err != KW_OK)
+		fprintf(stderr, "keywardctl: cannot open token %s: %s\n", c->cfg.hsm_uri, kw_err_str(err));
+	return err;
+}
+
+static kw_err ctl_db(kw_ctl *c)
+{
+	if (c->db)
+		return KW_OK;
+	const char *ci = c->cfg.db_admin_conninfo[0] ? c->cfg.db_admin_conninfo : c->cfg.db_conninfo;
+	kw_err err = kw_db_connect(ci, &c->db);
+	if (err != KW_OK)
+		fprintf(stderr, "keywardctl: cannot connect to the database (db.admin_conninfo): %s\n",
+		        kw_err_str(err));
+	return err;
+}
+
+static int cmd_token_init(kw_ctl *c)
+{
+	kw_err err = ctl_hsm(c);
+	int created = 0;
+	if (err == KW_OK)
+		err = kw_hsm_token_init(c->session, &created);
+	if (err != KW_OK)
+		return ctl_fail("token init", err);
+	printf("token init: created %d key famil%s, kept the rest\n", created, created == 1 ? "y" : "ies");
+	return 0;
+}
+
+static int cmd_token_status(kw_ctl *c)
+{
+	kw_hsm_key_info infos[128];
+	size_t n = 0;
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = kw_hsm_key_list(c->session, infos, 128, &n);
+	if (err != KW_OK)
+		return ctl_fail("token status", err);
+	printf("%-22s %-7s %-7s %-6s %-9s %-11s %-17s\n", "LABEL", "VERSION", "ACTIVE", "OBJECT", "SENSITIVE",
+	       "EXTRACTABLE", "NEVER_EXTRACTABLE");
+	int unsafe = 0;
+	for (size_t i = 0; i < n; i++) {
+		const kw_hsm_key_info *k = &infos[i];
+		printf("%-22s %-7u %-7s %-6s %-9s %-11s %-17s\n", k->label, k->version, k->active ? "yes" : "no",
+		       k->family == KW_KEY_JWT ? (k->is_private_half ? "priv" : "pub") : "secret",
+		       k->sensitive ? "true" : "false", k->extractable ? "true" : "false",
+		       k->never_extractable ? "true" : "false");
+		bool is_public = k->family == KW_KEY_JWT && !k->is_private_half;
+		if (!is_public && (!k->sensitive || k->extractable || !k->never_extractable))
+			unsafe++;
+	}
+	if (unsafe) {
+		fprintf(stderr, "keywardctl: %d key object(s) are extractable or not sensitive\n", unsafe);
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_migrate(kw_ctl *c)
+{
+	const char *sub = c->argc > 0 ? c->argv[0] : "status";
+	kw_err err = ctl_db(c);
+	if (err != KW_OK)
+		return 1;
+	if (strcmp(sub, "up") == 0) {
+		int applied = 0;
+		if ((err = kw_migrate_up(c->db, c->cfg.db_migrations_dir, &applied)) != KW_OK)
+			return ctl_fail("migrate up", err);
+		printf("migrate up: applied %d migration(s)\n", applied);
+		return 0;
+	}
+	if (strcmp(sub, "down") == 0) {
+		int steps = 1;
+		if (c->argc > 1) {
+			char *end;
+			long v = strtol(c->argv[1], &end, 10);
+			if (*end != '\0' || v < 1 || v > 1000) {
+				fprintf(stderr, "keywardctl: migrate down N: N must be 1..1000\n");
+				return 2;
+			}
+			steps = (int)v;
+		}
+		if ((err = kw_migrate_down(c->db, c->cfg.db_migrations_dir, steps)) != KW_OK)
+			return ctl_fail("migrate down", err);
+		printf("migrate down: reverted %d migration(s)\n", steps);
+		return 0;
+	}
+	if (strcmp(sub, "status") == 0) {
+		if ((err = kw_migrate_status(c->db, c->cfg.db_migrations_dir, stdout)) != KW_OK)
+			return ctl_fail("migrate status", err);
+		return 0;
+	}
+	fprintf(stderr, "keywardctl: migrate up|down [N]|status\n");
+	return 2;
+}
+
+static int cmd_audit_verify(kw_ctl *c)
+{
+	unsigned long long rows = 0;
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	if (err != KW_OK)
+		return 1;
+	err = kw_audit_verify(c->hsm, c->session, c->db, stdout, &rows);
+	if (err == KW_ERR_VERIFY)
+		return 1;
+	if (err != KW_OK)
+		return ctl_fail("audit verify", err);
+	printf("audit verify: ok, %llu row(s) checked\n", rows);
+	return 0;
+}
+
+typedef struct kw_ctl_cmd {
+	const char *group, *verb;
+	int (*fn)(kw_ctl *c);
+	const char *help;
+} kw_ctl_cmd;
+
+static const kw_ctl_cmd commands[] = {
+	{"token", "init", cmd_token_init, "create version 1 of every key family (idempotent)"},
+	{"token", "status", cmd_token_status, "list keys and their attributes, read back from the token"},
+	{"migrate", NULL, cmd_migrate, "up | down [N] | status"},
+	{"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: keywardctl [-c keywardd.conf] COMMAND\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(stderr, "  %s %-8s %s\n", commands[i].group, commands[i].verb ? commands[i].verb : "",
+		        commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+	prctl(PR_SET_DUMPABLE, 0);
+	kw_log_open(NULL);
+	kw_log_set_level(KW_LOG_WARN);
+	int i = 1;
+	const char *conf = NULL;
+	if (i + 1 < argc && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {
+		conf = argv[i + 1];
+		i += 2;
+	}
+	if (i >= argc) {
+		usage();
+		return 2;
+	}
+	kw_ctl c = {0};
+	char errbuf[512] = "";
+	if (kw_config_load(&c.cfg, conf, errbuf, sizeof(errbuf)) != KW_OK) {
+		fprintf(stderr, "keywardctl: %s\n", errbuf);
+		kw_config_free(&c.cfg);
+		return 1;
+	}
+	int rc = 2;
+	const kw_ctl_cmd *cmd = NULL;
+	for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
+		if (strcmp(commands[k].group, argv[i]) != 0)
+			continue;
+		if (commands[k].verb == NULL) {
+			cmd = &commands[k];
+			c.argc = argc - i - 1;
+			c.argv = argv + i + 1;
+			break;
+		}
+		if (i + 1 < argc && strcmp(commands[k].verb, argv[i + 1]) == 0) {
+			cmd = &commands[k];
+			c.argc = argc - i - 2;
+			c.argv = argv + i + 2;
+			break;
+		}
+	}
+	if (cmd == NULL)
+		usage();
+	else
+		rc = cmd->fn(&c);
+	if (c.session)
+		kw_hsm_session_close(c.session);
+	if (c.hsm)
+		kw_hsm_close(c.hsm);
+	if (c.db)
+		kw_db_close(c.db);
+	kw_config_free(&c.cfg);
+	return rc;
+}

@@ -1,0 +1,160 @@
+/* Boot of keywardd: production fails closed with one clear line for each
+ * missing part; development provisions what is missing and says so. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kwtest.h"
+#include "kwtest_http.h"
+
+static kwt_db db;
+
+static void setup(void)
+{
+	kw_hsm_close(kwt_hsm_open());
+	kwt_db_create(&db);
+}
+
+static void teardown(void)
+{
+	kwt_db_drop(&db);
+}
+
+TestSuite(boot, .init = setup, .fini = teardown, .timeout = 120);
+
+static void expect_refusal(const char *const *env, const char *needle)
+{
+	char line[1024];
+	int st = kwt_daemon_boot_fails(&db, env, line, sizeof(line));
+	cr_assert_neq(st, 0, "keywardd booted; wanted a refusal mentioning \"%s\"", needle);
+	cr_assert_lt(st, 128, "keywardd crashed (status %d) instead of refusing", st);
+	cr_assert(strstr(line, needle) != NULL, "last line \"%s\" does not say \"%s\"", line, needle);
+	cr_assert(strncmp(line, "keywardd: ", 10) == 0, "not keywardd's own line: %s", line);
+}
+
+Test(boot, production_refuses_missing_token)
+{
+	const char *env[] = {"KEYWARD_HSM_URI=pkcs11:token=no-such-token", NULL};
+	expect_refusal(env, "no token matches pkcs11:token=no-such-token");
+}
+
+Test(boot, production_refuses_missing_pin)
+{
+	const char *env[] = {"KEYWARD_HSM_PIN_SOURCE=/nonexistent/pin", NULL};
+	expect_refusal(env, "/nonexistent/pin");
+}
+
+Test(boot, production_refuses_unset_pin_source)
+{
+	const char *env[] = {"KEYWARD_HSM_PIN_SOURCE=", NULL};
+	expect_refusal(env, "hsm.pin_source is not set");
+}
+
+/* A token with no keyward keys: a second token in the same SoftHSM store. */
+static void empty_token(char *label, size_t lcap, char *pinfile, size_t pcap)
+{
+	snprintf(label, lcap, "kw-empty-%d", (int)getpid());
+	snprintf(pinfile, pcap, "/tmp/kw-empty-%d.pin", (int)getpid());
+	FILE *f = fopen(pinfile, "w");
+	cr_assert_not_null(f);
+	fputs("87654321\n", f);
+	fclose(f);
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd),
+	         "softhsm2-util --init-token --free --label %s --pin 87654321 --so-pin 12345678 >/dev/null", label);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static void delete_token(const char *label)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "softhsm2-util --delete-token --token %s >/dev/null 2>&1", label);
+	cr_assert_eq(system(cmd), 0);
+}
+
+Test(boot, production_refuses_token_without_keys)
+{
+	char label[64], pin[128], uri[128], pinenv[160];
+	empty_token(label, sizeof(label), pin, sizeof(pin));
+	snprintf(uri, sizeof(uri), "KEYWARD_HSM_URI=pkcs11:token=%s", label);
+	snprintf(pinenv, sizeof(pinenv), "KEYWARD_HSM_PIN_SOURCE=%s", pin);
+	const char *env[] = {uri, pinenv, NULL};
+	expect_refusal(env, "no active kek key in the token");
+	delete_token(label);
+	unlink(pin);
+}
+
+Test(boot, production_refuses_missing_database)
+{
+	char ci[600];
+	snprintf(ci, sizeof(ci), "KEYWARD_DB_CONNINFO=%s dbname=no_such_db_kw", db.app);
+	const char *env[] = {ci, NULL};
+	expect_refusal(env, "cannot connect to the database");
+}
+
+Test(boot, production_refuses_old_schema)
+{
+	kwt_db empty;
+	kwt_db_create(&empty);
+	free(kwt_db_admin_sql(&empty, "DELETE FROM schema_migrations"));
+	char ci[600];
+	snprintf(ci, sizeof(ci), "KEYWARD_DB_CONNINFO=%s", empty.app);
+	const char *env[] = {ci, NULL};
+	expect_refusal(env, "database schema version is 0, this build needs");
+	kwt_db_drop(&empty);
+}
+
+Test(boot, production_refuses_plain_http_on_public_address)
+{
+	const char *env[] = {"KEYWARD_HTTP_LISTEN=0.0.0.0:0", NULL};
+	expect_refusal(env, "plain HTTP on non-loopback 0.0.0.0:0 refused");
+}
+
+Test(boot, development_refuses_public_listener)
+{
+	const char *env[] = {"KEYWARD_MODE=development", "KEYWARD_HTTP_LISTEN=0.0.0.0:0",
+	                     "KEYWARD_HTTP_ALLOW_INSECURE_HTTP=true", NULL};
+	expect_refusal(env, "development mode refuses the non-loopback listener");
+}
+
+Test(boot, bad_config_value_is_refused)
+{
+	const char *env[] = {"KEYWARD_HTTP_WORKERS=many", NULL};
+	expect_refusal(env, "KEYWARD_HTTP_WORKERS");
+}
+
+Test(boot, development_provisions_keys_and_schema)
+{
+	char label[64], pin[128], uri[160], pinenv[160], mig[600];
+	empty_token(label, sizeof(label), pin, sizeof(pin));
+	snprintf(uri, sizeof(uri), "KEYWARD_HSM_URI=pkcs11:token=%s", label);
+	snprintf(pinenv, sizeof(pinenv), "KEYWARD_HSM_PIN_SOURCE=%s", pin);
+	free(kwt_db_admin_sql(&db, "DELETE FROM schema_migrations"));
+	free(kwt_db_admin_sql(&db, "DROP TABLE audit_log, audit_chains, tenants CASCADE"));
+	snprintf(mig, sizeof(mig), "KEYWARD_DB_MIGRATIONS_DIR=%s/migrations", getenv("KW_SOURCE_DIR"));
+	const char *env[] = {"KEYWARD_MODE=development", uri, pinenv, mig, NULL};
+	/* kwt_daemon_start makes its own database; boot on `db` instead. */
+	kwt_daemon dd;
+	memset(&dd, 0, sizeof(dd));
+	char dbenv[600], adminenv[600];
+	snprintf(dbenv, sizeof(dbenv), "KEYWARD_DB_CONNINFO=%s", db.app);
+	snprintf(adminenv, sizeof(adminenv), "KEYWARD_DB_ADMIN_CONNINFO=%s", db.admin);
+	const char *env2[] = {env[0], env[1], env[2], env[3], dbenv, adminenv, NULL};
+	kwt_daemon_start(&dd, env2);
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&dd, "/readyz", &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	char *log = kwt_daemon_log(&dd);
+	cr_assert(strstr(log, "DEVELOPMENT MODE: created 5 missing key families"), "%s", log);
+	cr_assert(strstr(log, "applied 1 migration"), "%s", log);
+	free(log);
+	cr_assert_eq(kwt_daemon_stop(&dd), 0);
+	char *v = kwt_db_admin_sql(&db, "SELECT max(version) FROM schema_migrations");
+	cr_assert_str_eq(v, "1");
+	free(v);
+	delete_token(label);
+	unlink(pin);
+}

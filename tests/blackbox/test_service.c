@@ -1,0 +1,275 @@
+/* Black-box tests of keywardd: the real daemon, a real token, a real
+ * PostgreSQL, raw HTTP. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "kwtest.h"
+#include "kwtest_http.h"
+
+static kwt_daemon d;
+
+static void start(void)
+{
+	kwt_daemon_start(&d, NULL);
+}
+
+static void stop(void)
+{
+	kwt_daemon_stop(&d);
+}
+
+TestSuite(service, .init = start, .fini = stop, .timeout = 120);
+
+Test(service, healthz_ok_with_request_id)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0);
+	cr_assert_eq(r.status, 200);
+	cr_assert_str_eq(r.body, "{\"status\":\"ok\"}");
+	char rid[160], ct[64];
+	cr_assert_not_null(kwt_resp_header(&r, "X-Request-Id", rid, sizeof(rid)));
+	cr_assert_eq(strlen(rid), 32);
+	cr_assert_str_eq(kwt_resp_header(&r, "Content-Type", ct, sizeof(ct)), "application/json");
+	kwt_resp_free(&r);
+}
+
+Test(service, request_id_echoed_only_when_valid)
+{
+	const char good[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123_X.y\r\nConnection: close\r\n\r\n";
+	const char bad[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: <script>\r\nConnection: close\r\n\r\n";
+	kwt_resp r;
+	char rid[160];
+	cr_assert_eq(kwt_http_raw(&d, false, good, sizeof(good) - 1, &r), 0);
+	cr_assert_str_eq(kwt_resp_header(&r, "X-Request-Id", rid, sizeof(rid)), "abc-123_X.y");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_raw(&d, false, bad, sizeof(bad) - 1, &r), 0);
+	cr_assert_not_null(kwt_resp_header(&r, "X-Request-Id", rid, sizeof(rid)));
+	cr_assert_str_neq(rid, "<script>");
+	cr_assert_eq(strlen(rid), 32);
+	kwt_resp_free(&r);
+}
+
+Test(service, readyz_ok)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&d, "/readyz", &r), 0);
+	cr_assert_eq(r.status, 200, "body: %s", r.body);
+	cr_assert(strstr(r.body, "\"hsm\":\"ok\"") && strstr(r.body, "\"database\":\"ok\""));
+	kwt_resp_free(&r);
+}
+
+/* ALTER DATABASE must run from another database of the cluster. */
+static void cluster_sql(const char *sql)
+{
+	PGconn *c = PQconnectdb(kwt_env("KEYWARD_PG_ADMIN"));
+	cr_assert_eq(PQstatus(c), CONNECTION_OK);
+	PGresult *r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+	          PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+static int readyz_status(char *body, size_t cap)
+{
+	kwt_resp r;
+	int st = kwt_http_get(&d, "/readyz", &r) == 0 ? r.status : -1;
+	if (body)
+		snprintf(body, cap, "%s", r.body ? r.body : "");
+	kwt_resp_free(&r);
+	return st;
+}
+
+Test(service, readyz_follows_the_database)
+{
+	char sql[512], body[512];
+	/* Take the database away from the service: no new connections, and
+	 * every existing one of the service role is cut. */
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS false", d.db.name);
+	cluster_sql(sql);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'kw_svc' AND "
+	         "datname = '%s'",
+	         d.db.name);
+	cluster_sql(sql);
+	/* Every worker must see it: ask more times than there are workers. */
+	int seen503 = 0;
+	for (int i = 0; i < 12; i++)
+		if (readyz_status(body, sizeof(body)) == 503)
+			seen503++;
+	cr_assert_eq(seen503, 12, "readyz stayed 200 with the database gone");
+	cr_assert(strstr(body, "\"database\":\"unavailable\"") && strstr(body, "\"hsm\":\"ok\""), "%s", body);
+	cr_assert(strstr(body, "\"error\":\"not_ready\""), "%s", body);
+
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS true", d.db.name);
+	cluster_sql(sql);
+	for (int i = 0; i < 12; i++)
+		cr_assert_eq(readyz_status(body, sizeof(body)), 200, "after the database came back: %s", body);
+}
+
+Test(service, metrics_prometheus_text)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0);
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&d, "/readyz", &r), 0);
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&d, "/metrics", &r), 0);
+	cr_assert_eq(r.status, 200);
+	char ct[128];
+	cr_assert(strncmp(kwt_resp_header(&r, "Content-Type", ct, sizeof(ct)), "text/plain", 10) == 0);
+	cr_assert(strstr(r.body, "keyward_http_requests_total{route=\"healthz\",status=\"200\"}"), "%s", r.body);
+	cr_assert(strstr(r.body, "keyward_http_request_duration_seconds_bucket{route=\"readyz\",status=\"200\",le=\""));
+	cr_assert(strstr(r.body, "# TYPE keyward_http_request_duration_seconds histogram"));
+	cr_assert(strstr(r.body, "keyward_hsm_operations_total{op=\"random\"}"));
+	cr_assert(strstr(r.body, "keyward_worker_queue_depth "));
+	cr_assert(strstr(r.body, "keyward_db_connections "));
+	kwt_resp_free(&r);
+}
+
+Test(service, unknown_route_and_method)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&d, "/nope", &r), 0);
+	kwt_assert_json_error(&r, 404, "not_found");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_post(&d, "/healthz", "{}", &r), 0);
+	kwt_assert_json_error(&r, 405, "method_not_allowed");
+	kwt_resp_free(&r);
+}
+
+Test(service, oversize_body_is_413_json)
+{
+	size_t n = (1 << 20) + 10;
+	char *body = malloc(n + 1);
+	memset(body, 'a', n);
+	body[n] = '\0';
+	kwt_resp r;
+	cr_assert_eq(kwt_http_post(&d, "/healthz", body, &r), 0);
+	kwt_assert_json_error(&r, 413, "payload_too_large");
+	kwt_resp_free(&r);
+	free(body);
+	/* And the service keeps serving. */
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}
+
+Test(service, oversize_headers_is_431_json)
+{
+	size_t n = 70 * 1024;
+	char *req = malloc(n + 256);
+	int off = sprintf(req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
+	memset(req + off, 'b', n);
+	strcpy(req + off + n, "\r\nConnection: close\r\n\r\n");
+	kwt_resp r;
+	cr_assert_eq(kwt_http_raw(&d, false, req, strlen(req), &r), 0);
+	kwt_assert_json_error(&r, 431, "headers_too_large");
+	kwt_resp_free(&r);
+	free(req);
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}
+
+Test(service, malformed_request_lines_are_400_json)
+{
+	const char *bad[] = {
+		"GARBAGE\r\n\r\n",
+		"GET\r\n\r\n",
+		"GET /healthz HTTP/9.9\r\n\r\n",
+		"GET /healthz HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
+		"\x01\x02\x03\xff\xfe binary\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		kwt_resp r;
+		cr_assert_eq(kwt_http_raw(&d, false, bad[i], strlen(bad[i]), &r), 0, "no answer to case %zu", i);
+		kwt_assert_json_error(&r, 400, "malformed_request");
+		kwt_resp_free(&r);
+	}
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}
+
+Test(service, unix_socket_listener)
+{
+	const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	kwt_resp r;
+	cr_assert_eq(kwt_http_raw(&d, true, req, sizeof(req) - 1, &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}
+
+Test(service, keep_alive_serves_many_requests)
+{
+	char req[4096] = "";
+	for (int i = 0; i < 20; i++)
+		strcat(req, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	strcat(req, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	kwt_resp r;
+	cr_assert_eq(kwt_http_raw(&d, false, req, strlen(req), &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}
+
+/* SIGTERM while a request waits on a stopped database backend: the daemon
+ * stops accepting, finishes the request, and exits 0. */
+typedef struct inflight {
+	kwt_daemon *d;
+	kwt_resp r;
+	int rc;
+} inflight;
+
+static void *slow_request(void *arg)
+{
+	inflight *f = arg;
+	f->rc = kwt_http_get(f->d, "/readyz", &f->r);
+	return NULL;
+}
+
+Test(service, sigterm_drains_request_in_flight)
+{
+	char *pids = kwt_db_admin_sql(&d.db, "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
+	                                     "WHERE usename = 'kw_svc' AND datname = current_database()");
+	cr_assert_not_null(pids, "the service holds no database connection");
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "kill -STOP %s", pids);
+	cr_assert_eq(system(cmd), 0);
+	inflight f = {.d = &d};
+	pthread_t t;
+	pthread_create(&t, NULL, slow_request, &f);
+	usleep(300 * 1000); /* the request reaches a worker and blocks in SQL */
+	kill(d.pid, SIGTERM);
+	usleep(300 * 1000);
+	int st;
+	pid_t early = waitpid(d.pid, &st, WNOHANG);
+	/* A new connection is refused while draining. */
+	kwt_resp r2;
+	int late_rc = kwt_http_get(&d, "/healthz", &r2);
+	snprintf(cmd, sizeof(cmd), "kill -CONT %s", pids);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_eq(early, 0, "keywardd exited with a request in flight");
+	cr_assert_neq(late_rc, 0, "still accepting while draining");
+	pthread_join(t, NULL);
+	cr_assert_eq(f.rc, 0, "the in-flight request got no answer");
+	cr_assert_eq(f.r.status, 200, "%s", f.r.body);
+	kwt_resp_free(&f.r);
+	cr_assert_eq(waitpid(d.pid, &st, 0), d.pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+	d.pid = 0;
+	free(pids);
+	char *log = kwt_daemon_log(&d);
+	cr_assert(strstr(log, "shutting down"), "%s", log);
+	free(log);
+}

@@ -1,0 +1,60 @@
+/* kwtest_http.h — black-box harness: start the real keywardd, speak HTTP.
+ *
+ * The daemon runs as a child process against the test token and a fresh
+ * database of its own; requests are raw bytes over a socket, so tests can
+ * send hostile input that no HTTP library would produce. */
+#ifndef KWTEST_HTTP_H
+#define KWTEST_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "kwtest.h"
+
+typedef struct kwt_daemon {
+	pid_t pid;
+	int port;
+	char unix_path[108];
+	char log_path[256];
+	kwt_db db;
+	bool own_db;
+} kwt_daemon;
+
+/* Starts keywardd in production mode on 127.0.0.1:<free port> and a Unix
+ * socket, with its own fresh database, and waits until /healthz answers.
+ * extra_env: NULL-terminated "NAME=value" list applied last (may be NULL). */
+void kwt_daemon_start(kwt_daemon *d, const char *const *extra_env);
+/* SIGTERM and wait; returns the exit status (or 128 + signal). */
+int kwt_daemon_stop(kwt_daemon *d);
+/* Runs keywardd expecting it to fail at boot; returns the exit status and
+ * the last line it printed to stderr in last_line. */
+int kwt_daemon_boot_fails(const kwt_db *db, const char *const *extra_env, char *last_line, size_t cap);
+/* The daemon's log so far (malloc'd). */
+char *kwt_daemon_log(const kwt_daemon *d);
+
+typedef struct kwt_resp {
+	int status;
+	char *head; /* status line and headers */
+	char *body;
+	size_t body_len;
+} kwt_resp;
+
+/* Sends raw bytes, reads one response. Returns 0, or -1 if the connection
+ * failed or closed without a response. port 0 = use unix_path. */
+int kwt_http_raw(const kwt_daemon *d, bool use_unix, const void *raw, size_t len, kwt_resp *out);
+/* GET path with "Connection: close". */
+int kwt_http_get(const kwt_daemon *d, const char *path, kwt_resp *out);
+int kwt_http_post(const kwt_daemon *d, const char *path, const char *body, kwt_resp *out);
+/* A response header's value (case-insensitive), copied into buf; NULL if absent. */
+const char *kwt_resp_header(const kwt_resp *r, const char *name, char *buf, size_t cap);
+void kwt_resp_free(kwt_resp *r);
+/* Asserts the body is the JSON error shape with this code and a request_id. */
+void kwt_assert_json_error(const kwt_resp *r, int status, const char *code);
+
+/* A TCP port nobody listens on right now. */
+int kwt_free_port(void);
+/* Path of a built binary: $KW_BUILD_DIR/name. */
+const char *kwt_bin(const char *name, char *buf, size_t cap);
+
+#endif

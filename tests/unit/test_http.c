@@ -1,0 +1,81 @@
+/* Unit tests: route matching, request ids, response helpers. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyward/http.h"
+
+Test(http, request_id_validation)
+{
+	cr_assert(kw_request_id_valid("a"));
+	cr_assert(kw_request_id_valid("abc-DEF_123.x"));
+	char max[129];
+	memset(max, 'a', 128);
+	max[128] = '\0';
+	cr_assert(kw_request_id_valid(max));
+	char over[130];
+	memset(over, 'a', 129);
+	over[129] = '\0';
+	cr_assert_not(kw_request_id_valid(over));
+	cr_assert_not(kw_request_id_valid(""));
+	cr_assert_not(kw_request_id_valid("a b"));
+	cr_assert_not(kw_request_id_valid("a\"b"));
+	cr_assert_not(kw_request_id_valid("ünï"));
+}
+
+Test(http, request_ids_are_fresh_hex)
+{
+	char a[33], b[33];
+	kw_request_id_new(a);
+	kw_request_id_new(b);
+	cr_assert_eq(strlen(a), 32);
+	cr_assert_str_neq(a, b);
+	cr_assert(kw_request_id_valid(a));
+}
+
+Test(http, route_matching)
+{
+	char param[128];
+	bool other;
+	int r = kw_route_match("GET", "/healthz", param, sizeof(param), &other);
+	cr_assert_geq(r, 0);
+	cr_assert_str_eq(kw_routes[r].name, "healthz");
+	cr_assert_lt(kw_route_match("POST", "/healthz", param, sizeof(param), &other), 0);
+	cr_assert(other, "POST /healthz must be 405, not 404");
+	cr_assert_lt(kw_route_match("GET", "/healthz/", param, sizeof(param), &other), 0);
+	cr_assert_not(other);
+	cr_assert_lt(kw_route_match("GET", "/health", param, sizeof(param), &other), 0);
+	cr_assert_lt(kw_route_match("GET", "", param, sizeof(param), &other), 0);
+}
+
+Test(http, error_shape)
+{
+	kw_call call;
+	memset(&call, 0, sizeof(call));
+	strcpy(call.req.request_id, "rid-1");
+	kw_respond_error(&call, 400, "invalid_request", "name is required");
+	cr_assert_eq(call.resp.status, 400);
+	json_t *o = json_loads(call.resp.body, 0, NULL);
+	cr_assert_not_null(o);
+	cr_assert_str_eq(json_string_value(json_object_get(o, "error")), "invalid_request");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "message")), "name is required");
+	cr_assert_str_eq(json_string_value(json_object_get(o, "request_id")), "rid-1");
+	json_decref(o);
+	kw_respond_header(&call, "Retry-After", "1");
+	cr_assert_eq(call.resp.nheaders, 1);
+	free(call.resp.body);
+	free(call.resp.headers[0].name);
+	free(call.resp.headers[0].value);
+}
+
+Test(http, header_lookup_counts_duplicates)
+{
+	kw_header hs[] = {{"Authorization", "a"}, {"Host", "h"}, {"authorization", "b"}};
+	kw_request req = {.headers = hs, .nheaders = 3};
+	int n = 0;
+	cr_assert_str_eq(kw_request_header(&req, "AUTHORIZATION", &n), "a");
+	cr_assert_eq(n, 2);
+	cr_assert_null(kw_request_header(&req, "X-None", &n));
+	cr_assert_eq(n, 0);
+}
