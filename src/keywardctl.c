@@ -90,7 +90,8 @@ static int cmd_token_status(kw_ctl *c)
 	int unsafe = 0;
 	for (size_t i = 0; i < n; i++) {
 		const kw_hsm_key_info *k = &infos[i];
-		printf("%-22s %-7u %-7s %-6s %-9s %-11s %-17s\n", k->label, k->version, k->active ? "yes" : "no",
+		printf("%-22s %-7u %-7s %-6s %-9s %-11s %-17s\n", k->label, k->version,
+		       k->active ? "yes" : "no",
 		       k->family == KW_KEY_JWT ? (k->is_private_half ? "priv" : "pub") : "secret",
 		       k->sensitive ? "true" : "false", k->extractable ? "true" : "false",
 		       k->never_extractable ? "true" : "false");
@@ -167,10 +168,10 @@ typedef struct kw_ctl_cmd {
 } kw_ctl_cmd;
 
 static const kw_ctl_cmd commands[] = {
-	{"token", "init", cmd_token_init, "create version 1 of every key family (idempotent)"},
-	{"token", "status", cmd_token_status, "list keys and their attributes, read back from the token"},
-	{"migrate", NULL, cmd_migrate, "up | down [N] | status"},
-	{"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
+    {"token", "init", cmd_token_init, "create version 1 of every key family (idempotent)"},
+    {"token", "status", cmd_token_status, "list keys and their attributes, read back from the token"},
+    {"migrate", NULL, cmd_migrate, "up | down [N] | status"},
+    {"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
 };
 
 static void usage(void)

@@ -21,8 +21,9 @@
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: keywardd [-c /etc/keyward/keywardd.conf]\n"
-	                "Every setting can be overridden by KEYWARD_SECTION_KEY (e.g. KEYWARD_HTTP_LISTEN).\n");
+	fprintf(stderr,
+	        "usage: keywardd [-c /etc/keyward/keywardd.conf]\n"
+	        "Every setting can be overridden by KEYWARD_SECTION_KEY (e.g. KEYWARD_HTTP_LISTEN).\n");
 }
 
 int main(int argc, char **argv)
@@ -89,7 +90,8 @@ int main(int argc, char **argv)
 	if (kw_server_start(&app, &app.server, errbuf, sizeof(errbuf)) != KW_OK)
 		goto out;
 	kw_info("keywardd ready: listen=%s unix=%s workers=%d mode=%s", cfg.listen[0] ? cfg.listen : "-",
-	        cfg.unix_socket[0] ? cfg.unix_socket : "-", workers, cfg.development ? "development" : "production");
+	        cfg.unix_socket[0] ? cfg.unix_socket : "-", workers,
+	        cfg.development ? "development" : "production");
 	sd_notify(0, "READY=1\nSTATUS=serving");
 
 	uint64_t wd_usec = 0;
@@ -97,7 +99,8 @@ int main(int argc, char **argv)
 	for (;;) {
 		int sig;
 		if (watchdog) {
-			struct timespec ts = {(time_t)(wd_usec / 2000000), (long)((wd_usec / 2) % 1000000) * 1000};
+			struct timespec ts = {(time_t)(wd_usec / 2000000),
+			                      (long)((wd_usec / 2) % 1000000) * 1000};
 			sig = sigtimedwait(&sigs, NULL, &ts);
 			if (sig < 0) {
 				if (errno == EAGAIN)

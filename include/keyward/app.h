@@ -42,8 +42,7 @@ typedef void (*kw_pool_done_fn)(kw_call *call, void *arg);
 KW_MUST_CHECK kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out);
 /* Queues call; `done` runs on the worker thread after the handler. Returns
  * KW_ERR_BUSY when the queue is full (the caller answers 503). */
-KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done,
-                                    void *arg);
+KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done, void *arg);
 int kw_pool_queue_depth(kw_pool *pool);
 int kw_pool_workers(kw_pool *pool);
 void kw_pool_stop(kw_pool *pool);

@@ -11,25 +11,25 @@
 #include "keyward/error.h"
 
 typedef struct kw_config {
-	bool development;      /* mode = development | production */
+	bool development; /* mode = development | production */
 
 	/* [http] */
-	char *listen;            /* "127.0.0.1:8080"; empty disables TCP */
-	char *unix_socket;       /* path; empty disables */
+	char *listen;      /* "127.0.0.1:8080"; empty disables TCP */
+	char *unix_socket; /* path; empty disables */
 	bool allow_insecure_http;
 	char *tls_cert, *tls_key;
-	int io_threads;          /* 0 = number of CPUs */
-	int workers;             /* 0 = number of CPUs * 2 */
-	int queue_max;           /* bounded work queue; full -> 503 */
-	int drain_timeout_ms;    /* SIGTERM grace for in-flight requests */
-	size_t max_body;         /* bytes; default 1 MiB */
-	size_t max_headers;      /* bytes; default 64 KiB */
+	int io_threads;       /* 0 = number of CPUs */
+	int workers;          /* 0 = number of CPUs * 2 */
+	int queue_max;        /* bounded work queue; full -> 503 */
+	int drain_timeout_ms; /* SIGTERM grace for in-flight requests */
+	size_t max_body;      /* bytes; default 1 MiB */
+	size_t max_headers;   /* bytes; default 64 KiB */
 
 	/* [hsm] */
-	char *hsm_module;        /* path of the PKCS#11 module */
-	char *hsm_uri;           /* RFC 7512 token URI */
-	char *hsm_pin_source;    /* file holding the user PIN */
-	int hsm_max_sessions;    /* 0 = token's ulMaxSessionCount */
+	char *hsm_module;     /* path of the PKCS#11 module */
+	char *hsm_uri;        /* RFC 7512 token URI */
+	char *hsm_pin_source; /* file holding the user PIN */
+	int hsm_max_sessions; /* 0 = token's ulMaxSessionCount */
 
 	/* [db] */
 	char *db_conninfo;       /* service role (no RLS bypass) */
@@ -38,11 +38,11 @@ typedef struct kw_config {
 	bool db_migrate_on_boot;
 
 	/* [log] */
-	char *log_file;          /* empty = stderr */
+	char *log_file; /* empty = stderr */
 	char *log_level;
 
 	/* [dev] — development mode only */
-	char *dev_state_dir;     /* where a dev token and cluster live */
+	char *dev_state_dir; /* where a dev token and cluster live */
 } kw_config;
 
 /* Fills cfg with defaults, then the file at path (NULL: no file), then the

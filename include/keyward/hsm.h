@@ -38,11 +38,11 @@ const char *kw_key_family_name(kw_key_family f);
  * caller. */
 typedef struct kw_hsm_key kw_hsm_key;
 
-#define KW_GCM_IV_LEN 12
-#define KW_GCM_TAG_LEN 16
-#define KW_HMAC_LEN 32
+#define KW_GCM_IV_LEN    12
+#define KW_GCM_TAG_LEN   16
+#define KW_HMAC_LEN      32
 #define KW_ECDSA_SIG_LEN 64 /* raw r || s, as JWS wants */
-#define KW_EC_POINT_LEN 65  /* 0x04 || x || y */
+#define KW_EC_POINT_LEN  65 /* 0x04 || x || y */
 
 typedef struct kw_hsm_options {
 	const char *module_path; /* e.g. /usr/lib/softhsm/libsofthsm2.so */
@@ -68,8 +68,7 @@ KW_MUST_CHECK kw_err kw_hsm_session_ping(kw_hsm_session *s);
 
 /* Key lookup. Active = the highest version of the family. */
 KW_MUST_CHECK kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out);
-KW_MUST_CHECK kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version,
-                                    const kw_hsm_key **out);
+KW_MUST_CHECK kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out);
 uint32_t kw_hsm_key_version(const kw_hsm_key *k);
 kw_key_family kw_hsm_key_family(const kw_hsm_key *k);
 /* Re-reads the key objects from the token (after a rotation elsewhere). */
@@ -113,8 +112,8 @@ KW_MUST_CHECK kw_err kw_hsm_gcm_decrypt(kw_hsm_session *s, const kw_hsm_key *k,
                                         const unsigned char iv[KW_GCM_IV_LEN], const unsigned char *aad,
                                         size_t aadlen, const unsigned char *ct, size_t ctlen,
                                         unsigned char *out);
-KW_MUST_CHECK kw_err kw_hsm_hmac(kw_hsm_session *s, const kw_hsm_key *k, const unsigned char *data, size_t len,
-                                 unsigned char out[KW_HMAC_LEN]);
+KW_MUST_CHECK kw_err kw_hsm_hmac(kw_hsm_session *s, const kw_hsm_key *k, const unsigned char *data,
+                                 size_t len, unsigned char out[KW_HMAC_LEN]);
 /* RFC 5869 HKDF-Expand with the key as PRK; outlen <= 255 * 32. */
 KW_MUST_CHECK kw_err kw_hsm_hkdf_expand(kw_hsm_session *s, const kw_hsm_key *prk, const unsigned char *info,
                                         size_t infolen, unsigned char *out, size_t outlen);

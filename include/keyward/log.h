@@ -22,8 +22,8 @@ int kw_log_open(const char *path);
 void kw_log(kw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define kw_err_log(...) kw_log(KW_LOG_ERR, __VA_ARGS__)
-#define kw_warn(...) kw_log(KW_LOG_WARN, __VA_ARGS__)
-#define kw_info(...) kw_log(KW_LOG_INFO, __VA_ARGS__)
-#define kw_debug(...) kw_log(KW_LOG_DEBUG, __VA_ARGS__)
+#define kw_warn(...)    kw_log(KW_LOG_WARN, __VA_ARGS__)
+#define kw_info(...)    kw_log(KW_LOG_INFO, __VA_ARGS__)
+#define kw_debug(...)   kw_log(KW_LOG_DEBUG, __VA_ARGS__)
 
 #endif

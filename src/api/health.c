@@ -29,7 +29,8 @@ void kw_api_readyz(kw_call *call)
 	                                    : "database unavailable";
 	char body[256];
 	snprintf(body, sizeof(body),
-	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\",\"request_id\":\"%s\"}",
+	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\",\"request_"
+	         "id\":\"%s\"}",
 	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", call->req.request_id);
 	kw_respond_json(call, 503, body);
 	kw_respond_header(call, "Retry-After", "5");

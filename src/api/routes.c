@@ -6,8 +6,8 @@
 #include "api.h"
 
 const kw_route kw_routes[] = {
-	{"GET", "/healthz", kw_api_healthz, false, "healthz"},
-	{"GET", "/readyz", kw_api_readyz, true, "readyz"},
-	{"GET", "/metrics", kw_api_metrics, false, "metrics"},
+    {"GET", "/healthz", kw_api_healthz, false, "healthz"},
+    {"GET", "/readyz", kw_api_readyz, true, "readyz"},
+    {"GET", "/metrics", kw_api_metrics, false, "metrics"},
 };
 const size_t kw_routes_count = sizeof(kw_routes) / sizeof(kw_routes[0]);

@@ -34,14 +34,16 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	if (cfg->hsm_pin_source[0] == '\0')
 		return fail(errbuf, errlen, KW_ERR_CONFIG, "hsm.pin_source is not set%s", "");
 	if (access(cfg->hsm_pin_source, R_OK) != 0)
-		return fail(errbuf, errlen, KW_ERR_CONFIG, "cannot read the PIN file %s", cfg->hsm_pin_source);
+		return fail(errbuf, errlen, KW_ERR_CONFIG, "cannot read the PIN file %s",
+		            cfg->hsm_pin_source);
 	kw_hsm_options opt = {.module_path = cfg->hsm_module,
 	                      .token_uri = cfg->hsm_uri,
 	                      .pin_file = cfg->hsm_pin_source,
 	                      .max_sessions = (unsigned)cfg->hsm_max_sessions};
 	kw_err err = kw_hsm_open(&opt, &app->hsm);
 	switch (err) {
-	case KW_OK: break;
+	case KW_OK:
+		break;
 	case KW_ERR_NOT_FOUND:
 		return fail(errbuf, errlen, err, "no token matches %s (or its module/PIN file is missing)",
 		            printable_uri(cfg->hsm_uri));
@@ -49,8 +51,8 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 		return fail(errbuf, errlen, err, "the token refused the PIN from %s, or the PIN is locked",
 		            cfg->hsm_pin_source);
 	default:
-		return fail(errbuf, errlen, err, "cannot open the token %s with module %s: %s", printable_uri(cfg->hsm_uri),
-		            cfg->hsm_module, kw_err_str(err));
+		return fail(errbuf, errlen, err, "cannot open the token %s with module %s: %s",
+		            printable_uri(cfg->hsm_uri), cfg->hsm_module, kw_err_str(err));
 	}
 	for (int f = 0; f < KW_KEY_FAMILY_COUNT; f++) {
 		const kw_hsm_key *k;
@@ -67,7 +69,8 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 			err = kw_hsm_token_init(s, &created);
 		kw_hsm_session_close(s);
 		if (err != KW_OK)
-			return fail(errbuf, errlen, err, "development: cannot create keys: %s", kw_err_str(err));
+			return fail(errbuf, errlen, err, "development: cannot create keys: %s",
+			            kw_err_str(err));
 		kw_warn("DEVELOPMENT MODE: created %d missing key families in the token", created);
 		break;
 	}
@@ -85,14 +88,15 @@ static kw_err boot_db(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 		kw_db *adb = NULL;
 		int applied = 0;
 		if ((err = kw_db_connect(ci, &adb)) != KW_OK)
-			return fail(errbuf, errlen, err, "cannot connect to the database for migrations%s", "");
+			return fail(errbuf, errlen, err, "cannot connect to the database for migrations%s",
+			            "");
 		err = kw_migrate_up(adb, cfg->db_migrations_dir, &applied);
 		kw_db_close(adb);
 		if (err != KW_OK)
 			return fail(errbuf, errlen, err, "migrations from %s failed", cfg->db_migrations_dir);
 		if (applied > 0)
-			kw_warn("%sapplied %d migration(s) at boot", cfg->development ? "DEVELOPMENT MODE: " : "",
-			        applied);
+			kw_warn("%sapplied %d migration(s) at boot",
+			        cfg->development ? "DEVELOPMENT MODE: " : "", applied);
 	}
 	kw_db *db = NULL;
 	if ((err = kw_db_connect(cfg->db_conninfo, &db)) != KW_OK)
@@ -105,8 +109,8 @@ static kw_err boot_db(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	if (version < KW_SCHEMA_VERSION) {
 		char v[64];
 		snprintf(v, sizeof(v), "%d, this build needs %d", version, KW_SCHEMA_VERSION);
-		return fail(errbuf, errlen, KW_ERR_CONFIG, "database schema version is %s (run keywardctl migrate up)",
-		            v);
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "database schema version is %s (run keywardctl migrate up)", v);
 	}
 	return KW_OK;
 }
@@ -116,11 +120,13 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	memset(app, 0, sizeof(*app));
 	app->cfg = cfg;
 	if (cfg->development)
-		kw_warn("DEVELOPMENT MODE: keys and schema are created on demand; never use this mode in production");
+		kw_warn("DEVELOPMENT MODE: keys and schema are created on demand; never use this mode in "
+		        "production");
 	kw_err err = boot_hsm(app, cfg, errbuf, errlen);
 	if (err == KW_OK)
 		err = boot_db(app, cfg, errbuf, errlen);
-	if (err == KW_OK && (err = kw_audit_writer_start(app->hsm, cfg->db_conninfo, 256, &app->audit)) != KW_OK)
+	if (err == KW_OK &&
+	    (err = kw_audit_writer_start(app->hsm, cfg->db_conninfo, 256, &app->audit)) != KW_OK)
 		snprintf(errbuf, errlen, "cannot start the audit writer: %s", kw_err_str(err));
 	if (err != KW_OK)
 		kw_app_shutdown(app);

@@ -30,7 +30,7 @@
 #define SQL_ROWS_FIRST SQL_ROWS_COLS "WHERE chain_id = $1::uuid ORDER BY audit_log.seq LIMIT " VERIFY_PAGE
 #define SQL_ROWS_NEXT                                                                                        \
 	SQL_ROWS_COLS                                                                                        \
-	    "WHERE chain_id = $1::uuid AND seq > $2::bigint ORDER BY audit_log.seq LIMIT " VERIFY_PAGE
+	"WHERE chain_id = $1::uuid AND seq > $2::bigint ORDER BY audit_log.seq LIMIT " VERIFY_PAGE
 #define SQL_HEADS_COLS                                                                                       \
 	"SELECT chain_id::text, last_seq::text, encode(last_mac, 'hex'), key_version::text, "                \
 	"encode(head_mac, 'hex') FROM audit_chains "

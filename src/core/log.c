@@ -29,8 +29,11 @@ bool kw_log_parse_level(const char *s, kw_log_level *out)
 	static const struct {
 		const char *name;
 		kw_log_level level;
-	} names[] = {{"err", KW_LOG_ERR}, {"error", KW_LOG_ERR}, {"warn", KW_LOG_WARN},
-	             {"info", KW_LOG_INFO}, {"debug", KW_LOG_DEBUG}};
+	} names[] = {{"err", KW_LOG_ERR},
+	             {"error", KW_LOG_ERR},
+	             {"warn", KW_LOG_WARN},
+	             {"info", KW_LOG_INFO},
+	             {"debug", KW_LOG_DEBUG}};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (strcmp(s, names[i].name) == 0) {
 			*out = names[i].level;
@@ -64,8 +67,8 @@ void kw_log(kw_log_level level, const char *fmt, ...)
 {
 	if ((int)level > atomic_load(&log_level))
 		return;
-	static const char *names[] = {[KW_LOG_ERR] = "ERROR", [KW_LOG_WARN] = "WARN",
-	                              [KW_LOG_INFO] = "INFO", [KW_LOG_DEBUG] = "DEBUG"};
+	static const char *names[] = {
+	    [KW_LOG_ERR] = "ERROR", [KW_LOG_WARN] = "WARN", [KW_LOG_INFO] = "INFO", [KW_LOG_DEBUG] = "DEBUG"};
 	char line[2048];
 	size_t n = 0;
 	if (atomic_load(&log_journal)) {

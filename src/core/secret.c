@@ -11,8 +11,8 @@
 
 struct kw_secret {
 	unsigned char *data;
-	size_t len;     /* logical length */
-	size_t maplen;  /* page-rounded mapping */
+	size_t len;    /* logical length */
+	size_t maplen; /* page-rounded mapping */
 };
 
 kw_secret *kw_secret_new(size_t len)

@@ -14,7 +14,7 @@
 #include "keyward/http.h"
 
 #define MAX_ROUTES 64
-#define NBUCKETS 13
+#define NBUCKETS   13
 static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 429, 431, 500, 501, 503};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]) + 1) /* + "other" */
 static const double buckets[NBUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -98,11 +98,13 @@ static void render_http(kw_buf *b)
 	for (size_t r = 0; r <= MAX_ROUTES && r <= kw_routes_count; r++) {
 		const char *name = r == 0 ? "unmatched" : kw_routes[r - 1].name;
 		for (size_t s = 0; s < NSTATUS; s++) {
-			unsigned long long c = atomic_load_explicit(&series[r][s].count, memory_order_relaxed);
+			unsigned long long c =
+			    atomic_load_explicit(&series[r][s].count, memory_order_relaxed);
 			if (c == 0)
 				continue;
 			char st[8];
-			snprintf(st, sizeof(st), s < NSTATUS - 1 ? "%d" : "other", statuses[s < NSTATUS - 1 ? s : 0]);
+			snprintf(st, sizeof(st), s < NSTATUS - 1 ? "%d" : "other",
+			         statuses[s < NSTATUS - 1 ? s : 0]);
 			out(b, "keyward_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", name, st, c);
 		}
 	}
@@ -116,26 +118,32 @@ static void render_http(kw_buf *b)
 			if (c == 0)
 				continue;
 			char st[8];
-			snprintf(st, sizeof(st), s < NSTATUS - 1 ? "%d" : "other", statuses[s < NSTATUS - 1 ? s : 0]);
+			snprintf(st, sizeof(st), s < NSTATUS - 1 ? "%d" : "other",
+			         statuses[s < NSTATUS - 1 ? s : 0]);
 			unsigned long long cum = 0;
 			for (size_t k = 0; k < NBUCKETS; k++) {
 				cum += atomic_load_explicit(&se->bucket[k], memory_order_relaxed);
 				out(b,
-				    "keyward_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\",le=\"%g\"} "
+				    "keyward_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\","
+				    "le=\"%g\"} "
 				    "%llu\n",
 				    name, st, buckets[k], cum);
 			}
 			out(b,
-			    "keyward_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\",le=\"+Inf\"} %llu\n",
+			    "keyward_http_request_duration_seconds_bucket{route=\"%s\",status=\"%s\",le=\"+"
+			    "Inf\"} %llu\n",
 			    name, st, c);
-			out(b, "keyward_http_request_duration_seconds_sum{route=\"%s\",status=\"%s\"} %.6f\n", name, st,
+			out(b, "keyward_http_request_duration_seconds_sum{route=\"%s\",status=\"%s\"} %.6f\n",
+			    name, st,
 			    (double)atomic_load_explicit(&se->usec_sum, memory_order_relaxed) / 1e6);
-			out(b, "keyward_http_request_duration_seconds_count{route=\"%s\",status=\"%s\"} %llu\n", name,
-			    st, c);
+			out(b,
+			    "keyward_http_request_duration_seconds_count{route=\"%s\",status=\"%s\"} %llu\n",
+			    name, st, c);
 		}
 	}
-	out(b, "# HELP keyward_http_rejected_busy_total Requests refused with 503 because the queue was full.\n"
-	       "# TYPE keyward_http_rejected_busy_total counter\nkeyward_http_rejected_busy_total %llu\n",
+	out(b,
+	    "# HELP keyward_http_rejected_busy_total Requests refused with 503 because the queue was full.\n"
+	    "# TYPE keyward_http_rejected_busy_total counter\nkeyward_http_rejected_busy_total %llu\n",
 	    atomic_load(&rejected_busy));
 }
 
@@ -158,8 +166,9 @@ static void render_hsm(kw_buf *b, kw_app *app)
 	for (int op = 0; op < KW_HSM_OP_COUNT; op++)
 		out(b, "keyward_hsm_operation_seconds_total{op=\"%s\"} %.6f\n", kw_hsm_op_name((kw_hsm_op)op),
 		    (double)st.usec[op] / 1e6);
-	out(b, "# HELP keyward_hsm_sessions_revived_total Sessions reopened after the token dropped them.\n"
-	       "# TYPE keyward_hsm_sessions_revived_total counter\nkeyward_hsm_sessions_revived_total %llu\n",
+	out(b,
+	    "# HELP keyward_hsm_sessions_revived_total Sessions reopened after the token dropped them.\n"
+	    "# TYPE keyward_hsm_sessions_revived_total counter\nkeyward_hsm_sessions_revived_total %llu\n",
 	    (unsigned long long)st.revived_sessions);
 }
 
@@ -175,7 +184,8 @@ char *kw_metrics_render(kw_app *app, size_t *len)
 		out(&b,
 		    "# HELP keyward_worker_queue_depth Calls waiting for a worker.\n"
 		    "# TYPE keyward_worker_queue_depth gauge\nkeyward_worker_queue_depth %d\n"
-		    "# HELP keyward_workers Worker threads.\n# TYPE keyward_workers gauge\nkeyward_workers %d\n",
+		    "# HELP keyward_workers Worker threads.\n# TYPE keyward_workers gauge\nkeyward_workers "
+		    "%d\n",
 		    kw_pool_queue_depth(app->pool), kw_pool_workers(app->pool));
 	}
 	out(&b,
@@ -190,13 +200,16 @@ char *kw_metrics_render(kw_app *app, size_t *len)
 		out(&b,
 		    "# HELP keyward_audit_group_rows_total Audit rows written by the group-commit writer.\n"
 		    "# TYPE keyward_audit_group_rows_total counter\nkeyward_audit_group_rows_total %llu\n"
-		    "# HELP keyward_audit_group_commits_total Transactions the group-commit writer committed.\n"
-		    "# TYPE keyward_audit_group_commits_total counter\nkeyward_audit_group_commits_total %llu\n",
+		    "# HELP keyward_audit_group_commits_total Transactions the group-commit writer "
+		    "committed.\n"
+		    "# TYPE keyward_audit_group_commits_total counter\nkeyward_audit_group_commits_total "
+		    "%llu\n",
 		    rows, commits);
 	}
 	if (app->server)
-		out(&b, "# HELP keyward_http_in_flight Requests being handled.\n"
-		        "# TYPE keyward_http_in_flight gauge\nkeyward_http_in_flight %ld\n",
+		out(&b,
+		    "# HELP keyward_http_in_flight Requests being handled.\n"
+		    "# TYPE keyward_http_in_flight gauge\nkeyward_http_in_flight %ld\n",
 		    kw_server_in_flight(app->server));
 	if (b.failed) {
 		free(b.p);

@@ -18,8 +18,8 @@ bool kw_request_id_valid(const char *s)
 	size_t n = 0;
 	for (; s[n]; n++) {
 		char c = s[n];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-		          c == '_' || c == '-';
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		          c == '.' || c == '_' || c == '-';
 		if (!ok || n >= 128)
 			return false;
 	}

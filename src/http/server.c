@@ -88,23 +88,40 @@ struct kw_server {
 static const char *reason_phrase(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 413: return "Content Too Large";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 503: return "Service Unavailable";
-	default: return "Status";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Content Too Large";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
 	}
 }
 
@@ -201,15 +218,24 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 static const char *method_name(enum evhttp_cmd_type t)
 {
 	switch (t) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	case EVHTTP_REQ_TRACE: return "TRACE";
-	case EVHTTP_REQ_CONNECT: return "CONNECT";
-	case EVHTTP_REQ_PATCH: return "PATCH";
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	case EVHTTP_REQ_TRACE:
+		return "TRACE";
+	case EVHTTP_REQ_CONNECT:
+		return "CONNECT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
 	}
 	return "UNKNOWN";
 }
@@ -317,7 +343,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 		p->route = kw_route_match(req->method, req->path, req->path_param, sizeof(req->path_param),
 		                          &other_method);
 		if (p->route < 0 && other_method) {
-			kw_respond_error(&p->call, 405, "method_not_allowed", "method not allowed on this path");
+			kw_respond_error(&p->call, 405, "method_not_allowed",
+			                 "method not allowed on this path");
 		} else if (p->route < 0) {
 			kw_respond_error(&p->call, 404, "not_found", "no such route");
 		} else if (!kw_routes[p->route].on_worker) {
@@ -326,7 +353,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 			return; /* on_worker_done brings it back */
 		} else {
 			kw_metrics_rejected_busy();
-			kw_respond_error(&p->call, 503, "overloaded", "the service is at capacity; retry shortly");
+			kw_respond_error(&p->call, 503, "overloaded",
+			                 "the service is at capacity; retry shortly");
 			kw_respond_header(&p->call, "Retry-After", "1");
 		}
 	}
@@ -380,7 +408,8 @@ void evhttp_send_error(struct evhttp_request *req, int error, const char *reason
 		error = 400;
 	}
 	char body[512];
-	snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\",\"request_id\":\"%s\"}", code, msg, rid);
+	snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\",\"request_id\":\"%s\"}", code, msg,
+	         rid);
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
 	evhttp_add_header(oh, "Connection", "close");
 	evhttp_add_header(oh, "Content-Type", "application/json");
@@ -396,7 +425,8 @@ static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
 	SSL *ssl = SSL_new((SSL_CTX *)arg);
 	if (ssl == NULL)
 		return NULL;
-	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void *loop_main(void *arg)
@@ -453,7 +483,8 @@ static kw_err resolve_listen(const kw_config *cfg, struct addrinfo **out, char *
 	}
 	if (!loopback && cfg->tls_cert[0] == '\0' && !cfg->allow_insecure_http) {
 		snprintf(errbuf, errlen,
-		         "plain HTTP on non-loopback %s refused: configure [tls] or set allow_insecure_http = true",
+		         "plain HTTP on non-loopback %s refused: configure [tls] or set allow_insecure_http "
+		         "= true",
 		         spec);
 		freeaddrinfo(ai);
 		return KW_ERR_CONFIG;
@@ -540,7 +571,8 @@ static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 	    SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(errbuf, errlen, "cannot load TLS certificate %s or key %s", cfg->tls_cert, cfg->tls_key);
+		snprintf(errbuf, errlen, "cannot load TLS certificate %s or key %s", cfg->tls_cert,
+		         cfg->tls_key);
 		ERR_clear_error();
 		SSL_CTX_free(ctx);
 		return KW_ERR_CONFIG;
@@ -560,8 +592,9 @@ static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
 	evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_headers);
 	evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body);
 	evhttp_set_timeout(http, 60);
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                     EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+	                                     EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
+	                                     EVHTTP_REQ_OPTIONS);
 	if (tls)
 		evhttp_set_bevcb(http, tls_bevcb, loop->srv->ssl);
 	int dfd = dup(fd);
@@ -612,7 +645,8 @@ kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen
 		pthread_mutex_init(&loop->lock, NULL);
 		loop->base = event_base_new();
 		loop->wake = loop->base ? event_new(loop->base, -1, EV_READ, on_wake, loop) : NULL;
-		if (loop->wake == NULL || (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL)) ||
+		if (loop->wake == NULL ||
+		    (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL)) ||
 		    (srv->unix_fd >= 0 && !loop_http(loop, srv->unix_fd, false))) {
 			snprintf(errbuf, errlen, "cannot set up I/O thread %d", i);
 			err = KW_ERR_NOMEM;
@@ -657,7 +691,8 @@ int kw_server_drain(kw_server *srv, int drain_ms)
 	atomic_store(&srv->draining, true);
 	for (int i = 0; i < srv->nloops; i++)
 		if (srv->loops[i].base)
-			event_base_once(srv->loops[i].base, -1, EV_TIMEOUT, stop_accepting, &srv->loops[i], NULL);
+			event_base_once(srv->loops[i].base, -1, EV_TIMEOUT, stop_accepting, &srv->loops[i],
+			                NULL);
 	/* Close our own copies too, so that once every loop has dropped its
 	 * dup the kernel refuses new connections instead of queueing them. */
 	if (srv->tcp_fd >= 0)

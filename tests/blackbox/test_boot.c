@@ -63,7 +63,8 @@ static void empty_token(char *label, size_t lcap, char *pinfile, size_t pcap)
 	fclose(f);
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd),
-	         "softhsm2-util --init-token --free --label %s --pin 87654321 --so-pin 12345678 >/dev/null", label);
+	         "softhsm2-util --init-token --free --label %s --pin 87654321 --so-pin 12345678 >/dev/null",
+	         label);
 	cr_assert_eq(system(cmd), 0);
 }
 

@@ -44,8 +44,10 @@ Test(service, healthz_ok_with_request_id)
 
 Test(service, request_id_echoed_only_when_valid)
 {
-	const char good[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123_X.y\r\nConnection: close\r\n\r\n";
-	const char bad[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: <script>\r\nConnection: close\r\n\r\n";
+	const char good[] =
+	    "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123_X.y\r\nConnection: close\r\n\r\n";
+	const char bad[] =
+	    "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: <script>\r\nConnection: close\r\n\r\n";
 	kwt_resp r;
 	char rid[160];
 	cr_assert_eq(kwt_http_raw(&d, false, good, sizeof(good) - 1, &r), 0);
@@ -73,8 +75,8 @@ static void cluster_sql(const char *sql)
 	PGconn *c = PQconnectdb(kwt_env("KEYWARD_PG_ADMIN"));
 	cr_assert_eq(PQstatus(c), CONNECTION_OK);
 	PGresult *r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
-	          PQerrorMessage(c));
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s",
+	          sql, PQerrorMessage(c));
 	PQclear(r);
 	PQfinish(c);
 }
@@ -113,7 +115,8 @@ Test(service, readyz_follows_the_database)
 	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS true", d.db.name);
 	cluster_sql(sql);
 	for (int i = 0; i < 12; i++)
-		cr_assert_eq(readyz_status(body, sizeof(body)), 200, "after the database came back: %s", body);
+		cr_assert_eq(readyz_status(body, sizeof(body)), 200, "after the database came back: %s",
+		             body);
 }
 
 Test(service, metrics_prometheus_text)
@@ -127,8 +130,10 @@ Test(service, metrics_prometheus_text)
 	cr_assert_eq(r.status, 200);
 	char ct[128];
 	cr_assert(strncmp(kwt_resp_header(&r, "Content-Type", ct, sizeof(ct)), "text/plain", 10) == 0);
-	cr_assert(strstr(r.body, "keyward_http_requests_total{route=\"healthz\",status=\"200\"}"), "%s", r.body);
-	cr_assert(strstr(r.body, "keyward_http_request_duration_seconds_bucket{route=\"readyz\",status=\"200\",le=\""));
+	cr_assert(strstr(r.body, "keyward_http_requests_total{route=\"healthz\",status=\"200\"}"), "%s",
+	          r.body);
+	cr_assert(strstr(
+	    r.body, "keyward_http_request_duration_seconds_bucket{route=\"readyz\",status=\"200\",le=\""));
 	cr_assert(strstr(r.body, "# TYPE keyward_http_request_duration_seconds histogram"));
 	cr_assert(strstr(r.body, "keyward_hsm_operations_total{op=\"random\"}"));
 	cr_assert(strstr(r.body, "keyward_worker_queue_depth "));
@@ -184,15 +189,16 @@ Test(service, oversize_headers_is_431_json)
 Test(service, malformed_request_lines_are_400_json)
 {
 	const char *bad[] = {
-		"GARBAGE\r\n\r\n",
-		"GET\r\n\r\n",
-		"GET /healthz HTTP/9.9\r\n\r\n",
-		"GET /healthz HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
-		"\x01\x02\x03\xff\xfe binary\r\n\r\n",
+	    "GARBAGE\r\n\r\n",
+	    "GET\r\n\r\n",
+	    "GET /healthz HTTP/9.9\r\n\r\n",
+	    "GET /healthz HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
+	    "\x01\x02\x03\xff\xfe binary\r\n\r\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		kwt_resp r;
-		cr_assert_eq(kwt_http_raw(&d, false, bad[i], strlen(bad[i]), &r), 0, "no answer to case %zu", i);
+		cr_assert_eq(kwt_http_raw(&d, false, bad[i], strlen(bad[i]), &r), 0, "no answer to case %zu",
+		             i);
 		kwt_assert_json_error(&r, 400, "malformed_request");
 		kwt_resp_free(&r);
 	}

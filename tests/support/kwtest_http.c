@@ -46,7 +46,7 @@ static pid_t spawn(const kwt_db *db, int port, const char *unix_path, const char
 	char bin[512];
 	kwt_bin("keywardd", bin, sizeof(bin));
 	const char *module = kwt_env("KEYWARD_HSM_MODULE"), *uri = kwt_env("KEYWARD_HSM_URI"),
-		   *pin = kwt_env("KEYWARD_HSM_PIN_SOURCE"), *sconf = kwt_env("SOFTHSM2_CONF");
+	           *pin = kwt_env("KEYWARD_HSM_PIN_SOURCE"), *sconf = kwt_env("SOFTHSM2_CONF");
 	pid_t pid = fork();
 	cr_assert(pid >= 0);
 	if (pid > 0)
@@ -73,7 +73,8 @@ static pid_t spawn(const kwt_db *db, int port, const char *unix_path, const char
 	setenv("KEYWARD_DB_ADMIN_CONNINFO", db->admin, 1);
 	setenv("KEYWARD_LOG_LEVEL", "info", 1);
 	char mig[512];
-	snprintf(mig, sizeof(mig), "%s/migrations", getenv("KW_SOURCE_DIR") ? getenv("KW_SOURCE_DIR") : KW_SOURCE_DIR);
+	snprintf(mig, sizeof(mig), "%s/migrations",
+	         getenv("KW_SOURCE_DIR") ? getenv("KW_SOURCE_DIR") : KW_SOURCE_DIR);
 	setenv("KEYWARD_DB_MIGRATIONS_DIR", mig, 1);
 	unsetenv("JOURNAL_STREAM");
 	unsetenv("NOTIFY_SOCKET");
@@ -96,7 +97,8 @@ static int connect_to(const kwt_daemon *d, bool use_unix)
 		}
 		return fd;
 	}
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port),
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons((uint16_t)d->port),
 	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	fd = socket(AF_INET, SOCK_STREAM, 0);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
@@ -180,7 +182,8 @@ int kwt_http_raw(const kwt_daemon *d, bool use_unix, const void *raw, size_t len
 int kwt_http_get(const kwt_daemon *d, const char *path, kwt_resp *out)
 {
 	char req[1024];
-	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+	                 path);
 	return kwt_http_raw(d, false, req, (size_t)n, out);
 }
 

@@ -49,8 +49,9 @@ Test(config, defaults_are_safe)
 
 Test(config, parses_sections_comments_quotes)
 {
-	const char text[] = "# comment\n; another\nmode = development\n\n[http]\nlisten = \"[::1]:9000\"\n"
-	                    "workers=7\n  allow_insecure_http = yes  \n[hsm]\nuri = pkcs11:token=abc;serial=1\n";
+	const char text[] =
+	    "# comment\n; another\nmode = development\n\n[http]\nlisten = \"[::1]:9000\"\n"
+	    "workers=7\n  allow_insecure_http = yes  \n[hsm]\nuri = pkcs11:token=abc;serial=1\n";
 	cr_assert_eq(kw_config_parse(&cfg, text, strlen(text), err, sizeof(err)), KW_OK, "%s", err);
 	cr_assert(cfg.development);
 	cr_assert_str_eq(cfg.listen, "[::1]:9000");
@@ -68,9 +69,14 @@ Test(config, unknown_key_names_the_line)
 
 Test(config, bad_values_refused)
 {
-	const char *bad[] = {"mode = staging\n", "[http]\nworkers = -1\n", "[http]\nworkers = 9x\n",
-	                     "[http]\nmax_body = 0\n", "[http]\nallow_insecure_http = maybe\n",
-	                     "[http\nlisten = x\n", "just text\n", "[http]\nworkers = 99999999999999999999\n"};
+	const char *bad[] = {"mode = staging\n",
+	                     "[http]\nworkers = -1\n",
+	                     "[http]\nworkers = 9x\n",
+	                     "[http]\nmax_body = 0\n",
+	                     "[http]\nallow_insecure_http = maybe\n",
+	                     "[http\nlisten = x\n",
+	                     "just text\n",
+	                     "[http]\nworkers = 99999999999999999999\n"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(kw_config_parse(&cfg, bad[i], strlen(bad[i]), err, sizeof(err)), KW_ERR_CONFIG,
 		             "accepted: %s", bad[i]);
