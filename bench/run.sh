@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of keywardd's /healthz against a minimal single-threaded evhttp
-# server answering "ok", measured back to back on the same machine with the
-# same wrk settings. Prints both and their ratio.
+# server answering "ok", and of the authenticated GET /api/v1/api-keys
+# against /healthz, measured back to back on the same machine with the
+# same wrk settings. Prints each pair and its ratio.
 #   bench/run.sh [DURATION=10s] [CONNECTIONS=64]
 # Needs a build (scripts/dev.sh run or test builds one into build/) and wrk.
 set -euo pipefail
@@ -21,14 +22,17 @@ psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 F
 build/keywardctl token init >/dev/null
 export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
 export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:18080 KEYWARD_LOG_LEVEL=warn
+# The benchmark is one client address: lift the per-IP budget for it.
+export KEYWARD_RATELIMIT_IP_PER_MINUTE=1000000
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 wait_up() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer at $1" >&2; exit 1; }
-run_wrk() { # URL -> "rps p99"
-  wrk -t2 -c"$conns" -d"$dur" --latency "$1" | awk '
+run_wrk() { # URL [wrk args] -> "rps p99"
+  local url=$1; shift
+  wrk -t2 -c"$conns" -d"$dur" --latency "$@" "$url" | awk '
     /Requests\/sec/ { rps = $2 }
     /^ +99%/ { p99 = $2 }
     END { print rps, p99 }'
@@ -47,3 +51,17 @@ printf '%-34s %12s %10s\n' "target (wrk -t2 -c$conns -d$dur)" "requests/s" "p99"
 printf '%-34s %12s %10s\n' "baseline: 1-thread evhttp \"ok\"" "$base_rps" "$base_p99"
 printf '%-34s %12s %10s\n' "keywardd GET /healthz" "$kw_rps" "$kw_p99"
 awk -v a="$kw_rps" -v b="$base_rps" 'BEGIN { printf "ratio keywardd/baseline: %.2f\n", a / b }'
+
+# Authenticated route: a tenant, and a key whose own budget will not bind.
+tenant_name="bench-$(date +%s)-$$"
+admin=$(build/keywardctl tenant create "$tenant_name" 2>/dev/null | awk '/^api_key:/ { print $2 }')
+key=$(curl -sf -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  -d '{"name":"bench","scopes":["admin"],"rate_limit_per_minute":1000000}' \
+  http://127.0.0.1:18080/api/v1/api-keys | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+read -r auth_rps auth_p99 < <(run_wrk http://127.0.0.1:18080/api/v1/api-keys -H "Authorization: Bearer $key")
+read -r kw2_rps kw2_p99 < <(run_wrk http://127.0.0.1:18080/healthz)
+echo
+printf '%-34s %12s %10s\n' "target (wrk -t2 -c$conns -d$dur)" "requests/s" "p99"
+printf '%-34s %12s %10s\n' "keywardd GET /api/v1/api-keys" "$auth_rps" "$auth_p99"
+printf '%-34s %12s %10s\n' "keywardd GET /healthz (again)" "$kw2_rps" "$kw2_p99"
+awk -v a="$auth_rps" -v b="$kw2_rps" 'BEGIN { printf "ratio authenticated/healthz: %.2f\n", a / b }'

@@ -5,11 +5,13 @@
  * src/hsm and to PostgreSQL as the schema owner (db.admin_conninfo). It
  * never prints a key or a PIN; the only secrets it ever prints are
  * credentials created for the operator, once. */
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 
+#include "keyward/apikey.h"
 #include "keyward/audit.h"
 #include "keyward/config.h"
 #include "keyward/db.h"
@@ -48,7 +50,8 @@ static kw_err ctl_hsm(kw_ctl *c)
 	if (err == KW_OK)
 		err = kw_hsm_session_open(c->hsm, &c->session);
 	if (err != KW_OK)
-		fprintf(stderr, "keywardctl: cannot open token %s: %s\n", c->cfg.hsm_uri, kw_err_str(err));
+		fprintf(stderr, "keywardctl: cannot open token %s: %s\n", kw_config_printable_uri(c->cfg.hsm_uri),
+		        kw_err_str(err));
 	return err;
 }
 
@@ -161,6 +164,58 @@ static int cmd_audit_verify(kw_ctl *c)
 	return 0;
 }
 
+static int cmd_tenant_create(kw_ctl *c)
+{
+	if (c->argc != 1) {
+		fprintf(stderr, "keywardctl: tenant create NAME\n");
+		return 2;
+	}
+	const char *name = c->argv[0];
+	char id[37], key[KW_APIKEY_LEN + 1];
+	kw_audit_chain *chain = NULL;
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	if (err != KW_OK)
+		return 1;
+	if ((err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
+		return ctl_fail("tenant create", err);
+	err = kw_tenant_create(c->db, c->hsm, c->session, chain, name, id, key);
+	kw_audit_chain_free(chain);
+	if (err == KW_ERR_EXISTS) {
+		fprintf(stderr, "keywardctl: a tenant named %s exists already\n", name);
+		return 1;
+	}
+	if (err == KW_ERR_INVALID) {
+		fprintf(stderr, "keywardctl: a tenant name is 1 to 128 bytes of UTF-8 without control "
+		                "characters\n");
+		return 2;
+	}
+	if (err != KW_OK)
+		return ctl_fail("tenant create", err);
+	printf("tenant_id: %s\napi_key: %s\n", id, key);
+	fflush(stdout);
+	OPENSSL_cleanse(key, sizeof(key));
+	fprintf(stderr, "keywardctl: this key is shown once; store it now\n");
+	return 0;
+}
+
+static int cmd_tenant_list(kw_ctl *c)
+{
+	kw_tenant_row *rows = NULL;
+	size_t n = 0;
+	if (ctl_db(c) != KW_OK)
+		return 1;
+	kw_err err = kw_tenant_list(c->db, &rows, &n);
+	if (err != KW_OK)
+		return ctl_fail("tenant list", err);
+	printf("%-36s  %-20s  %s\n", "ID", "CREATED_AT", "NAME");
+	for (size_t i = 0; i < n; i++)
+		printf("%-36s  %-20s  %s\n", rows[i].id, rows[i].created_at, rows[i].name);
+	free(rows);
+	return 0;
+}
+
 typedef struct kw_ctl_cmd {
 	const char *group, *verb;
 	int (*fn)(kw_ctl *c);
@@ -171,6 +226,8 @@ static const kw_ctl_cmd commands[] = {
     {"token", "init", cmd_token_init, "create version 1 of every key family (idempotent)"},
     {"token", "status", cmd_token_status, "list keys and their attributes, read back from the token"},
     {"migrate", NULL, cmd_migrate, "up | down [N] | status"},
+    {"tenant", "create", cmd_tenant_create, "NAME: create a tenant and print its first admin API key, once"},
+    {"tenant", "list", cmd_tenant_list, "list tenants: id, creation time, name"},
     {"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
 };
 

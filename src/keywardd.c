@@ -122,8 +122,10 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1");
 	kw_info("shutting down: draining %ld request(s) in flight", kw_server_in_flight(app.server));
 	int left = kw_server_drain(app.server, cfg.drain_timeout_ms);
-	if (left > 0)
+	if (left > 0) {
 		kw_warn("drain timeout: %d request(s) abandoned", left);
+		kw_pool_cancel_queued(app.pool);
+	}
 	rc = 0;
 out:
 	kw_pool_stop(app.pool);

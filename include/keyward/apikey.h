@@ -21,9 +21,9 @@
 #include "keyward/error.h"
 #include "keyward/hsm.h"
 
-#define KW_APIKEY_LEN 65            /* 3 + 12 + 1 + 43 + 6 */
-#define KW_APIKEY_PREFIX_LEN 15     /* "kw_" + 12 */
-#define KW_APIKEY_MAX_NAME 128
+#define KW_APIKEY_LEN        65 /* 3 + 12 + 1 + 43 + 6 */
+#define KW_APIKEY_PREFIX_LEN 15 /* "kw_" + 12 */
+#define KW_APIKEY_MAX_NAME   128
 #define KW_APIKEY_MAX_SCOPES 16
 
 /* Known scopes. */

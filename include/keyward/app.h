@@ -23,7 +23,10 @@ struct kw_app {
 	kw_audit_writer *audit; /* group commit for read audit rows */
 	kw_pool *pool;
 	kw_server *server;
-	atomic_int db_connected; /* workers holding a live connection */
+	atomic_int db_connected;      /* workers holding a live connection */
+	struct kw_ratelimit *rl;      /* buckets by IP, key, failures */
+	struct kw_cidr_list *trusted; /* proxies whose X-Forwarded-For counts */
+	struct kw_keycache *keycache; /* verified API keys, short TTL */
 };
 
 /* The boot checks of DESIGN §6. In production every missing part (token,
@@ -46,6 +49,8 @@ KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_
 int kw_pool_queue_depth(kw_pool *pool);
 int kw_pool_workers(kw_pool *pool);
 void kw_pool_stop(kw_pool *pool);
+/* Answers every queued, not yet started call 503 without running it. */
+void kw_pool_cancel_queued(kw_pool *pool);
 
 /* HTTP server (src/http/server.c). kw_server_validate checks the listener
  * settings (address, TLS pair, loopback policy) without binding. */

@@ -18,12 +18,21 @@ typedef struct kw_config {
 	char *unix_socket; /* path; empty disables */
 	bool allow_insecure_http;
 	char *tls_cert, *tls_key;
-	int io_threads;       /* 0 = number of CPUs */
-	int workers;          /* 0 = number of CPUs * 2 */
-	int queue_max;        /* bounded work queue; full -> 503 */
-	int drain_timeout_ms; /* SIGTERM grace for in-flight requests */
-	size_t max_body;      /* bytes; default 1 MiB */
-	size_t max_headers;   /* bytes; default 64 KiB */
+	int io_threads;        /* 0 = number of CPUs */
+	int workers;           /* 0 = number of CPUs * 2 */
+	int queue_max;         /* bounded work queue; full -> 503 */
+	int drain_timeout_ms;  /* SIGTERM grace for in-flight requests */
+	size_t max_body;       /* bytes; default 1 MiB */
+	size_t max_headers;    /* bytes; default 64 KiB */
+	char *trusted_proxies; /* comma-separated IPs/CIDRs whose X-Forwarded-For is believed */
+
+	/* [ratelimit] — per minute, per instance */
+	int rl_ip_per_minute;        /* every /api/ request, by client IP */
+	int rl_key_per_minute;       /* by API key, unless the key overrides it */
+	int rl_auth_fail_per_minute; /* failed authentications, by client IP */
+
+	/* [auth] */
+	int key_cache_ttl_ms; /* how long a verified API key is trusted without a DB look-up */
 
 	/* [hsm] */
 	char *hsm_module;     /* path of the PKCS#11 module */
@@ -50,6 +59,10 @@ typedef struct kw_config {
  * or key is wrong. The caller frees with kw_config_free in every case. */
 KW_MUST_CHECK kw_err kw_config_load(kw_config *cfg, const char *path, char *errbuf, size_t errlen);
 void kw_config_free(kw_config *cfg);
+
+/* The URI as it may be printed: withheld when it carries a PIN attribute
+ * (RFC 7512 pin-value / pin-source). */
+const char *kw_config_printable_uri(const char *uri);
 
 /* One INI assignment, as the loader applies it; exposed for the fuzzer. */
 KW_MUST_CHECK kw_err kw_config_set(kw_config *cfg, const char *section, const char *key, const char *value);

@@ -32,6 +32,7 @@ typedef struct kw_request {
 	unsigned char *body;
 	size_t body_len;
 	char peer_ip[64];     /* "127.0.0.1", "::1", "unix" */
+	char client_ip[64];   /* peer_ip, or from X-Forwarded-For of a trusted proxy */
 	char request_id[129]; /* echoed or generated */
 	char path_param[128]; /* the {id} segment of a matched pattern */
 } kw_request;

@@ -9,5 +9,8 @@ const kw_route kw_routes[] = {
     {"GET", "/healthz", kw_api_healthz, false, "healthz"},
     {"GET", "/readyz", kw_api_readyz, true, "readyz"},
     {"GET", "/metrics", kw_api_metrics, false, "metrics"},
+    {"POST", "/api/v1/api-keys", kw_api_keys_create, true, "api_keys_create"},
+    {"GET", "/api/v1/api-keys", kw_api_keys_list, true, "api_keys_list"},
+    {"DELETE", "/api/v1/api-keys/{id}", kw_api_keys_revoke, true, "api_keys_revoke"},
 };
 const size_t kw_routes_count = sizeof(kw_routes) / sizeof(kw_routes[0]);

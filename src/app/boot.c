@@ -10,8 +10,11 @@
 #include <unistd.h>
 
 #include "keyward/app.h"
+#include "keyward/auth.h"
+#include "keyward/clientip.h"
 #include "keyward/log.h"
 #include "keyward/migrate.h"
+#include "keyward/ratelimit.h"
 
 __attribute__((format(printf, 4, 5))) static kw_err fail(char *errbuf, size_t errlen, kw_err err,
                                                          const char *fmt, ...)
@@ -21,12 +24,6 @@ __attribute__((format(printf, 4, 5))) static kw_err fail(char *errbuf, size_t er
 	vsnprintf(errbuf, errlen, fmt, ap);
 	va_end(ap);
 	return err;
-}
-
-/* RFC 7512 lets a URI carry pin-value / pin-source: never echo those. */
-static const char *printable_uri(const char *uri)
-{
-	return strstr(uri, "pin-") ? "(the hsm.uri, withheld: it carries a PIN attribute)" : uri;
 }
 
 static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
@@ -46,13 +43,13 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 		break;
 	case KW_ERR_NOT_FOUND:
 		return fail(errbuf, errlen, err, "no token matches %s (or its module/PIN file is missing)",
-		            printable_uri(cfg->hsm_uri));
+		            kw_config_printable_uri(cfg->hsm_uri));
 	case KW_ERR_PIN:
 		return fail(errbuf, errlen, err, "the token refused the PIN from %s, or the PIN is locked",
 		            cfg->hsm_pin_source);
 	default:
 		return fail(errbuf, errlen, err, "cannot open the token %s with module %s: %s",
-		            printable_uri(cfg->hsm_uri), cfg->hsm_module, kw_err_str(err));
+		            kw_config_printable_uri(cfg->hsm_uri), cfg->hsm_module, kw_err_str(err));
 	}
 	for (int f = 0; f < KW_KEY_FAMILY_COUNT; f++) {
 		const kw_hsm_key *k;
@@ -122,6 +119,15 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	if (cfg->development)
 		kw_warn("DEVELOPMENT MODE: keys and schema are created on demand; never use this mode in "
 		        "production");
+	if (kw_cidr_list_parse(cfg->trusted_proxies, &app->trusted) != KW_OK)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "http.trusted_proxies: not a list of IPs/CIDRs: %s", cfg->trusted_proxies);
+	app->rl = kw_ratelimit_new(1 << 16);
+	app->keycache = kw_keycache_new(4096);
+	if (app->rl == NULL || app->keycache == NULL) {
+		kw_app_shutdown(app);
+		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory%s", "");
+	}
 	kw_err err = boot_hsm(app, cfg, errbuf, errlen);
 	if (err == KW_OK)
 		err = boot_db(app, cfg, errbuf, errlen);
@@ -135,6 +141,12 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 
 void kw_app_shutdown(kw_app *app)
 {
+	kw_ratelimit_free(app->rl);
+	app->rl = NULL;
+	kw_cidr_list_free(app->trusted);
+	app->trusted = NULL;
+	kw_keycache_free(app->keycache);
+	app->keycache = NULL;
 	if (app->audit)
 		kw_audit_writer_stop(app->audit);
 	app->audit = NULL;

@@ -35,6 +35,11 @@ static const kw_cfg_key keys[] = {
     {"http", "drain_timeout_ms", T_INT, F(drain_timeout_ms), "10000"},
     {"http", "max_body", T_SIZE, F(max_body), "1048576"},
     {"http", "max_headers", T_SIZE, F(max_headers), "65536"},
+    {"http", "trusted_proxies", T_STR, F(trusted_proxies), ""},
+    {"ratelimit", "ip_per_minute", T_INT, F(rl_ip_per_minute), "1000"},
+    {"ratelimit", "key_per_minute", T_INT, F(rl_key_per_minute), "60"},
+    {"ratelimit", "auth_fail_per_minute", T_INT, F(rl_auth_fail_per_minute), "20"},
+    {"auth", "key_cache_ttl_ms", T_INT, F(key_cache_ttl_ms), "1000"},
     {"tls", "cert", T_STR, F(tls_cert), ""},
     {"tls", "key", T_STR, F(tls_key), ""},
     {"hsm", "module", T_STR, F(hsm_module), "/usr/lib/softhsm/libsofthsm2.so"},
@@ -261,4 +266,9 @@ void kw_config_free(kw_config *cfg)
 			free(*p);
 			*p = NULL;
 		}
+}
+
+const char *kw_config_printable_uri(const char *uri)
+{
+	return strstr(uri, "pin-") ? "(hsm.uri withheld: it carries a PIN attribute)" : uri;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "keyward/app.h"
+#include "keyward/auth.h"
 #include "keyward/http.h"
 
 #define MAX_ROUTES 64
@@ -206,6 +207,20 @@ char *kw_metrics_render(kw_app *app, size_t *len)
 		    "%llu\n",
 		    rows, commits);
 	}
+	kw_auth_stats as;
+	kw_auth_stats_get(&as);
+	out(&b,
+	    "# HELP keyward_auth_key_lookups_total API keys looked up in the database (cache misses).\n"
+	    "# TYPE keyward_auth_key_lookups_total counter\nkeyward_auth_key_lookups_total %llu\n"
+	    "# HELP keyward_auth_cache_hits_total API keys accepted from the verified-key cache.\n"
+	    "# TYPE keyward_auth_cache_hits_total counter\nkeyward_auth_cache_hits_total %llu\n"
+	    "# HELP keyward_auth_refused_total Requests refused by authentication, by status.\n"
+	    "# TYPE keyward_auth_refused_total counter\n"
+	    "keyward_auth_refused_total{status=\"401\"} %llu\nkeyward_auth_refused_total{status=\"403\"} "
+	    "%llu\n"
+	    "# HELP keyward_ratelimit_rejections_total Requests refused with 429.\n"
+	    "# TYPE keyward_ratelimit_rejections_total counter\nkeyward_ratelimit_rejections_total %llu\n",
+	    as.key_lookups, as.cache_hits, as.refused_401, as.refused_403, as.refused_429);
 	if (app->server)
 		out(&b,
 		    "# HELP keyward_http_in_flight Requests being handled.\n"

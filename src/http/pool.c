@@ -176,3 +176,23 @@ void kw_pool_stop(kw_pool *pool)
 	free(pool->workers);
 	free(pool);
 }
+
+/* After a drain gave up: the queued calls are answered 503 without running
+ * their handlers (nothing is half-done for a client that is gone). */
+void kw_pool_cancel_queued(kw_pool *pool)
+{
+	for (;;) {
+		pthread_mutex_lock(&pool->lock);
+		if (pool->count == 0) {
+			pthread_mutex_unlock(&pool->lock);
+			return;
+		}
+		kw_job job = pool->ring[pool->head];
+		pool->head = (pool->head + 1) % pool->cap;
+		pool->count--;
+		atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
+		pthread_mutex_unlock(&pool->lock);
+		kw_respond_error(job.call, 503, "shutting_down", "the service is shutting down");
+		job.done(job.call, job.arg);
+	}
+}

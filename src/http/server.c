@@ -25,6 +25,7 @@
 #include <event2/util.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
@@ -40,6 +41,7 @@
 #include <unistd.h>
 
 #include "keyward/app.h"
+#include "keyward/clientip.h"
 #include "keyward/http.h"
 #include "keyward/log.h"
 #include "keyward/metrics.h"
@@ -150,6 +152,9 @@ static void response_free(kw_response *r)
 		free(r->headers[i].name);
 		free(r->headers[i].value);
 	}
+	/* Bodies may carry a credential shown once (a new API key). */
+	if (r->body)
+		OPENSSL_cleanse(r->body, r->body_len);
 	free(r->body);
 }
 
@@ -329,6 +334,9 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	else
 		kw_request_id_new(p->call.req.request_id);
 	peer_of(ereq, p->call.req.peer_ip, sizeof(p->call.req.peer_ip));
+	kw_client_ip(srv->app->trusted, p->call.req.peer_ip,
+	             evhttp_find_header(evhttp_request_get_input_headers(ereq), "X-Forwarded-For"),
+	             p->call.req.client_ip, sizeof(p->call.req.client_ip));
 
 	int refuse = copy_request(srv, ereq, &p->call.req);
 	if (refuse == 431) {
@@ -423,8 +431,10 @@ void evhttp_send_error(struct evhttp_request *req, int error, const char *reason
 static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
 {
 	SSL *ssl = SSL_new((SSL_CTX *)arg);
+	/* Returning NULL would make libevent serve this connection in clear
+	 * text on the TLS port: fail closed instead. */
 	if (ssl == NULL)
-		return NULL;
+		kw_misuse("SSL_new failed; refusing to serve the TLS listener in clear text");
 	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	                                      BEV_OPT_CLOSE_ON_FREE);
 }
@@ -550,9 +560,10 @@ static kw_err listen_unix(kw_server *srv, const char *path, char *errbuf, size_t
 	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	mode_t old = umask(0117); /* socket is rw for owner and group only */
+	/* rw for owner and group only (chmod, not umask: other threads run). */
 	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old);
+	if (rc == 0)
+		rc = chmod(path, 0660);
 	if (rc != 0 || listen(fd, 1024) != 0 || evutil_make_socket_nonblocking(fd) != 0) {
 		snprintf(errbuf, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
 		if (fd >= 0)
@@ -705,7 +716,16 @@ int kw_server_drain(kw_server *srv, int drain_ms)
 	srv->unix_fd = -1;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (atomic_load(&srv->in_flight) > 0 && elapsed_since(&t0) * 1000.0 < drain_ms) {
+	/* Done when nothing has been in flight for a quiet period: a reply
+	 * queued by evhttp_send_reply still has to be written, and a request
+	 * already sent on an open connection is read only on a later pass. */
+	struct timespec quiet;
+	clock_gettime(CLOCK_MONOTONIC, &quiet);
+	while (elapsed_since(&t0) * 1000.0 < drain_ms) {
+		if (atomic_load(&srv->in_flight) > 0)
+			clock_gettime(CLOCK_MONOTONIC, &quiet);
+		else if (elapsed_since(&quiet) >= 0.25)
+			break;
 		struct timespec nap = {0, 5 * 1000 * 1000};
 		nanosleep(&nap, NULL);
 	}

@@ -133,7 +133,8 @@ Test(boot, development_provisions_keys_and_schema)
 	snprintf(uri, sizeof(uri), "KEYWARD_HSM_URI=pkcs11:token=%s", label);
 	snprintf(pinenv, sizeof(pinenv), "KEYWARD_HSM_PIN_SOURCE=%s", pin);
 	free(kwt_db_admin_sql(&db, "DELETE FROM schema_migrations"));
-	free(kwt_db_admin_sql(&db, "DROP TABLE audit_log, audit_chains, tenants CASCADE"));
+	free(kwt_db_admin_sql(
+	    &db, "DROP TABLE api_key_prefixes, api_keys, audit_log, audit_chains, tenants CASCADE"));
 	snprintf(mig, sizeof(mig), "KEYWARD_DB_MIGRATIONS_DIR=%s/migrations", getenv("KW_SOURCE_DIR"));
 	const char *env[] = {"KEYWARD_MODE=development", uri, pinenv, mig, NULL};
 	/* kwt_daemon_start makes its own database; boot on `db` instead. */
@@ -150,11 +151,11 @@ Test(boot, development_provisions_keys_and_schema)
 	kwt_resp_free(&r);
 	char *log = kwt_daemon_log(&dd);
 	cr_assert(strstr(log, "DEVELOPMENT MODE: created 5 missing key families"), "%s", log);
-	cr_assert(strstr(log, "applied 1 migration"), "%s", log);
+	cr_assert(strstr(log, "applied 2 migration"), "%s", log);
 	free(log);
 	cr_assert_eq(kwt_daemon_stop(&dd), 0);
 	char *v = kwt_db_admin_sql(&db, "SELECT max(version) FROM schema_migrations");
-	cr_assert_str_eq(v, "1");
+	cr_assert_str_eq(v, "2");
 	free(v);
 	delete_token(label);
 	unlink(pin);

@@ -45,7 +45,8 @@ Test(transport, tls_listener_serves_https_only)
 
 	/* TLS 1.1 is refused. */
 	snprintf(cmd, sizeof(cmd),
-	         "curl -s --max-time 10 -k --tls-max 1.1 https://127.0.0.1:%d/healthz >/dev/null 2>&1", d.port);
+	         "curl -s --max-time 10 -k --tls-max 1.1 https://127.0.0.1:%d/healthz >/dev/null 2>&1",
+	         d.port);
 	cr_assert_neq(system(cmd), 0, "TLS 1.1 was accepted");
 	/* Plain HTTP to the TLS port gets no HTTP answer. */
 	kwt_resp r;

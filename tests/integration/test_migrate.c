@@ -77,7 +77,7 @@ Test(migrate, up_again_applies_nothing)
 	cr_assert_eq(applied, 0);
 	cr_assert(kw_db_statements() > before);
 	char *v = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM schema_migrations");
-	cr_assert_str_eq(v, "1");
+	cr_assert_str_eq(v, "2");
 	free(v);
 }
 
@@ -98,7 +98,7 @@ Test(migrate, checksum_is_sha256_of_file)
 Test(migrate, status_lines)
 {
 	char *s = status_text(db, dir);
-	cr_assert_str_eq(s, "0001 foundation applied\n");
+	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n");
 	free(s);
 }
 
@@ -117,7 +117,7 @@ Test(migrate, status_pending_on_empty_database)
 	cr_assert_eq(kw_migrate_current(d2, &v), KW_OK);
 	cr_assert_eq(v, 0);
 	char *s = status_text(d2, dir);
-	cr_assert_str_eq(s, "0001 foundation pending\n");
+	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n");
 	free(s);
 	kw_db_close(d2);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
@@ -140,7 +140,7 @@ Test(migrate, changed_applied_migration_is_conflict)
 	fclose(f);
 	cr_assert_eq(kw_migrate_up(db, tmp, &applied), KW_ERR_CONFLICT);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation changed\n");
+	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n");
 	free(s);
 	remove_dir(tmp);
 }
@@ -150,12 +150,12 @@ Test(migrate, new_migration_is_applied_once)
 	char tmp[256], path[512];
 	int applied = -1;
 	copy_dir(tmp, sizeof(tmp));
-	snprintf(path, sizeof(path), "%s/0002_extra.up.sql", tmp);
+	snprintf(path, sizeof(path), "%s/0099_extra.up.sql", tmp);
 	FILE *f = fopen(path, "w");
 	cr_assert_not_null(f);
 	fputs("CREATE TABLE IF NOT EXISTS kwt_extra (id int);\nINSERT INTO kwt_extra VALUES (1);\n", f);
 	fclose(f);
-	snprintf(path, sizeof(path), "%s/0002_extra.down.sql", tmp);
+	snprintf(path, sizeof(path), "%s/0099_extra.down.sql", tmp);
 	f = fopen(path, "w");
 	cr_assert_not_null(f);
 	fputs("DROP TABLE IF EXISTS kwt_extra;\n", f);
@@ -166,13 +166,13 @@ Test(migrate, new_migration_is_applied_once)
 	cr_assert_eq(applied, 0);
 	int v = 0;
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
-	cr_assert_eq(v, 2);
+	cr_assert_eq(v, 99);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation applied\n0002 extra applied\n");
+	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0099 extra applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, KW_SCHEMA_VERSION);
 	char *t = kwt_db_admin_sql(&tdb, "SELECT to_regclass('kwt_extra') IS NULL");
 	cr_assert_str_eq(t, "t");
 	free(t);
@@ -184,7 +184,7 @@ Test(migrate, failing_migration_rolls_back)
 	char tmp[256], path[512];
 	int applied = -1;
 	copy_dir(tmp, sizeof(tmp));
-	snprintf(path, sizeof(path), "%s/0002_broken.up.sql", tmp);
+	snprintf(path, sizeof(path), "%s/0099_broken.up.sql", tmp);
 	FILE *f = fopen(path, "w");
 	cr_assert_not_null(f);
 	fputs("CREATE TABLE kwt_half (id int);\nSELECT no_such_function();\n", f);
@@ -195,7 +195,7 @@ Test(migrate, failing_migration_rolls_back)
 	free(t);
 	int v = 0;
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, KW_SCHEMA_VERSION);
 	cr_assert_not(kw_db_in_tx(db));
 	remove_dir(tmp);
 }
@@ -207,34 +207,44 @@ Test(migrate, down_then_up)
 	cr_assert_eq(v, KW_SCHEMA_VERSION);
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
+	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
+	char *t = kwt_db_admin_sql(&tdb, "SELECT to_regclass('api_keys') IS NULL AND "
+	                                 "to_regclass('api_key_prefixes') IS NULL AND "
+	                                 "to_regclass('tenants') IS NOT NULL");
+	cr_assert_str_eq(t, "t");
+	free(t);
+	cr_assert_eq(kw_migrate_down(db, dir, KW_SCHEMA_VERSION - 1), KW_OK);
+	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 0);
-	char *t = kwt_db_admin_sql(
-	    &tdb, "SELECT to_regclass('audit_log') IS NULL AND to_regclass('tenants') IS NULL");
+	t = kwt_db_admin_sql(&tdb, "SELECT to_regclass('audit_log') IS NULL AND to_regclass('tenants') IS NULL");
 	cr_assert_str_eq(t, "t");
 	free(t);
 	/* Nothing left to revert: a no-op. */
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_up(db, dir, &applied), KW_OK);
-	cr_assert_eq(applied, 1);
+	cr_assert_eq(applied, KW_SCHEMA_VERSION);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, KW_SCHEMA_VERSION);
 	cr_assert_eq(kw_migrate_down(db, dir, 0), KW_ERR_INVALID);
 }
 
 Test(migrate, migration_sql_is_idempotent)
 {
-	/* Re-running 0001 itself on a schema that has it changes nothing. */
-	char path[1200], *text = NULL;
-	size_t len = 0;
-	snprintf(path, sizeof(path), "%s/0001_foundation.up.sql", dir);
-	FILE *f = fopen(path, "r");
-	cr_assert_not_null(f);
-	cr_assert(getdelim(&text, &len, '\0', f) > 0);
-	fclose(f);
-	cr_assert_eq(kw_db_begin(db, NULL, NULL), KW_OK);
-	cr_assert_eq(kw_db_exec_script(db, text), KW_OK);
-	cr_assert_eq(kw_db_commit(db), KW_OK);
-	free(text);
+	/* Re-running each migration on a schema that has it changes nothing. */
+	static const char *files[] = {"0001_foundation.up.sql", "0002_api_keys.up.sql"};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[1200], *text = NULL;
+		size_t len = 0;
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		FILE *f = fopen(path, "r");
+		cr_assert_not_null(f);
+		cr_assert(getdelim(&text, &len, '\0', f) > 0);
+		fclose(f);
+		cr_assert_eq(kw_db_begin(db, NULL, NULL), KW_OK);
+		cr_assert_eq(kw_db_exec_script(db, text), KW_OK, "%s is not idempotent", files[i]);
+		cr_assert_eq(kw_db_commit(db), KW_OK);
+		free(text);
+	}
 }
 
 Test(migrate, missing_directory)
@@ -282,12 +292,12 @@ Test(migrate, concurrent_up_runs_do_not_race)
 		cr_assert_eq(args[i].err, KW_OK, "run %d: %s", i, kw_err_str(args[i].err));
 		total += args[i].applied;
 	}
-	cr_assert_eq(total, 1);
+	cr_assert_eq(total, KW_SCHEMA_VERSION);
 	kw_db *b = NULL;
 	int v = 0;
 	cr_assert_eq(kw_db_connect(conninfo, &b), KW_OK);
 	cr_assert_eq(kw_migrate_current(b, &v), KW_OK);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, KW_SCHEMA_VERSION);
 	kw_db_close(b);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
 	PQclear(PQexec(c, sql));

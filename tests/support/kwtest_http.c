@@ -345,3 +345,62 @@ int kwt_daemon_boot_fails(const kwt_db *db, const char *const *extra_env, char *
 	unlink(log_path);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+int kwt_http_req(const kwt_daemon *d, const char *method, const char *path, const char *headers,
+                 const char *body, kwt_resp *out)
+{
+	size_t blen = body ? strlen(body) : 0, hlen = headers ? strlen(headers) : 0;
+	size_t cap = blen + hlen + strlen(path) + 512;
+	char *req = malloc(cap);
+	int n =
+	    snprintf(req, cap,
+	             "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nUser-Agent: kwtest/1\r\n%s"
+	             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	             method, path, headers ? headers : "", blen, body ? body : "");
+	int rc = kwt_http_raw(d, false, req, (size_t)n, out);
+	free(req);
+	return rc;
+}
+
+void kwt_tenant_create(const kwt_daemon *d, const char *name, kwt_tenant *out)
+{
+	char bin[512], cmd[2048];
+	kwt_bin("keywardctl", bin, sizeof(bin));
+	snprintf(cmd, sizeof(cmd),
+	         "KEYWARD_DB_ADMIN_CONNINFO='%s' KEYWARD_MODE=production %s tenant create '%s' 2>/dev/null",
+	         d->db.admin, bin, name);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	char line[512];
+	memset(out, 0, sizeof(*out));
+	while (fgets(line, sizeof(line), p)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "tenant_id: ", 11) == 0)
+			snprintf(out->id, sizeof(out->id), "%.63s", line + 11);
+		else if (strncmp(line, "api_key: ", 9) == 0)
+			snprintf(out->admin_key, sizeof(out->admin_key), "%.127s", line + 9);
+	}
+	cr_assert_eq(pclose(p), 0, "keywardctl tenant create %s failed", name);
+	cr_assert(out->id[0] && out->admin_key[0], "keywardctl printed no tenant id or key");
+	snprintf(out->auth, sizeof(out->auth), "Authorization: Bearer %s\r\n", out->admin_key);
+}
+
+void kwt_api_key_create(const kwt_daemon *d, const kwt_tenant *t, const char *name, const char *scopes_json,
+                        int rate_limit, char key[128], char id[64])
+{
+	char body[512];
+	if (rate_limit > 0)
+		snprintf(body, sizeof(body), "{\"name\":\"%s\",\"scopes\":%s,\"rate_limit_per_minute\":%d}",
+		         name, scopes_json, rate_limit);
+	else
+		snprintf(body, sizeof(body), "{\"name\":\"%s\",\"scopes\":%s}", name, scopes_json);
+	kwt_resp r;
+	cr_assert_eq(kwt_http_req(d, "POST", "/api/v1/api-keys", t->auth, body, &r), 0);
+	cr_assert_eq(r.status, 201, "create key: %d %s", r.status, r.body);
+	json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
+	cr_assert_not_null(o);
+	snprintf(key, 128, "%s", json_string_value(json_object_get(o, "key")));
+	snprintf(id, 64, "%s", json_string_value(json_object_get(o, "id")));
+	json_decref(o);
+	kwt_resp_free(&r);
+}

@@ -52,6 +52,24 @@ void kwt_resp_free(kwt_resp *r);
 /* Asserts the body is the JSON error shape with this code and a request_id. */
 void kwt_assert_json_error(const kwt_resp *r, int status, const char *code);
 
+/* A request with extra header lines ("Name: value\r\n"...), e.g. an
+ * Authorization header. body may be NULL. */
+int kwt_http_req(const kwt_daemon *d, const char *method, const char *path, const char *headers,
+                 const char *body, kwt_resp *out);
+
+/* A tenant made by `keywardctl tenant create` against the daemon's
+ * database: its id and its first admin key. */
+typedef struct kwt_tenant {
+	char id[64];
+	char admin_key[128];
+	char auth[200]; /* "Authorization: Bearer <admin_key>\r\n" */
+} kwt_tenant;
+void kwt_tenant_create(const kwt_daemon *d, const char *name, kwt_tenant *out);
+/* Creates an API key through the API with the given admin key; returns
+ * the new key (and its id) or fails the test. */
+void kwt_api_key_create(const kwt_daemon *d, const kwt_tenant *t, const char *name, const char *scopes_json,
+                        int rate_limit, char key[128], char id[64]);
+
 /* A TCP port nobody listens on right now. */
 int kwt_free_port(void);
 /* Path of a built binary: $KW_BUILD_DIR/name. */

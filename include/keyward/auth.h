@@ -1,0 +1,55 @@
+/* auth.h — who is calling: API keys, scopes, rate limits, refusals.
+ *
+ * Everything here runs on a worker (it may ask the token and the
+ * database). A refusal is complete when these functions return false: the
+ * JSON error, the rate-limit headers and the audit row are done, and the
+ * handler only returns. The tenant of every later query comes from the
+ * principal, never from the request. */
+#ifndef KEYWARD_AUTH_H
+#define KEYWARD_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyward/http.h"
+
+typedef struct kw_principal {
+	char tenant_id[37];
+	char key_id[37];
+	char prefix[16];
+	uint32_t scopes; /* kw_scope bits */
+	char actor[32];  /* "api_key:<prefix>" for audit rows */
+} kw_principal;
+
+/* Verified API keys, keyed by SHA-256 of the key, trusted for
+ * auth.key_cache_ttl_ms; the key itself is never kept. */
+typedef struct kw_keycache kw_keycache;
+kw_keycache *kw_keycache_new(size_t capacity);
+void kw_keycache_free(kw_keycache *c);
+/* Drops every entry of this prefix (after a revocation). */
+void kw_keycache_forget(kw_keycache *c, const char *prefix);
+
+/* The per-IP budget of /api/ routes; false = 429 written and audited. */
+bool kw_auth_ip_budget(kw_call *call);
+/* Authenticates "Authorization: Bearer kw_..." and checks that the key
+ * holds every scope in need (kw_scope bits). Applies the IP budget, the
+ * failed-authentication budget and the key's own budget. */
+bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out);
+
+/* Writes an audit row for a refused request through the group-commit
+ * writer (durable before it returns). tenant_id/actor may be NULL. */
+void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, const char *action, int status,
+                      const char *code);
+/* Answers 503 for an unavailable token or database, 500 otherwise. */
+void kw_respond_failure(kw_call *call, kw_err err);
+
+/* Counters for /metrics. */
+typedef struct kw_auth_stats {
+	unsigned long long key_lookups; /* API keys looked up in the database */
+	unsigned long long cache_hits;
+	unsigned long long refused_401, refused_403, refused_429;
+} kw_auth_stats;
+void kw_auth_stats_get(kw_auth_stats *out);
+
+#endif

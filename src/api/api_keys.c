@@ -1,0 +1,262 @@
+/* api_keys.c — POST/GET/DELETE /api/v1/api-keys (scope admin).
+ *
+ * The tenant is the caller's (from its key). A key's secret appears in
+ * exactly one response: the 201 that creates it. Creation and revocation
+ * write their audit row in the same transaction as the change. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "keyward/apikey.h"
+#include "keyward/app.h"
+#include "keyward/auth.h"
+#include "keyward/log.h"
+
+#define KW_MAX_RATE_LIMIT 1000000
+
+static json_t *row_json(const kw_apikey_row *r)
+{
+	json_t *scopes = json_array();
+	for (uint32_t bit = 1; bit != 0 && bit <= KW_SCOPE_SECRETS_WRITE; bit <<= 1)
+		if (r->scopes & bit)
+			json_array_append_new(scopes, json_string(kw_scope_name(bit)));
+	json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:s}", "id", r->id, "name", r->name, "scopes", scopes,
+	                      "prefix", r->prefix, "created_at", r->created_at);
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "rate_limit_per_minute",
+	                    r->rate_limit_per_minute > 0 ? json_integer(r->rate_limit_per_minute)
+	                                                 : json_null());
+	json_object_set_new(o, "last_used_at",
+	                    r->last_used_at[0] ? json_string(r->last_used_at) : json_null());
+	json_object_set_new(o, "revoked_at", r->revoked_at[0] ? json_string(r->revoked_at) : json_null());
+	return o;
+}
+
+static void respond_object(kw_call *call, int status, json_t *o)
+{
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	kw_respond_text(call, status, "application/json", text, strlen(text));
+}
+
+/* Parses {name, scopes[], rate_limit_per_minute?}; false = 400 written. */
+static bool parse_create(kw_call *call, kw_apikey_row *row)
+{
+	json_error_t jerr;
+	json_t *body = call->req.body_len ? json_loadb((const char *)call->req.body, call->req.body_len,
+	                                               JSON_REJECT_DUPLICATES, &jerr)
+	                                  : NULL;
+	const char *msg = NULL;
+	if (!json_is_object(body)) {
+		msg = "the body must be a JSON object";
+		goto bad;
+	}
+	json_t *name = json_object_get(body, "name"), *scopes = json_object_get(body, "scopes"),
+	       *rl = json_object_get(body, "rate_limit_per_minute");
+	const char *n = json_string_value(name);
+	size_t nlen = json_string_length(name);
+	if (n == NULL || nlen == 0 || nlen > KW_APIKEY_MAX_NAME || strlen(n) != nlen) {
+		msg = "name must be a string of 1 to 128 bytes";
+		goto bad;
+	}
+	for (size_t i = 0; i < nlen; i++)
+		if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f) {
+			msg = "name must not contain control characters";
+			goto bad;
+		}
+	if (!json_is_array(scopes) || json_array_size(scopes) == 0 ||
+	    json_array_size(scopes) > KW_APIKEY_MAX_SCOPES) {
+		msg = "scopes must be an array of 1 to 16 known scope names";
+		goto bad;
+	}
+	uint32_t bits = 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach(scopes, i, v)
+	{
+		uint32_t b = json_is_string(v) ? kw_scope_from_name(json_string_value(v)) : 0;
+		if (b == 0) {
+			msg = "unknown scope; known: admin, auth:issue, transit:encrypt, transit:decrypt, "
+			      "secrets:read, "
+			      "secrets:write";
+			goto bad;
+		}
+		bits |= b;
+	}
+	int limit = 0;
+	if (rl != NULL && !json_is_null(rl)) {
+		if (!json_is_integer(rl) || json_integer_value(rl) < 1 ||
+		    json_integer_value(rl) > KW_MAX_RATE_LIMIT) {
+			msg = "rate_limit_per_minute must be an integer from 1 to 1000000";
+			goto bad;
+		}
+		limit = (int)json_integer_value(rl);
+	}
+	memset(row, 0, sizeof(*row));
+	memcpy(row->name, n, nlen);
+	row->scopes = bits;
+	row->rate_limit_per_minute = limit;
+	json_decref(body);
+	return true;
+bad:
+	json_decref(body);
+	kw_respond_error(call, 400, "invalid_request", msg);
+	return false;
+}
+
+static void audit_in_tx(kw_call *call, const kw_principal *p, const char *action, const char *target,
+                        const char *context, kw_err *err)
+{
+	if (*err != KW_OK)
+		return;
+	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
+	kw_audit_event ev = {.tenant_id = p->tenant_id,
+	                     .actor = p->actor,
+	                     .action = action,
+	                     .target = target,
+	                     .status = "ok",
+	                     .ip = call->req.client_ip,
+	                     .user_agent = ua,
+	                     .request_id = call->req.request_id,
+	                     .context = context};
+	if (call->res->audit == NULL)
+		*err = KW_ERR_DB_UNAVAILABLE;
+	else
+		*err = kw_audit_append(call->res->audit, call->res->hsm, call->res->db, &ev);
+}
+
+/* Commits, moving the audit chain's head only if the commit held. */
+static kw_err finish_tx(kw_call *call, kw_err err)
+{
+	kw_db *db = call->res->db;
+	if (err == KW_OK)
+		err = kw_db_commit(db);
+	else
+		kw_db_rollback(db);
+	if (call->res->audit) {
+		if (err == KW_OK)
+			kw_audit_chain_committed(call->res->audit);
+		else
+			kw_audit_chain_rolled_back(call->res->audit);
+	}
+	return err;
+}
+
+static bool resources_ready(kw_call *call)
+{
+	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
+		kw_respond_failure(call, KW_ERR_DB_UNAVAILABLE);
+		return false;
+	}
+	if (call->res->hsm == NULL) {
+		kw_respond_failure(call, KW_ERR_HSM_UNAVAILABLE);
+		return false;
+	}
+	return true;
+}
+
+void kw_api_keys_create(kw_call *call)
+{
+	kw_principal p;
+	kw_apikey_row row;
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call) || !parse_create(call, &row))
+		return;
+	kw_worker_res *res = call->res;
+	char key[KW_APIKEY_LEN + 1] = "";
+	const kw_hsm_key *pepper;
+	snprintf(row.tenant_id, sizeof(row.tenant_id), "%s", p.tenant_id);
+	kw_err err = kw_hsm_key_active(call->app->hsm, KW_KEY_PEPPER, &pepper);
+	if (err == KW_OK)
+		err = kw_apikey_generate(res->hsm, key, row.prefix);
+	if (err == KW_OK)
+		err = kw_apikey_hmac(res->hsm, pepper, key, KW_APIKEY_LEN, row.key_hmac);
+	row.pepper_version = err == KW_OK ? kw_hsm_key_version(pepper) : 0;
+	if (err == KW_OK && (err = kw_db_begin(res->db, p.tenant_id, NULL)) == KW_OK) {
+		err = kw_apikey_insert(res->db, &row);
+		json_t *c = json_pack("{s:s, s:s}", "name", row.name, "prefix", row.prefix);
+		char *ctx = c ? json_dumps(c, JSON_COMPACT) : NULL;
+		json_decref(c);
+		audit_in_tx(call, &p, "api_key.create", row.id, ctx, &err);
+		free(ctx);
+		err = finish_tx(call, err);
+	}
+	if (err != KW_OK) {
+		OPENSSL_cleanse(key, sizeof(key));
+		kw_respond_failure(call, err);
+		return;
+	}
+	json_t *o = row_json(&row);
+	if (o)
+		json_object_set_new(o, "key", json_string(key));
+	OPENSSL_cleanse(key, sizeof(key));
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	if (o) { /* the key's only copy outside the response buffer */
+		json_t *k = json_object_get(o, "key");
+		if (k && json_string_value(k))
+			OPENSSL_cleanse((void *)json_string_value(k), KW_APIKEY_LEN);
+	}
+	json_decref(o);
+	if (text == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	kw_respond_text(call, 201, "application/json", text, strlen(text));
+}
+
+void kw_api_keys_list(kw_call *call)
+{
+	kw_principal p;
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call))
+		return;
+	kw_apikey_row *rows = NULL;
+	size_t n = 0;
+	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
+	if (err == KW_OK) {
+		err = kw_apikey_list(call->res->db, &rows, &n);
+		err = finish_tx(call, err);
+	}
+	if (err != KW_OK) {
+		free(rows);
+		kw_respond_failure(call, err);
+		return;
+	}
+	json_t *items = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(items, row_json(&rows[i]));
+	free(rows);
+	respond_object(call, 200, json_pack("{s:o}", "items", items));
+}
+
+void kw_api_keys_revoke(kw_call *call)
+{
+	kw_principal p;
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call))
+		return;
+	kw_apikey_row row;
+	const char *id = call->req.path_param;
+	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
+	if (err == KW_OK) {
+		err = kw_apikey_revoke(call->res->db, id, &row);
+		audit_in_tx(call, &p, "api_key.revoke", row.id, NULL, &err);
+		err = finish_tx(call, err);
+	}
+	if (err == KW_ERR_NOT_FOUND) {
+		kw_respond_error(call, 404, "not_found", "no such API key");
+		kw_audit_refusal(call, p.tenant_id, p.actor, "api_key.revoke", 404, "not_found");
+		return;
+	}
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return;
+	}
+	kw_keycache_forget(call->app->keycache, row.prefix);
+	respond_object(call, 200, row_json(&row));
+}

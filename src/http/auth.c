@@ -1,0 +1,364 @@
+/* auth.c — API-key authentication, budgets and refusals.
+ *
+ * Order of checks, cheapest first: the client IP's budget; the IP's budget
+ * of failed authentications (so key guessing is throttled); exactly one
+ * Authorization header of bounded size; the key's format and checksum (a
+ * typo never reaches the database); the cache of recently verified keys;
+ * then the database row and HMAC(pepper) computed in the token, compared
+ * in constant time; revocation; the key's own budget; the scopes. */
+#include "keyward/auth.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keyward/apikey.h"
+#include "keyward/app.h"
+#include "keyward/log.h"
+#include "keyward/ratelimit.h"
+
+#define KW_AUTH_HEADER_MAX 16384
+#define KW_TOUCH_INTERVAL  60.0
+
+static atomic_ullong st_lookups, st_hits, st_401, st_403, st_429;
+
+void kw_auth_stats_get(kw_auth_stats *out)
+{
+	out->key_lookups = atomic_load(&st_lookups);
+	out->cache_hits = atomic_load(&st_hits);
+	out->refused_401 = atomic_load(&st_401);
+	out->refused_403 = atomic_load(&st_403);
+	out->refused_429 = atomic_load(&st_429);
+}
+
+typedef struct kw_keyentry {
+	unsigned char hash[32]; /* SHA-256 of the whole key */
+	bool used;
+	double verified_at, touched_at;
+	int rate_limit;
+	kw_principal p;
+} kw_keyentry;
+
+struct kw_keycache {
+	pthread_mutex_t lock;
+	size_t mask;
+	kw_keyentry *e; /* guarded by lock */
+};
+
+kw_keycache *kw_keycache_new(size_t capacity)
+{
+	kw_keycache *c = calloc(1, sizeof(*c));
+	size_t n = 64;
+	while (n < capacity)
+		n *= 2;
+	if (c == NULL || (c->e = calloc(n, sizeof(kw_keyentry))) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->mask = n - 1;
+	pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void kw_keycache_free(kw_keycache *c)
+{
+	if (c == NULL)
+		return;
+	OPENSSL_cleanse(c->e, (c->mask + 1) * sizeof(kw_keyentry));
+	free(c->e);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void kw_keycache_forget(kw_keycache *c, const char *prefix)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i <= c->mask; i++)
+		if (c->e[i].used && strcmp(c->e[i].p.prefix, prefix) == 0)
+			memset(&c->e[i], 0, sizeof(c->e[i]));
+	pthread_mutex_unlock(&c->lock);
+}
+
+static size_t slot_of(const kw_keycache *c, const unsigned char hash[32])
+{
+	size_t h;
+	memcpy(&h, hash, sizeof(h));
+	return h & c->mask;
+}
+
+/* Looks the key up; fresh = verified less than ttl ago. Returns the last
+ * touch time of the entry (0 when absent) so a refresh keeps it. */
+static bool cache_get(kw_keycache *c, const unsigned char hash[32], double now, double ttl, kw_principal *p,
+                      int *rate_limit, double *touched_at)
+{
+	bool fresh = false;
+	pthread_mutex_lock(&c->lock);
+	kw_keyentry *e = &c->e[slot_of(c, hash)];
+	*touched_at = 0;
+	if (e->used && CRYPTO_memcmp(e->hash, hash, 32) == 0) {
+		*touched_at = e->touched_at;
+		if (now - e->verified_at < ttl) {
+			*p = e->p;
+			*rate_limit = e->rate_limit;
+			fresh = true;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return fresh;
+}
+
+static void cache_put(kw_keycache *c, const unsigned char hash[32], double now, double touched_at,
+                      const kw_principal *p, int rate_limit)
+{
+	pthread_mutex_lock(&c->lock);
+	kw_keyentry *e = &c->e[slot_of(c, hash)];
+	memcpy(e->hash, hash, 32);
+	e->used = true;
+	e->verified_at = now;
+	e->touched_at = touched_at;
+	e->p = *p;
+	e->rate_limit = rate_limit;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cache_touched(kw_keycache *c, const unsigned char hash[32], double now)
+{
+	pthread_mutex_lock(&c->lock);
+	kw_keyentry *e = &c->e[slot_of(c, hash)];
+	if (e->used && CRYPTO_memcmp(e->hash, hash, 32) == 0)
+		e->touched_at = now;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void kw_respond_failure(kw_call *call, kw_err err)
+{
+	if (err == KW_ERR_DB_UNAVAILABLE)
+		kw_respond_error(call, 503, "db_unavailable", "the database is unavailable");
+	else if (err == KW_ERR_HSM_UNAVAILABLE)
+		kw_respond_error(call, 503, "hsm_unavailable", "the key store is unavailable");
+	else
+		kw_respond_error(call, 500, "internal", "internal error");
+	if (err == KW_ERR_DB_UNAVAILABLE || err == KW_ERR_HSM_UNAVAILABLE)
+		kw_respond_header(call, "Retry-After", "1");
+}
+
+void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, const char *action, int status,
+                      const char *code)
+{
+	if (call->app->audit == NULL)
+		return;
+	char st[64];
+	snprintf(st, sizeof(st), "%d %s", status, code);
+	json_t *o = json_pack("{s:s, s:s%}", "method", call->req.method, "path", call->req.path,
+	                      strnlen(call->req.path, 256));
+	char *ctx = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
+	kw_audit_event ev = {.tenant_id = tenant_id,
+	                     .actor = actor ? actor : "anonymous",
+	                     .action = action,
+	                     .target = NULL,
+	                     .status = st,
+	                     .ip = call->req.client_ip,
+	                     .user_agent = ua,
+	                     .request_id = call->req.request_id,
+	                     .context = ctx};
+	kw_err err = kw_audit_writer_log(call->app->audit, &ev);
+	if (err != KW_OK)
+		kw_warn("audit: refusal of request %s not recorded: %s", call->req.request_id,
+		        kw_err_str(err));
+	free(ctx);
+}
+
+static void set_rl_headers(kw_call *call, const kw_rl_result *r)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%d", r->limit);
+	kw_respond_header(call, "RateLimit-Limit", v);
+	snprintf(v, sizeof(v), "%d", r->remaining);
+	kw_respond_header(call, "RateLimit-Remaining", v);
+	snprintf(v, sizeof(v), "%d", r->reset_s);
+	kw_respond_header(call, "RateLimit-Reset", v);
+}
+
+static void refuse_429(kw_call *call, const kw_rl_result *r, const char *tenant, const char *actor,
+                       const char *why)
+{
+	atomic_fetch_add(&st_429, 1);
+	kw_respond_error(call, 429, "rate_limited", why);
+	char v[32];
+	snprintf(v, sizeof(v), "%d", r->retry_after);
+	kw_respond_header(call, "Retry-After", v);
+	set_rl_headers(call, r);
+	kw_audit_refusal(call, tenant, actor, "auth.rate_limited", 429, "rate_limited");
+}
+
+bool kw_auth_ip_budget(kw_call *call)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "ip:%s", call->req.client_ip);
+	kw_rl_result r;
+	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_ip_per_minute, kw_ratelimit_now(), &r);
+	if (r.allowed)
+		return true;
+	refuse_429(call, &r, NULL, NULL, "too many requests from this address");
+	return false;
+}
+
+/* A failed authentication: spend one of the IP's failure tokens, answer
+ * 401 invalid_credentials, audit. */
+static bool refuse_401(kw_call *call, const char *tenant, const char *actor)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	kw_rl_result r;
+	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
+	                  &r);
+	atomic_fetch_add(&st_401, 1);
+	kw_respond_error(call, 401, "invalid_credentials", "missing or invalid credentials");
+	kw_respond_header(call, "WWW-Authenticate", "Bearer");
+	kw_audit_refusal(call, tenant, actor, "auth.denied", 401, "invalid_credentials");
+	return false;
+}
+
+/* "Bearer <token>" with exactly one Authorization header; token into
+ * tok and len (pointing into the request). */
+static bool bearer(const kw_request *req, const char **tok, size_t *len)
+{
+	int count = 0;
+	const char *h = kw_request_header(req, "Authorization", &count);
+	if (h == NULL || count != 1)
+		return false;
+	size_t n = strlen(h);
+	if (n > KW_AUTH_HEADER_MAX || n < 8 || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	const char *t = h + 7;
+	while (*t == ' ')
+		t++;
+	size_t tl = strlen(t);
+	while (tl > 0 && t[tl - 1] == ' ')
+		tl--;
+	if (tl == 0)
+		return false;
+	*tok = t;
+	*len = tl;
+	return true;
+}
+
+/* Loads and verifies the key from the database and the token. */
+static kw_err verify_key(kw_call *call, const char *key, size_t len, const char *prefix, kw_principal *p,
+                         int *rate_limit)
+{
+	kw_worker_res *res = call->res;
+	if (res->db == NULL || kw_db_ensure(res->db) != KW_OK)
+		return KW_ERR_DB_UNAVAILABLE;
+	if (res->hsm == NULL)
+		return KW_ERR_HSM_UNAVAILABLE;
+	atomic_fetch_add(&st_lookups, 1);
+	char tenant[37];
+	kw_apikey_row row;
+	kw_err err = kw_apikey_tenant_of(res->db, prefix, tenant);
+	if (err != KW_OK)
+		return err;
+	if ((err = kw_db_begin(res->db, tenant, NULL)) != KW_OK)
+		return err;
+	err = kw_apikey_get_by_prefix(res->db, prefix, &row);
+	if (err == KW_OK)
+		err = kw_db_commit(res->db);
+	else
+		kw_db_rollback(res->db);
+	if (err != KW_OK)
+		return err;
+	const kw_hsm_key *pepper;
+	unsigned char mac[KW_HMAC_LEN];
+	if ((err = kw_hsm_key_get(call->app->hsm, KW_KEY_PEPPER, row.pepper_version, &pepper)) != KW_OK ||
+	    (err = kw_apikey_hmac(res->hsm, pepper, key, len, mac)) != KW_OK)
+		return err;
+	bool same = CRYPTO_memcmp(mac, row.key_hmac, KW_HMAC_LEN) == 0;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	if (!same || row.revoked_at[0] != '\0')
+		return KW_ERR_VERIFY;
+	memset(p, 0, sizeof(*p));
+	snprintf(p->tenant_id, sizeof(p->tenant_id), "%s", row.tenant_id);
+	snprintf(p->key_id, sizeof(p->key_id), "%s", row.id);
+	snprintf(p->prefix, sizeof(p->prefix), "%s", row.prefix);
+	snprintf(p->actor, sizeof(p->actor), "api_key:%s", row.prefix);
+	p->scopes = row.scopes;
+	*rate_limit = row.rate_limit_per_minute;
+	return KW_OK;
+}
+
+bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
+{
+	kw_app *app = call->app;
+	if (!kw_auth_ip_budget(call))
+		return false;
+	double now = kw_ratelimit_now();
+	char fkey[96];
+	snprintf(fkey, sizeof(fkey), "fail:%s", call->req.client_ip);
+	kw_rl_result fr;
+	kw_ratelimit_peek(app->rl, fkey, app->cfg->rl_auth_fail_per_minute, now, &fr);
+	if (!fr.allowed) {
+		refuse_429(call, &fr, NULL, NULL, "too many failed authentications from this address");
+		return false;
+	}
+	const char *key;
+	size_t len;
+	char prefix[KW_APIKEY_PREFIX_LEN + 1];
+	if (!bearer(&call->req, &key, &len) || kw_apikey_parse(key, len, prefix) != KW_OK)
+		return refuse_401(call, NULL, NULL);
+
+	unsigned char hash[32];
+	EVP_Digest(key, len, hash, NULL, EVP_sha256(), NULL);
+	kw_principal p;
+	int rate_limit = 0;
+	double touched_at = 0;
+	if (cache_get(app->keycache, hash, now, app->cfg->key_cache_ttl_ms / 1000.0, &p, &rate_limit,
+	              &touched_at)) {
+		atomic_fetch_add(&st_hits, 1);
+	} else {
+		kw_err err = verify_key(call, key, len, prefix, &p, &rate_limit);
+		if (err == KW_ERR_NOT_FOUND || err == KW_ERR_VERIFY)
+			return refuse_401(call, NULL, NULL);
+		if (err != KW_OK) {
+			kw_respond_failure(call, err);
+			return false;
+		}
+		cache_put(app->keycache, hash, now, touched_at, &p, rate_limit);
+	}
+
+	char kkey[64];
+	snprintf(kkey, sizeof(kkey), "key:%s", p.prefix);
+	kw_rl_result kr;
+	kw_ratelimit_take(app->rl, kkey, rate_limit > 0 ? rate_limit : app->cfg->rl_key_per_minute, now, &kr);
+	if (!kr.allowed) {
+		refuse_429(call, &kr, p.tenant_id, p.actor, "this API key's rate limit is exhausted");
+		return false;
+	}
+	if ((p.scopes & need) != need) {
+		atomic_fetch_add(&st_403, 1);
+		kw_respond_error(call, 403, "insufficient_scope",
+		                 "the API key lacks a scope this route needs");
+		kw_audit_refusal(call, p.tenant_id, p.actor, "auth.denied", 403, "insufficient_scope");
+		return false;
+	}
+	/* last_used_at: at most one write a minute per key and instance. */
+	if (now - touched_at >= KW_TOUCH_INTERVAL && call->res->db != NULL) {
+		kw_db *db = call->res->db;
+		if (kw_db_begin(db, p.tenant_id, NULL) == KW_OK) {
+			if (kw_apikey_touch(db, p.key_id) == KW_OK && kw_db_commit(db) == KW_OK)
+				cache_touched(app->keycache, hash, now);
+			else if (kw_db_in_tx(db))
+				kw_db_rollback(db);
+		}
+	}
+	set_rl_headers(call, &kr);
+	*out = p;
+	return true;
+}

@@ -1,0 +1,101 @@
+/* Unit tests: token buckets and the client-address walk. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keyward/clientip.h"
+#include "keyward/ratelimit.h"
+
+Test(ratelimit, bucket_drains_and_refills)
+{
+	kw_ratelimit *rl = kw_ratelimit_new(1024);
+	kw_rl_result r;
+	for (int i = 0; i < 60; i++) {
+		kw_ratelimit_take(rl, "k", 60, 100.0, &r);
+		cr_assert(r.allowed, "request %d refused", i);
+		cr_assert_eq(r.remaining, 59 - i);
+		cr_assert_eq(r.limit, 60);
+	}
+	kw_ratelimit_take(rl, "k", 60, 100.0, &r);
+	cr_assert_not(r.allowed);
+	cr_assert_eq(r.retry_after, 1);
+	cr_assert_eq(r.reset_s, 60);
+	kw_ratelimit_take(rl, "k", 60, 101.01, &r); /* one token a second */
+	cr_assert(r.allowed);
+	kw_ratelimit_take(rl, "other", 60, 101.01, &r);
+	cr_assert(r.allowed && r.remaining == 59, "keys share a bucket");
+	kw_ratelimit_free(rl);
+}
+
+Test(ratelimit, peek_does_not_spend)
+{
+	kw_ratelimit *rl = kw_ratelimit_new(64);
+	kw_rl_result r;
+	for (int i = 0; i < 10; i++)
+		kw_ratelimit_peek(rl, "p", 1, 5.0, &r);
+	cr_assert(r.allowed);
+	kw_ratelimit_take(rl, "p", 1, 5.0, &r);
+	cr_assert(r.allowed);
+	kw_ratelimit_peek(rl, "p", 1, 5.0, &r);
+	cr_assert_not(r.allowed);
+	cr_assert_eq(r.retry_after, 60);
+	kw_ratelimit_free(rl);
+}
+
+Test(ratelimit, bounded_under_a_flood_of_keys)
+{
+	kw_ratelimit *rl = kw_ratelimit_new(1024);
+	kw_rl_result r;
+	char key[32];
+	for (int i = 0; i < 200000; i++) {
+		snprintf(key, sizeof(key), "ip:10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+		kw_ratelimit_take(rl, key, 1000, 1.0 + i * 1e-6, &r);
+		cr_assert(r.allowed);
+	}
+	kw_ratelimit_free(rl);
+}
+
+Test(clientip, cidr_lists)
+{
+	kw_cidr_list *l;
+	cr_assert_eq(kw_cidr_list_parse("10.0.0.0/8, 192.168.1.1 ,::1, 2001:db8::/32", &l), KW_OK);
+	cr_assert(kw_cidr_list_contains(l, "10.200.3.4"));
+	cr_assert(kw_cidr_list_contains(l, "192.168.1.1"));
+	cr_assert_not(kw_cidr_list_contains(l, "192.168.1.2"));
+	cr_assert(kw_cidr_list_contains(l, "::1"));
+	cr_assert(kw_cidr_list_contains(l, "2001:db8:1::5"));
+	cr_assert_not(kw_cidr_list_contains(l, "11.0.0.1"));
+	cr_assert_not(kw_cidr_list_contains(l, "garbage"));
+	kw_cidr_list_free(l);
+	const char *bad[] = {"10.0.0.0/33", "host.example", "1.2.3.4/", "1.2.3.4/-1", "::1/129"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(kw_cidr_list_parse(bad[i], &l), KW_ERR_INVALID, "accepted %s", bad[i]);
+	cr_assert_eq(kw_cidr_list_parse("", &l), KW_OK);
+	cr_assert_not(kw_cidr_list_contains(l, "127.0.0.1"));
+	kw_cidr_list_free(l);
+}
+
+Test(clientip, forwarded_for_walk)
+{
+	kw_cidr_list *t;
+	cr_assert_eq(kw_cidr_list_parse("127.0.0.1, 10.0.0.0/8", &t), KW_OK);
+	char out[64];
+	kw_client_ip(t, "127.0.0.1", "203.0.113.7", out, sizeof(out));
+	cr_assert_str_eq(out, "203.0.113.7");
+	/* The right-most untrusted hop wins; a spoofed left part is ignored. */
+	kw_client_ip(t, "127.0.0.1", "1.1.1.1, 203.0.113.7, 10.1.2.3", out, sizeof(out));
+	cr_assert_str_eq(out, "203.0.113.7");
+	/* Untrusted peer: header ignored. */
+	kw_client_ip(t, "198.51.100.1", "203.0.113.7", out, sizeof(out));
+	cr_assert_str_eq(out, "198.51.100.1");
+	/* Garbage stops the walk at the last good hop. */
+	kw_client_ip(t, "127.0.0.1", "203.0.113.7, <script>", out, sizeof(out));
+	cr_assert_str_eq(out, "127.0.0.1");
+	kw_client_ip(t, "127.0.0.1", "", out, sizeof(out));
+	cr_assert_str_eq(out, "127.0.0.1");
+	kw_client_ip(t, "127.0.0.1", ",,,", out, sizeof(out));
+	cr_assert_str_eq(out, "127.0.0.1");
+	kw_client_ip(NULL, "127.0.0.1", "203.0.113.7", out, sizeof(out));
+	cr_assert_str_eq(out, "127.0.0.1");
+	kw_cidr_list_free(t);
+}
