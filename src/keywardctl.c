@@ -50,8 +50,8 @@ static kw_err ctl_hsm(kw_ctl *c)
 	if (err == KW_OK)
 		err = kw_hsm_session_open(c->hsm, &c->session);
 	if (err != KW_OK)
-		fprintf(stderr, "keywardctl: cannot open token %s: %s\n", kw_config_printable_uri(c->cfg.hsm_uri),
-		        kw_err_str(err));
+		fprintf(stderr, "keywardctl: cannot open token %s: %s\n",
+		        kw_config_printable_uri(c->cfg.hsm_uri), kw_err_str(err));
 	return err;
 }
 
@@ -235,8 +235,8 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: keywardctl [-c keywardd.conf] COMMAND\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(stderr, "  %s %-8s %s\n", commands[i].group, commands[i].verb ? commands[i].verb : "",
-		        commands[i].help);
+		fprintf(stderr, "  %-7s %-8s %s\n", commands[i].group,
+		        commands[i].verb ? commands[i].verb : "", commands[i].help);
 }
 
 int main(int argc, char **argv)

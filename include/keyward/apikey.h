@@ -70,23 +70,32 @@ typedef struct kw_apikey_row {
  * transaction, which must be scoped to row->tenant_id. */
 KW_MUST_CHECK kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row);
 /* Finds the tenant of a prefix (the directory has no RLS: a prefix is
- * public). KW_ERR_NOT_FOUND if unknown. Outside any transaction is fine. */
+ * public). KW_ERR_NOT_FOUND if unknown or malformed (then without SQL).
+ * Outside any transaction is fine. */
 KW_MUST_CHECK kw_err kw_apikey_tenant_of(kw_db *db, const char *prefix, char tenant_id[37]);
-/* Loads a key by prefix in a transaction scoped to its tenant. */
+/* Loads a key by prefix inside the caller's transaction, which must be
+ * scoped to the key's tenant: kw_apikey_tenant_of, then kw_db_begin(db,
+ * tenant, NULL), then this. KW_ERR_NOT_FOUND when no such key is visible.
+ * The caller compares key_hmac (CRYPTO_memcmp) and checks revoked_at. */
 KW_MUST_CHECK kw_err kw_apikey_get_by_prefix(kw_db *db, const char *prefix, kw_apikey_row *out);
 /* Lists the tenant's keys (transaction scoped to the tenant), newest first;
- * *rows is malloc'd. */
+ * *rows is malloc'd (never NULL on success, even when *n is 0). */
 KW_MUST_CHECK kw_err kw_apikey_list(kw_db *db, kw_apikey_row **rows, size_t *n);
 /* Revokes by id in the tenant's transaction. KW_ERR_NOT_FOUND when no such
- * key is visible (another tenant's, or none); revoking twice is KW_OK and
- * keeps the first revoked_at. Fills *out with the row after the change. */
+ * key is visible (another tenant's, or none) or id is not a UUID (then
+ * without SQL); revoking twice is KW_OK and keeps the first revoked_at.
+ * Fills *out with the row after the change. */
 KW_MUST_CHECK kw_err kw_apikey_revoke(kw_db *db, const char *id, kw_apikey_row *out);
-/* Sets last_used_at = now() (the caller decides how rarely). */
+/* Sets last_used_at = now() in the tenant's transaction (the caller
+ * decides how rarely). KW_ERR_NOT_FOUND as for kw_apikey_revoke. */
 KW_MUST_CHECK kw_err kw_apikey_touch(kw_db *db, const char *id);
 
 /* Tenants (keywardctl, as the schema owner). Creates the tenant and its
- * first admin key in one transaction, with an audit row; key is shown to
- * the operator once. KW_ERR_EXISTS for a duplicate name. */
+ * first admin key in one transaction, with an audit row appended to chain
+ * (whose head moves only if the commit holds); key is shown to the
+ * operator once. KW_ERR_INVALID for a name that is not 1..128 bytes of
+ * UTF-8 without control characters (nothing sent); KW_ERR_EXISTS for a
+ * duplicate name (nothing written). Outputs are set only on success. */
 KW_MUST_CHECK kw_err kw_tenant_create(kw_db *db, kw_hsm *hsm, kw_hsm_session *s, kw_audit_chain *chain,
                                       const char *name, char tenant_id[37], char key[KW_APIKEY_LEN + 1]);
 typedef struct kw_tenant_row {
@@ -94,7 +103,9 @@ typedef struct kw_tenant_row {
 	char name[129];
 	char created_at[40];
 } kw_tenant_row;
-/* All tenants (schema owner with BYPASSRLS or superuser). */
+/* All tenants, oldest first; *rows is malloc'd. Needs a role that bypasses
+ * RLS (superuser, or the schema owner with BYPASSRLS): tenants FORCEs RLS,
+ * so any other role sees no rows. */
 KW_MUST_CHECK kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n);
 
 #endif

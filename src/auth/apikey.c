@@ -13,16 +13,16 @@
 #include <openssl/evp.h>
 #include <string.h>
 
-#define KW_B62 "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-#define KW_ID_LEN 12
+#define KW_B62          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#define KW_ID_LEN       12
 #define KW_SECRET_BYTES 32
-#define KW_SECRET_LEN 43
+#define KW_SECRET_LEN   43
 #define KW_CHECKSUM_LEN 6
-#define KW_CHECKED_LEN (KW_APIKEY_LEN - KW_CHECKSUM_LEN) /* 59 */
-#define KW_SECRET_AT (KW_APIKEY_PREFIX_LEN + 1)          /* 16 */
+#define KW_CHECKED_LEN  (KW_APIKEY_LEN - KW_CHECKSUM_LEN) /* 59 */
+#define KW_SECRET_AT    (KW_APIKEY_PREFIX_LEN + 1)        /* 16 */
 /* Bytes below 248 = 4 * 62 map to a base62 digit without bias. */
 #define KW_B62_REJECT 248
-#define KW_ID_RANDOM 32
+#define KW_ID_RANDOM  32
 
 static const char b62[] = KW_B62;
 

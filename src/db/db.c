@@ -317,17 +317,13 @@ kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
 		vals[nvals++] = user_id;
 	}
 
-	err = kw_db_exec(db, "BEGIN", 0, NULL, NULL, NULL, NULL);
-	if (err != KW_OK)
-		goto done;
-	if (sql != NULL) {
-		err = kw_db_exec(db, sql, nvals, vals, NULL, NULL, NULL);
-		if (err != KW_OK) {
-			kw_db_rollback(db);
-			goto done;
-		}
-	}
-done:
+	if (sql == NULL)
+		return kw_db_exec(db, "BEGIN", 0, NULL, NULL, NULL, NULL);
+	/* BEGIN and the RLS settings in one round trip. */
+	kw_db_stmt stmts[2] = {{"BEGIN", 0, NULL, NULL, NULL}, {sql, nvals, vals, NULL, NULL}};
+	err = kw_db_exec_pipeline(db, stmts, 2, NULL);
+	if (err != KW_OK && kw_db_in_tx(db))
+		kw_db_rollback(db);
 	return err;
 }
 

@@ -15,11 +15,24 @@
 
 #define KW_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
+#define SQL_TIMES KW_TS("created_at") ", " KW_TS("last_used_at") ", " KW_TS("revoked_at")
 #define SQL_COLS                                                                                             \
 	"id::text, tenant_id::text, name, prefix, encode(key_hmac, 'hex'), pepper_id::text, "                \
-	"array_to_string(scopes, ','), coalesce(rate_limit_per_minute, 0)::text, " KW_TS("created_at") ", "  \
-	KW_TS("last_used_at") ", " KW_TS("revoked_at")
-enum { C_ID, C_TENANT, C_NAME, C_PREFIX, C_HMAC, C_PEPPER, C_SCOPES, C_RATE, C_CREATED, C_USED, C_REVOKED, C_N };
+	"array_to_string(scopes, ','), coalesce(rate_limit_per_minute, 0)::text, " SQL_TIMES
+enum {
+	C_ID,
+	C_TENANT,
+	C_NAME,
+	C_PREFIX,
+	C_HMAC,
+	C_PEPPER,
+	C_SCOPES,
+	C_RATE,
+	C_CREATED,
+	C_USED,
+	C_REVOKED,
+	C_N
+};
 
 /* One statement: the key and its directory entry, or neither. */
 #define SQL_INSERT                                                                                           \
@@ -30,9 +43,10 @@ enum { C_ID, C_TENANT, C_NAME, C_PREFIX, C_HMAC, C_PEPPER, C_SCOPES, C_RATE, C_C
 	"SELECT id::text, " KW_TS("created_at") " FROM k"
 #define SQL_TENANT_OF "SELECT tenant_id::text FROM api_key_prefixes WHERE prefix = $1"
 #define SQL_BY_PREFIX "SELECT " SQL_COLS " FROM api_keys WHERE prefix = $1"
-#define SQL_LIST "SELECT " SQL_COLS " FROM api_keys ORDER BY api_keys.created_at DESC, api_keys.id DESC"
+#define SQL_LIST      "SELECT " SQL_COLS " FROM api_keys ORDER BY api_keys.created_at DESC, api_keys.id DESC"
 #define SQL_REVOKE                                                                                           \
-	"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1::uuid RETURNING " SQL_COLS
+	"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1::uuid "                  \
+	"RETURNING " SQL_COLS
 #define SQL_TOUCH "UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid"
 
 static bool is_b62(char c)
@@ -59,8 +73,9 @@ static bool uuid_ok(const char *s)
 	for (int i = 0; i < 36; i++) {
 		char ch = s[i];
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? ch != '-'
-		         : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+		if (dash
+		        ? ch != '-'
+		        : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
 			return false;
 	}
 	return true;
@@ -229,8 +244,13 @@ kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row)
 	snprintf(pepper, sizeof(pepper), "%u", (unsigned)row->pepper_version);
 	snprintf(rate, sizeof(rate), "%d", row->rate_limit_per_minute);
 
-	const char *vals[7] = {row->tenant_id, row->name, row->prefix, (const char *)row->key_hmac, pepper,
-	                       scopes,         row->rate_limit_per_minute > 0 ? rate : NULL};
+	const char *vals[7] = {row->tenant_id,
+	                       row->name,
+	                       row->prefix,
+	                       (const char *)row->key_hmac,
+	                       pepper,
+	                       scopes,
+	                       row->rate_limit_per_minute > 0 ? rate : NULL};
 	const int lens[7] = {0, 0, 0, KW_HMAC_LEN, 0, 0, 0};
 	const int fmts[7] = {0, 0, 0, 1, 0, 0, 0};
 	err = kw_db_exec(db, SQL_INSERT, 7, vals, lens, fmts, &res);

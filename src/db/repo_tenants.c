@@ -18,10 +18,11 @@
 #include "keyward/log.h"
 
 #define KW_TENANT_MAX_NAME 128
-#define KW_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-#define SQL_INSERT_TENANT "INSERT INTO tenants (id, name) VALUES ($1::uuid, $2)"
+#define KW_TS(col)         "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define SQL_INSERT_TENANT  "INSERT INTO tenants (id, name) VALUES ($1::uuid, $2)"
+#define SQL_CREATED_AT     KW_TS("created_at")
 #define SQL_LIST_TENANTS                                                                                     \
-	"SELECT id::text, name, " KW_TS("created_at") " FROM tenants ORDER BY tenants.created_at, tenants.name"
+	"SELECT id::text, name, " SQL_CREATED_AT " FROM tenants ORDER BY tenants.created_at, tenants.name"
 
 /* 1..128 bytes of UTF-8 without control characters (C0, DEL, C1). */
 static bool tenant_name_ok(const char *name)
@@ -33,7 +34,11 @@ static bool tenant_name_ok(const char *name)
 		return false;
 	for (size_t i = 0; i < len;) {
 		unsigned c = p[i];
-		size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+		size_t n = c < 0x80             ? 1
+		           : (c & 0xE0) == 0xC0 ? 2
+		           : (c & 0xF0) == 0xE0 ? 3
+		           : (c & 0xF8) == 0xF0 ? 4
+		                                : 0;
 		uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
 		if (n == 0 || i + n > len)
 			return false;
@@ -170,7 +175,8 @@ kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n)
 	}
 	for (size_t i = 0; i < count; i++) {
 		kw_tenant_row *t = &list[i];
-		int lens[3] = {PQgetlength(res, (int)i, 0), PQgetlength(res, (int)i, 1), PQgetlength(res, (int)i, 2)};
+		int lens[3] = {PQgetlength(res, (int)i, 0), PQgetlength(res, (int)i, 1),
+		               PQgetlength(res, (int)i, 2)};
 		if ((size_t)lens[0] >= sizeof(t->id) || (size_t)lens[1] >= sizeof(t->name) ||
 		    (size_t)lens[2] >= sizeof(t->created_at)) {
 			err = KW_ERR_INTERNAL;

@@ -96,8 +96,8 @@ Test(apikey, every_single_character_mutation_is_rejected)
 				continue;
 			memcpy(m, key, sizeof(m));
 			m[pos] = alphabet[a];
-			cr_assert_eq(parse(m, KW_APIKEY_LEN), KW_ERR_INVALID, "mutation at %zu to %c accepted", pos,
-			             alphabet[a]);
+			cr_assert_eq(parse(m, KW_APIKEY_LEN), KW_ERR_INVALID,
+			             "mutation at %zu to %c accepted", pos, alphabet[a]);
 			tried++;
 		}
 	}
@@ -162,8 +162,8 @@ Test(apikey, non_base62_and_nul_are_rejected)
 {
 	char key[KW_APIKEY_LEN + 1], m[KW_APIKEY_LEN + 1];
 	make_key(good_id, good_secret, key);
-	static const char bad[] = {'\0', ' ', '-', '+', '/', '=', '.', '\n', '\t', '\x7f', (char)0x80, (char)0xc3,
-	                           (char)0xff, '~', '!', '\\'};
+	static const char bad[] = {'\0', ' ',    '-',        '+',        '/',        '=', '.', '\n',
+	                           '\t', '\x7f', (char)0x80, (char)0xc3, (char)0xff, '~', '!', '\\'};
 	for (size_t pos = 3; pos < KW_APIKEY_LEN; pos++) {
 		if (pos == 15)
 			continue;
