@@ -13,7 +13,7 @@ root=$(pwd)
 PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl
   libp11-kit-dev p11-kit softhsm2 libssl-dev libevent-dev libpq-dev postgresql
   libjansson-dev libcriterion-dev libsystemd-dev libsecp256k1-dev
-  python3 python3-jwt python3-cryptography wrk clang"
+  python3 python3-jwt python3-cryptography wrk clang clang-format cppcheck"
 
 install_deps() {
   local missing=()
@@ -80,6 +80,10 @@ test)
   trap 'scripts/pg-cluster.sh stop .run/test/pg' EXIT
   status=0
   : >.run/test/summary
+  echo "== lint: clang-format, cppcheck"
+  clang-format --dry-run -Werror src/*/*.c src/*.c include/keyward/*.h tests/*/*.c tests/support/*.h bench/*.c
+  cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
+    -Iinclude --suppress=missingIncludeSystem src/
   for variant in build build-asan; do
     if [ "$variant" = build-asan ]; then
       build "$variant" -DKEYWARD_SANITIZE=ON

@@ -64,6 +64,9 @@ KW_MUST_CHECK kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, siz
  * (PQexec). For migration files only: never pass text built from data. */
 KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);
 
+/* A UUID in text form (36 characters, hex and dashes, any case). */
+bool kw_db_is_uuid(const char *s);
+
 /* Count of statements this process sent (for tests and /metrics). */
 unsigned long long kw_db_statements(void);
 

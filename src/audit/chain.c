@@ -112,28 +112,13 @@ kw_err kw_audit_head_mac(kw_hsm_session *s, const kw_hsm_key *k, const char *cha
 	return kw_hsm_hmac(s, k, buf, sizeof(buf), out);
 }
 
-static bool is_uuid(const char *s)
-{
-	if (strlen(s) != KW_AUDIT_UUID_LEN)
-		return false;
-	for (int i = 0; i < KW_AUDIT_UUID_LEN; i++) {
-		char ch = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash
-		        ? ch != '-'
-		        : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
-			return false;
-	}
-	return true;
-}
-
 kw_err kw_audit_event_check(const kw_audit_event *ev)
 {
 	if (ev == NULL || ev->actor == NULL || ev->action == NULL || ev->status == NULL)
 		return KW_ERR_INVALID;
 	if (ev->actor[0] == '\0' || ev->action[0] == '\0' || ev->status[0] == '\0')
 		return KW_ERR_INVALID;
-	if (ev->tenant_id != NULL && !is_uuid(ev->tenant_id))
+	if (ev->tenant_id != NULL && !kw_db_is_uuid(ev->tenant_id))
 		return KW_ERR_INVALID;
 	if (ev->context != NULL && (ev->context[0] == '\0' || strlen(ev->context) > KW_AUDIT_MAX_CONTEXT))
 		return KW_ERR_INVALID;

@@ -66,21 +66,6 @@ static bool prefix_ok(const char *p)
 	return true;
 }
 
-static bool uuid_ok(const char *s)
-{
-	if (s == NULL || strnlen(s, 37) != 36)
-		return false;
-	for (int i = 0; i < 36; i++) {
-		char ch = s[i];
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash
-		        ? ch != '-'
-		        : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
-			return false;
-	}
-	return true;
-}
-
 static bool name_ok(const char *n)
 {
 	size_t len = n != NULL ? strnlen(n, KW_APIKEY_MAX_NAME + 1) : 0;
@@ -237,7 +222,7 @@ kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row)
 
 	if (db == NULL || row == NULL)
 		kw_misuse("kw_apikey_insert: NULL argument");
-	if (!uuid_ok(row->tenant_id) || !name_ok(row->name) || !prefix_ok(row->prefix) ||
+	if (!kw_db_is_uuid(row->tenant_id) || !name_ok(row->name) || !prefix_ok(row->prefix) ||
 	    row->pepper_version == 0 || row->pepper_version > INT32_MAX || row->rate_limit_per_minute < 0 ||
 	    !scopes_text(row->scopes, scopes, sizeof(scopes)))
 		return KW_ERR_INVALID;
@@ -289,7 +274,7 @@ kw_err kw_apikey_tenant_of(kw_db *db, const char *prefix, char tenant_id[37])
 		err = PQntuples(res) == 0 ? KW_ERR_NOT_FOUND : KW_ERR_INTERNAL;
 		goto done;
 	}
-	if (!copy_field(res, 0, 0, t, sizeof(t)) || !uuid_ok(t)) {
+	if (!copy_field(res, 0, 0, t, sizeof(t)) || !kw_db_is_uuid(t)) {
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
@@ -346,7 +331,7 @@ kw_err kw_apikey_revoke(kw_db *db, const char *id, kw_apikey_row *out)
 	if (db == NULL || out == NULL)
 		kw_misuse("kw_apikey_revoke: NULL argument");
 	/* An id that is no uuid names no key; the database is not asked. */
-	if (!uuid_ok(id))
+	if (!kw_db_is_uuid(id))
 		return KW_ERR_NOT_FOUND;
 	return one_row(db, SQL_REVOKE, id, out);
 }
@@ -358,7 +343,7 @@ kw_err kw_apikey_touch(kw_db *db, const char *id)
 
 	if (db == NULL)
 		kw_misuse("kw_apikey_touch: NULL db");
-	if (!uuid_ok(id))
+	if (!kw_db_is_uuid(id))
 		return KW_ERR_NOT_FOUND;
 	const char *vals[1] = {id};
 	err = kw_db_exec(db, SQL_TOUCH, 1, vals, NULL, NULL, &res);

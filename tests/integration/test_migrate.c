@@ -216,7 +216,8 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_down(db, dir, KW_SCHEMA_VERSION - 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 0);
-	t = kwt_db_admin_sql(&tdb, "SELECT to_regclass('audit_log') IS NULL AND to_regclass('tenants') IS NULL");
+	t = kwt_db_admin_sql(&tdb,
+	                     "SELECT to_regclass('audit_log') IS NULL AND to_regclass('tenants') IS NULL");
 	cr_assert_str_eq(t, "t");
 	free(t);
 	/* Nothing left to revert: a no-op. */
