@@ -4,6 +4,8 @@
 #                         private PostgreSQL, migrate, run keywardd on 127.0.0.1:8080
 #   scripts/dev.sh test   the same set-up from scratch, then the whole test suite:
 #                         a normal build and an ASan+UBSan build
+#   scripts/dev.sh ctl ARGS  keywardctl against the development token and database
+#                         (e.g. `ctl tenant create acme`, `ctl token status`, `ctl audit verify`)
 # Run it as root on a fresh Debian 12 machine (it apt-get installs what is
 # missing), or as a user who already has the packages.
 set -euo pipefail
@@ -71,6 +73,13 @@ run)
   export KEYWARD_HTTP_LISTEN=${KEYWARD_HTTP_LISTEN:-127.0.0.1:8080}
   echo "== keywardd (development) on http://$KEYWARD_HTTP_LISTEN — try: curl -s http://$KEYWARD_HTTP_LISTEN/readyz"
   exec build/keywardd
+  ;;
+ctl)
+  shift
+  [ -x build/keywardctl ] || { echo "run 'scripts/dev.sh run' first" >&2; exit 1; }
+  eval "$(tokens/provision-softhsm.sh tokens/dev keyward-dev)"
+  setup_pg .run/dev/pg 55432 keyward
+  exec build/keywardctl "$@"
   ;;
 test)
   install_deps
