@@ -654,7 +654,14 @@ kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen
 		loop->srv = srv;
 		loop->index = i;
 		pthread_mutex_init(&loop->lock, NULL);
-		loop->base = event_base_new();
+		/* The changelist folds evhttp's many enable/disable calls within one
+		 * loop pass into at most one epoll_ctl per descriptor. */
+		struct event_config *ecfg = event_config_new();
+		if (ecfg)
+			event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		loop->base = ecfg ? event_base_new_with_config(ecfg) : NULL;
+		if (ecfg)
+			event_config_free(ecfg);
 		loop->wake = loop->base ? event_new(loop->base, -1, EV_READ, on_wake, loop) : NULL;
 		if (loop->wake == NULL ||
 		    (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL)) ||
