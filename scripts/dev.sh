@@ -106,6 +106,16 @@ test)
     grep -q '100% tests passed' ".run/test/$variant.log" || status=1
     grep -h 'Synthesis' ".run/test/$variant.log" >>.run/test/summary || true
   done
+  echo "== fuzz smoke: every libFuzzer target for 10 s"
+  cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKEYWARD_FUZZ=ON -DKEYWARD_TESTS=OFF >/dev/null
+  cmake --build build-fuzz -j"$(nproc)" >/dev/null
+  for f in build-fuzz/fuzz_*; do
+    if "$f" -max_total_time=10 -print_final_stats=1 >".run/test/$(basename "$f").log" 2>&1; then
+      echo "$(basename "$f"): $(grep -o 'number_of_executed_units: [0-9]*' ".run/test/$(basename "$f").log"), no crash"
+    else
+      echo "$(basename "$f"): FAILED"; tail -20 ".run/test/$(basename "$f").log"; status=1
+    fi
+  done
   # One closing line over every Criterion suite of both builds.
   awk -F'|' '{ for (i = 1; i <= NF; i++) { if ($i ~ /Passing:/) { split($i, a, ":"); p += a[2] }
                if ($i ~ /Failing:/) { split($i, a, ":"); f += a[2] } if ($i ~ /Crashing:/) { split($i, a, ":"); f += a[2] } } }

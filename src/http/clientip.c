@@ -34,9 +34,10 @@ static bool parse_ip(const char *s, int *family, unsigned char addr[16])
 
 kw_err kw_cidr_list_parse(const char *spec, kw_cidr_list **out)
 {
+	/* Items end at a comma or a space: at most one more than those. */
 	size_t cap = 1;
 	for (const char *p = spec; *p; p++)
-		cap += *p == ',';
+		cap += *p == ',' || *p == ' ';
 	kw_cidr_list *l = calloc(1, sizeof(*l) + cap * sizeof(kw_cidr));
 	if (l == NULL)
 		return KW_ERR_NOMEM;

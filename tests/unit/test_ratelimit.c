@@ -70,6 +70,10 @@ Test(clientip, cidr_lists)
 	const char *bad[] = {"10.0.0.0/33", "host.example", "1.2.3.4/", "1.2.3.4/-1", "::1/129"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(kw_cidr_list_parse(bad[i], &l), KW_ERR_INVALID, "accepted %s", bad[i]);
+	/* Found by fuzz_clientip: items separated by spaces only. */
+	cr_assert_eq(kw_cidr_list_parse("1.1.1.1 2.2.2.2 3.3.3.3", &l), KW_OK);
+	cr_assert(kw_cidr_list_contains(l, "3.3.3.3"));
+	kw_cidr_list_free(l);
 	cr_assert_eq(kw_cidr_list_parse("", &l), KW_OK);
 	cr_assert_not(kw_cidr_list_contains(l, "127.0.0.1"));
 	kw_cidr_list_free(l);
