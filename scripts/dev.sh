@@ -108,8 +108,10 @@ test)
   done
   echo "== fuzz smoke: every libFuzzer target for 10 s"
   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DKEYWARD_FUZZ=ON -DKEYWARD_TESTS=OFF >/dev/null
-  cmake --build build-fuzz -j"$(nproc)" >/dev/null
-  for f in build-fuzz/fuzz_*; do
+  fuzzers=$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c; done)
+  # shellcheck disable=SC2086 # one target name per word
+  cmake --build build-fuzz -j"$(nproc)" --target $fuzzers >/dev/null
+  for f in $(printf 'build-fuzz/%s ' $fuzzers); do
     if "$f" -max_total_time=10 -print_final_stats=1 >".run/test/$(basename "$f").log" 2>&1; then
       echo "$(basename "$f"): $(grep -o 'number_of_executed_units: [0-9]*' ".run/test/$(basename "$f").log"), no crash"
     else
