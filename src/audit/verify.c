@@ -19,7 +19,8 @@
 #include "audit_internal.h"
 #include "keyward/log.h"
 
-#define VERIFY_PAGE "1000"
+#define VERIFY_PAGE      "1000"
+#define VERIFY_PAGE_ROWS 1000 /* keep equal to VERIFY_PAGE */
 
 /* Output columns are text casts named like the table's columns: ORDER BY
  * qualifies the column so it sorts by number and uuid, not by text. */
@@ -202,7 +203,7 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 		}
 		PQclear(res);
 		res = NULL;
-		if (n < atoi(VERIFY_PAGE))
+		if (n < VERIFY_PAGE_ROWS)
 			break;
 	}
 	snprintf(expected_txt, sizeof(expected_txt), "%" PRId64, expected);
@@ -271,7 +272,7 @@ kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
 		}
 		PQclear(heads);
 		heads = NULL;
-		if (n < atoi(VERIFY_PAGE))
+		if (n < VERIFY_PAGE_ROWS)
 			break;
 	}
 	err = kw_db_exec(db, SQL_ORPHAN, 0, NULL, NULL, NULL, &heads);

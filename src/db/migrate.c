@@ -240,7 +240,7 @@ static kw_err read_applied(kw_db *db, applied_list *out)
 		}
 	}
 	for (int i = 0; i < rows; i++) {
-		a.v[i].version = atoi(PQgetvalue(res, i, 0));
+		a.v[i].version = (int)strtol(PQgetvalue(res, i, 0), NULL, 10);
 		snprintf(a.v[i].name, sizeof(a.v[i].name), "%s", PQgetvalue(res, i, 1));
 		snprintf(a.v[i].checksum, sizeof(a.v[i].checksum), "%s", PQgetvalue(res, i, 2));
 	}
@@ -442,7 +442,7 @@ kw_err kw_migrate_down(kw_db *db, const char *dir, int steps)
 			err = kw_db_commit(db);
 			goto done;
 		}
-		mig_file m = {.version = atoi(PQgetvalue(res, 0, 0))};
+		mig_file m = {.version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10)};
 		snprintf(m.name, sizeof(m.name), "%s", PQgetvalue(res, 0, 1));
 		char path[4096], ver[16];
 		path_of(path, sizeof(path), dir, &m, "down");
@@ -532,7 +532,7 @@ kw_err kw_migrate_current(kw_db *db, int *version)
 	                 &res);
 	if (err != KW_OK)
 		goto done;
-	v = atoi(PQgetvalue(res, 0, 0));
+	v = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
 done:
 	PQclear(res);
 	if (err == KW_OK)

@@ -115,7 +115,7 @@ static int parse_response(char *buf, size_t len, kwt_resp *out)
 		return -1;
 	size_t hlen = (size_t)(sep - buf);
 	out->head = strndup(buf, hlen);
-	out->status = atoi(buf + 9);
+	out->status = (int)strtol(buf + 9, NULL, 10);
 	char cl[32];
 	const char *clv = kwt_resp_header(out, "Content-Length", cl, sizeof(cl));
 	size_t blen = len - hlen - 4;
