@@ -646,7 +646,7 @@ Test(audit, writer_survives_a_killed_connection)
 	}
 	kw_audit_writer_stop(w);
 	char *n = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM audit_log");
-	cr_assert_eq(atoi(n), ok);
+	cr_assert_eq((int)strtol(n, NULL, 10), ok);
 	free(n);
 	expect_ok((unsigned long long)ok, 1);
 }

@@ -425,7 +425,7 @@ Test(hsm, hkdf_expand_rfc5869)
 		              *prk_want = vec_hex(&recs[i], "PRK", &prklen),
 		              *okm_want = vec_hex(&recs[i], "OKM", &okmlen);
 		const char *name = vec_text(&recs[i], "Case");
-		size_t L = (size_t)atoi(vec_text(&recs[i], "L"));
+		size_t L = (size_t)strtoul(vec_text(&recs[i], "L"), NULL, 10);
 		cr_assert_eq(L, okmlen);
 		/* HKDF-Extract in process (RFC 5869 §2.2: no salt = HashLen zeros). */
 		unsigned char zeros[32] = {0}, prk[32];
