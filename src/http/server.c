@@ -555,7 +555,7 @@ static kw_err listen_unix(kw_server *srv, const char *path, char *errbuf, size_t
 		snprintf(errbuf, errlen, "unix socket path too long");
 		return KW_ERR_CONFIG;
 	}
-	strcpy(sun.sun_path, path);
+	memcpy(sun.sun_path, path, strlen(path) + 1); /* length checked above */
 	struct stat st;
 	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(path);

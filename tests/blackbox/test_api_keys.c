@@ -273,7 +273,7 @@ Test(api_keys, malformed_authorization_headers)
 	char *huge = malloc(20000);
 	memcpy(huge, "Authorization: Bearer ", 22);
 	memset(huge + 22, 'k', 17000);
-	strcpy(huge + 22 + 17000, "\r\n");
+	memcpy(huge + 22 + 17000, "\r\n", 3);
 	char two[400];
 	snprintf(two, sizeof(two), "%s%s", ta.auth, tb.auth);
 	const char *cases[] = {

@@ -173,9 +173,9 @@ Test(service, oversize_headers_is_431_json)
 {
 	size_t n = 70 * 1024;
 	char *req = malloc(n + 256);
-	int off = sprintf(req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
+	int off = snprintf(req, n + 256, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
 	memset(req + off, 'b', n);
-	strcpy(req + off + n, "\r\nConnection: close\r\n\r\n");
+	snprintf(req + off + n, 256 - (size_t)off, "\r\nConnection: close\r\n\r\n");
 	kwt_resp r;
 	cr_assert_eq(kwt_http_raw(&d, false, req, strlen(req), &r), 0);
 	kwt_assert_json_error(&r, 431, "headers_too_large");

@@ -1,6 +1,7 @@
 /* Unit tests: route matching, request ids, response helpers. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +54,7 @@ Test(http, error_shape)
 {
 	kw_call call;
 	memset(&call, 0, sizeof(call));
-	strcpy(call.req.request_id, "rid-1");
+	snprintf(call.req.request_id, sizeof(call.req.request_id), "rid-1");
 	kw_respond_error(&call, 400, "invalid_request", "name is required");
 	cr_assert_eq(call.resp.status, 400);
 	json_t *o = json_loads(call.resp.body, 0, NULL);
