@@ -15,7 +15,8 @@ root=$(pwd)
 PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl
   libp11-kit-dev p11-kit softhsm2 libssl-dev libevent-dev libpq-dev postgresql
   libjansson-dev libcriterion-dev libsystemd-dev libsecp256k1-dev
-  python3 python3-jwt python3-cryptography wrk clang clang-format cppcheck"
+  python3 python3-jwt python3-cryptography python3-ecdsa python3-pycryptodome
+  wrk clang clang-format cppcheck"
 
 install_deps() {
   local missing=()

@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/prctl.h>
 
@@ -17,7 +18,9 @@
 #include "keyward/db.h"
 #include "keyward/hsm.h"
 #include "keyward/log.h"
+#include "keyward/jwt.h"
 #include "keyward/migrate.h"
+#include "keyward/tokens.h"
 
 typedef struct kw_ctl {
 	kw_config cfg;
@@ -216,6 +219,127 @@ static int cmd_tenant_list(kw_ctl *c)
 	return 0;
 }
 
+/* One audit row for an operator action, on its own chain. */
+static kw_err ctl_audit(kw_ctl *c, const char *action, const char *target, const char *context)
+{
+	kw_audit_chain *chain = NULL;
+	kw_err err = kw_audit_chain_new(c->hsm, "keywardctl", &chain);
+	kw_audit_event ev = {.actor = "keywardctl", .action = action, .target = target, .status = "ok",
+	                     .context = context};
+	if (err == KW_OK)
+		err = kw_audit_write_one(chain, c->session, c->db, &ev);
+	kw_audit_chain_free(chain);
+	return err;
+}
+
+static int cmd_jwt_rotate(kw_ctl *c)
+{
+	const kw_hsm_key *active;
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	if (err != KW_OK)
+		return 1;
+	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
+		return ctl_fail("jwt rotate: no active JWT key (run keywardctl token init)", err);
+	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
+	kw_jwt_key key;
+	const kw_hsm_key *k;
+	char label[64], ctx[64];
+	err = kw_hsm_key_generate(c->session, KW_KEY_JWT, next);
+	if (err == KW_OK)
+		err = kw_hsm_keys_refresh(c->hsm);
+	if (err == KW_OK)
+		err = kw_hsm_key_get(c->hsm, KW_KEY_JWT, next, &k);
+	if (err == KW_OK)
+		err = kw_jwt_key_from_hsm(c->hsm, k, &key);
+	if (err != KW_OK)
+		return ctl_fail("jwt rotate", err);
+	snprintf(label, sizeof(label), "keyward/jwt/%" PRIu32, next);
+	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
+	if ((err = ctl_audit(c, "jwt.rotate", label, ctx)) != KW_OK)
+		return ctl_fail("jwt rotate: the key was created but the audit row failed", err);
+	printf("active: %s kid=%s (previous: %" PRIu32 ", still published and verified until retired)\n", label,
+	       key.kid, prev);
+	printf("running keywardd instances pick it up within a minute, or at once on a token they do not "
+	       "know\n");
+	return 0;
+}
+
+static int cmd_jwt_retire(kw_ctl *c)
+{
+	bool force = c->argc == 2 && strcmp(c->argv[1], "--force") == 0;
+	char *end = NULL;
+	unsigned long v = c->argc >= 1 ? strtoul(c->argv[0], &end, 10) : 0;
+	if ((c->argc != 1 && !force) || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
+		fprintf(stderr, "keywardctl: jwt retire N [--force]\n");
+		return 2;
+	}
+	const kw_hsm_key *active, *k;
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	if (err != KW_OK)
+		return 1;
+	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
+		return ctl_fail("jwt retire", err);
+	if (kw_hsm_key_version(active) == v) {
+		fprintf(stderr, "keywardctl: keyward/jwt/%lu is the active key; rotate first\n", v);
+		return 1;
+	}
+	if (kw_hsm_key_get(c->hsm, KW_KEY_JWT, (uint32_t)v, &k) != KW_OK) {
+		fprintf(stderr, "keywardctl: no key keyward/jwt/%lu in the token\n", v);
+		return 1;
+	}
+	/* Tokens it signed live at most the longest role TTL (+ leeway) after
+	 * the rotation that replaced it. */
+	kw_roles roles;
+	if (kw_roles_parse(c->cfg.roles, &roles) != KW_OK) {
+		fprintf(stderr, "keywardctl: auth.roles is malformed\n");
+		return 1;
+	}
+	int64_t max_ttl = 0;
+	for (size_t i = 0; i < roles.n; i++)
+		if (roles.roles[i].ttl_s > max_ttl)
+			max_ttl = roles.roles[i].ttl_s;
+	max_ttl += c->cfg.jwt_leeway_s;
+	char vs[24], ttl[24];
+	snprintf(vs, sizeof(vs), "%lu", v);
+	snprintf(ttl, sizeof(ttl), "%" PRId64, max_ttl);
+	const char *vals[2] = {vs, ttl};
+	PGresult *res = NULL;
+	err = kw_db_exec(c->db,
+	                 "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
+	                 "::bigint FROM audit_log WHERE action = 'jwt.rotate' AND (context->>'previous') = $1",
+	                 2, vals, NULL, NULL, &res);
+	if (err != KW_OK)
+		return ctl_fail("jwt retire: cannot read the rotation time", err);
+	bool known = !PQgetisnull(res, 0, 0);
+	long long wait = known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	if (!force && (!known || wait > 0)) {
+		if (known)
+			fprintf(stderr,
+			        "keywardctl: tokens signed by keyward/jwt/%lu may be valid for %lld more seconds; "
+			        "retire it after that (or --force)\n",
+			        v, wait);
+		else
+			fprintf(stderr,
+			        "keywardctl: no rotation away from keyward/jwt/%lu is recorded; tokens it signed may "
+			        "still be valid (--force to retire anyway)\n",
+			        v);
+		return 1;
+	}
+	char label[64];
+	snprintf(label, sizeof(label), "keyward/jwt/%lu", v);
+	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_JWT, (uint32_t)v)) != KW_OK)
+		return ctl_fail("jwt retire", err);
+	if ((err = ctl_audit(c, "jwt.retire", label, force ? "{\"forced\":true}" : NULL)) != KW_OK)
+		return ctl_fail("jwt retire: the key was destroyed but the audit row failed", err);
+	printf("retired: %s (no longer published; tokens it signed are refused)\n", label);
+	return 0;
+}
+
 typedef struct kw_ctl_cmd {
 	const char *group, *verb;
 	int (*fn)(kw_ctl *c);
@@ -229,6 +353,8 @@ static const kw_ctl_cmd commands[] = {
     {"tenant", "create", cmd_tenant_create, "NAME: create a tenant and print its first admin API key, once"},
     {"tenant", "list", cmd_tenant_list, "list tenants: id, creation time, name"},
     {"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
+    {"jwt", "rotate", cmd_jwt_rotate, "create keyward/jwt/<n+1> and make it the signing key"},
+    {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
 };
 
 static void usage(void)

@@ -87,6 +87,10 @@ int main(int argc, char **argv)
 		snprintf(errbuf, sizeof(errbuf), "cannot start the worker pool");
 		goto out;
 	}
+	if (kw_housekeeper_start(&app, &app.housekeeper) != KW_OK) {
+		snprintf(errbuf, sizeof(errbuf), "cannot start the housekeeping thread");
+		goto out;
+	}
 	if (kw_server_start(&app, &app.server, errbuf, sizeof(errbuf)) != KW_OK)
 		goto out;
 	kw_info("keywardd ready: listen=%s unix=%s workers=%d mode=%s", cfg.listen[0] ? cfg.listen : "-",

@@ -8,6 +8,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "keyward/audit.h"
 #include "keyward/config.h"
@@ -27,6 +28,12 @@ struct kw_app {
 	struct kw_ratelimit *rl;      /* buckets by IP, key, failures */
 	struct kw_cidr_list *trusted; /* proxies whose X-Forwarded-For counts */
 	struct kw_keycache *keycache; /* verified API keys, short TTL */
+	struct kw_jwt_keyset *jwks;   /* access-token verification keys */
+	struct kw_tokcache *tokcache; /* verified access tokens until their exp */
+	struct kw_revcache *revs;     /* revoked jti / sid, kept fresh by LISTEN */
+	struct kw_roles *roles;       /* role -> TTL, permissions */
+	int64_t access_ttl_max_s;     /* longest role TTL + leeway */
+	struct kw_housekeeper *housekeeper;
 };
 
 /* The boot checks of DESIGN §6. In production every missing part (token,
@@ -36,6 +43,13 @@ struct kw_app {
  * app->hsm is open. */
 KW_MUST_CHECK kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen);
 void kw_app_shutdown(kw_app *app);
+
+/* Housekeeping (src/app/housekeeping.c): a thread with its own database
+ * connection that purges expired revocations, nonces and refresh tokens
+ * every auth.housekeeping_interval, in bounded batches. */
+typedef struct kw_housekeeper kw_housekeeper;
+KW_MUST_CHECK kw_err kw_housekeeper_start(kw_app *app, kw_housekeeper **out);
+void kw_housekeeper_stop(kw_housekeeper *h);
 
 /* Worker pool (src/http/pool.c). Each worker owns one HSM session, one
  * database connection and one audit chain, opened lazily and reopened when

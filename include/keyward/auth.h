@@ -37,6 +37,16 @@ bool kw_auth_ip_budget(kw_call *call);
  * failed-authentication budget and the key's own budget. */
 bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out);
 
+/* Authenticates "Authorization: Bearer <access token>" (DESIGN §5.4):
+ * strict ES256 verification in process (cached by token hash), iss, exp
+ * and nbf with auth.leeway, then revocation of jti and sid. A revoked
+ * token is accepted only with allow_revoked (logout is idempotent). On an
+ * I/O thread only the success path runs there: anything else sets
+ * call->defer to the route's handler, which runs again on a worker and
+ * refuses (401/429/503) with its audit row. */
+struct kw_access_claims;
+bool kw_auth_access_token(kw_call *call, bool allow_revoked, struct kw_access_claims *out);
+
 /* Writes an audit row for a refused request through the group-commit
  * writer (durable before it returns). tenant_id/actor may be NULL. */
 void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, const char *action, int status,

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "keyward/error.h"
 
@@ -33,6 +34,20 @@ typedef struct kw_config {
 
 	/* [auth] */
 	int key_cache_ttl_ms; /* how long a verified API key is trusted without a DB look-up */
+	char *jwt_issuer;               /* iss of access tokens */
+	int64_t jwt_leeway_s;           /* clock skew allowed on exp/nbf */
+	char *roles;                    /* "name ttl [permission ...], ..." */
+	char *wallet_role;              /* role of wallet sign-ins */
+	int64_t wallet_nonce_ttl_s;     /* sign-in nonce lifetime */
+	int64_t refresh_absolute_ttl_s; /* a family's whole life */
+	int64_t refresh_sliding_ttl_s;  /* a refresh token unused this long dies */
+	int64_t refresh_grace_s;        /* reuse of the previous token allowed this long (<= 60) */
+	int refresh_per_minute;         /* refreshes per subject and minute */
+	int64_t jwks_max_age_s;         /* Cache-Control of the JWKS */
+	int token_cache_size;           /* verified access tokens kept */
+	int revocation_stale_ms;        /* fail closed when the revocation list is older */
+	int64_t housekeeping_interval_s;
+	int housekeeping_batch;         /* rows deleted per statement */
 
 	/* [hsm] */
 	char *hsm_module;     /* path of the PKCS#11 module */
@@ -59,6 +74,9 @@ typedef struct kw_config {
  * or key is wrong. The caller frees with kw_config_free in every case. */
 KW_MUST_CHECK kw_err kw_config_load(kw_config *cfg, const char *path, char *errbuf, size_t errlen);
 void kw_config_free(kw_config *cfg);
+
+/* "30d", "12h", "5m", "90s", "90" -> seconds; false if malformed. */
+bool kw_duration_parse(const char *text, int64_t *out);
 
 /* The URI as it may be printed: withheld when it carries a PIN attribute
  * (RFC 7512 pin-value / pin-source). */

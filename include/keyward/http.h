@@ -55,14 +55,20 @@ typedef struct kw_worker_res {
 	kw_audit_chain *audit;
 } kw_worker_res;
 
-typedef struct kw_call {
+typedef struct kw_call kw_call;
+typedef void (*kw_handler_fn)(kw_call *call);
+
+struct kw_call {
 	kw_app *app;
 	kw_request req;
 	kw_response resp;
 	kw_worker_res *res; /* NULL on an I/O thread */
-} kw_call;
-
-typedef void (*kw_handler_fn)(kw_call *call);
+	int route;          /* index in kw_routes */
+	/* Set by a handler running on an I/O thread that cannot finish there
+	 * (it needs the token or the database, e.g. to audit a refusal): the
+	 * server then runs this on a worker, with no answer written yet. */
+	kw_handler_fn defer;
+};
 
 typedef struct kw_route {
 	const char *method;

@@ -23,7 +23,14 @@
 typedef struct kw_jwt_key {
 	char kid[KW_JWK_KID_LEN + 1];
 	unsigned char point[KW_EC_POINT_LEN]; /* 0x04 || x || y */
+	uint32_t version;                     /* keyward/jwt/<version> */
+	void *pkey; /* OpenSSL EVP_PKEY once prepared; NULL: built per verification */
 } kw_jwt_key;
+
+/* Builds key->pkey so verifications need not (a prepared key may be used
+ * by many threads at once); release frees it. */
+KW_MUST_CHECK kw_err kw_jwt_key_prepare(kw_jwt_key *key);
+void kw_jwt_key_release(kw_jwt_key *key);
 
 /* base64url without padding. out holds 4 * ceil(len / 3) + 1 bytes;
  * returns the length written (NUL terminated). */

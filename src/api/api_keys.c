@@ -36,16 +36,6 @@ static json_t *row_json(const kw_apikey_row *r)
 	return o;
 }
 
-static void respond_object(kw_call *call, int status, json_t *o)
-{
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (text == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
-	kw_respond_text(call, status, "application/json", text, strlen(text));
-}
 
 /* Parses {name, scopes[], rate_limit_per_minute?}; false = 400 written. */
 static bool parse_create(kw_call *call, kw_apikey_row *row)
@@ -112,62 +102,14 @@ bad:
 	return false;
 }
 
-static void audit_in_tx(kw_call *call, const kw_principal *p, const char *action, const char *target,
-                        const char *context, kw_err *err)
-{
-	if (*err != KW_OK)
-		return;
-	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
-	kw_audit_event ev = {.tenant_id = p->tenant_id,
-	                     .actor = p->actor,
-	                     .action = action,
-	                     .target = target,
-	                     .status = "ok",
-	                     .ip = call->req.client_ip,
-	                     .user_agent = ua,
-	                     .request_id = call->req.request_id,
-	                     .context = context};
-	if (call->res->audit == NULL)
-		*err = KW_ERR_DB_UNAVAILABLE;
-	else
-		*err = kw_audit_append(call->res->audit, call->res->hsm, call->res->db, &ev);
-}
 
-/* Commits, moving the audit chain's head only if the commit held. */
-static kw_err finish_tx(kw_call *call, kw_err err)
-{
-	kw_db *db = call->res->db;
-	if (err == KW_OK)
-		err = kw_db_commit(db);
-	else
-		kw_db_rollback(db);
-	if (call->res->audit) {
-		if (err == KW_OK)
-			kw_audit_chain_committed(call->res->audit);
-		else
-			kw_audit_chain_rolled_back(call->res->audit);
-	}
-	return err;
-}
 
-static bool resources_ready(kw_call *call)
-{
-	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
-		kw_respond_failure(call, KW_ERR_DB_UNAVAILABLE);
-		return false;
-	}
-	if (call->res->hsm == NULL) {
-		kw_respond_failure(call, KW_ERR_HSM_UNAVAILABLE);
-		return false;
-	}
-	return true;
-}
 
 void kw_api_keys_create(kw_call *call)
 {
 	kw_principal p;
 	kw_apikey_row row;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call) || !parse_create(call, &row))
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call) || !parse_create(call, &row))
 		return;
 	kw_worker_res *res = call->res;
 	char key[KW_APIKEY_LEN + 1] = "";
@@ -184,9 +126,9 @@ void kw_api_keys_create(kw_call *call)
 		json_t *c = json_pack("{s:s, s:s}", "name", row.name, "prefix", row.prefix);
 		char *ctx = c ? json_dumps(c, JSON_COMPACT) : NULL;
 		json_decref(c);
-		audit_in_tx(call, &p, "api_key.create", row.id, ctx, &err);
+		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "api_key.create", row.id, ctx, &err);
 		free(ctx);
-		err = finish_tx(call, err);
+		err = kw_api_finish_tx(call, err);
 	}
 	if (err != KW_OK) {
 		OPENSSL_cleanse(key, sizeof(key));
@@ -214,14 +156,14 @@ void kw_api_keys_create(kw_call *call)
 void kw_api_keys_list(kw_call *call)
 {
 	kw_principal p;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call))
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call))
 		return;
 	kw_apikey_row *rows = NULL;
 	size_t n = 0;
 	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
 	if (err == KW_OK) {
 		err = kw_apikey_list(call->res->db, &rows, &n);
-		err = finish_tx(call, err);
+		err = kw_api_finish_tx(call, err);
 	}
 	if (err != KW_OK) {
 		free(rows);
@@ -232,21 +174,21 @@ void kw_api_keys_list(kw_call *call)
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(items, row_json(&rows[i]));
 	free(rows);
-	respond_object(call, 200, json_pack("{s:o}", "items", items));
+	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
 }
 
 void kw_api_keys_revoke(kw_call *call)
 {
 	kw_principal p;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !resources_ready(call))
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call))
 		return;
 	kw_apikey_row row;
 	const char *id = call->req.path_param;
 	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
 	if (err == KW_OK) {
 		err = kw_apikey_revoke(call->res->db, id, &row);
-		audit_in_tx(call, &p, "api_key.revoke", row.id, NULL, &err);
-		err = finish_tx(call, err);
+		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "api_key.revoke", row.id, NULL, &err);
+		err = kw_api_finish_tx(call, err);
 	}
 	if (err == KW_ERR_NOT_FOUND) {
 		kw_respond_error(call, 404, "not_found", "no such API key");
@@ -258,5 +200,5 @@ void kw_api_keys_revoke(kw_call *call)
 		return;
 	}
 	kw_keycache_forget(call->app->keycache, row.prefix);
-	respond_object(call, 200, row_json(&row));
+	kw_api_respond_object(call, 200, row_json(&row));
 }

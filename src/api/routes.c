@@ -12,5 +12,16 @@ const kw_route kw_routes[] = {
     {"POST", "/api/v1/api-keys", kw_api_keys_create, true, "api_keys_create"},
     {"GET", "/api/v1/api-keys", kw_api_keys_list, true, "api_keys_list"},
     {"DELETE", "/api/v1/api-keys/{id}", kw_api_keys_revoke, true, "api_keys_revoke"},
+    {"GET", "/.well-known/jwks.json", kw_api_jwks, false, "jwks"},
+    {"POST", "/api/v1/auth/login", kw_api_auth_login, true, "auth_login"},
+    {"POST", "/api/v1/auth/wallet/nonce", kw_api_wallet_nonce, true, "auth_wallet_nonce"},
+    {"POST", "/api/v1/auth/wallet", kw_api_wallet_login, true, "auth_wallet"},
+    {"POST", "/api/v1/auth/refresh", kw_api_auth_refresh, true, "auth_refresh"},
+    {"POST", "/api/v1/auth/logout", kw_api_auth_logout, true, "auth_logout"},
+    {"POST", "/api/v1/auth/revoke", kw_api_auth_revoke, true, "auth_revoke"},
+    {"POST", "/api/v1/auth/revoke-all", kw_api_auth_revoke_all, true, "auth_revoke_all"},
+    {"GET", "/api/v1/auth/sessions", kw_api_auth_sessions, true, "auth_sessions"},
+    {"GET", "/api/v1/auth/whoami", kw_api_auth_whoami, false, "auth_whoami"},
+    {"POST", "/api/v1/auth/introspect", kw_api_auth_introspect, true, "auth_introspect"},
 };
 const size_t kw_routes_count = sizeof(kw_routes) / sizeof(kw_routes[0]);

@@ -6,6 +6,7 @@
  * so loudly on every boot. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,6 +16,8 @@
 #include "keyward/log.h"
 #include "keyward/migrate.h"
 #include "keyward/ratelimit.h"
+#include "keyward/revocation.h"
+#include "keyward/tokens.h"
 
 __attribute__((format(printf, 4, 5))) static kw_err fail(char *errbuf, size_t errlen, kw_err err,
                                                          const char *fmt, ...)
@@ -112,6 +115,51 @@ static kw_err boot_db(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	return KW_OK;
 }
 
+/* Roles, token lifetimes, the JWT key set, the caches and the revocation
+ * listener. */
+static kw_err boot_tokens(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
+{
+	app->roles = calloc(1, sizeof(*app->roles));
+	if (app->roles == NULL)
+		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory%s", "");
+	if (kw_roles_parse(cfg->roles, app->roles) != KW_OK)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "auth.roles: expected \"name ttl [permission ...], ...\" with ttl 1m..24h: %s",
+		            cfg->roles);
+	if (kw_roles_find(app->roles, cfg->wallet_role) == NULL)
+		return fail(errbuf, errlen, KW_ERR_CONFIG, "auth.wallet_role %s is not in auth.roles",
+		            cfg->wallet_role);
+	if (cfg->refresh_grace_s > 60)
+		return fail(errbuf, errlen, KW_ERR_CONFIG, "auth.refresh_grace must be at most 60s%s", "");
+	if (cfg->refresh_sliding_ttl_s < 60 || cfg->refresh_absolute_ttl_s < cfg->refresh_sliding_ttl_s)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "auth.refresh_sliding_ttl must be >= 1m and <= auth.refresh_absolute_ttl%s", "");
+	if (cfg->jwt_leeway_s > 300 || cfg->revocation_stale_ms < 1000 || cfg->refresh_per_minute < 1 ||
+	    cfg->housekeeping_batch < 1 || cfg->housekeeping_interval_s < 1 || cfg->wallet_nonce_ttl_s < 10)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "auth: leeway <= 5m, revocation_stale_ms >= 1000, refresh_per_minute >= 1, "
+		            "housekeeping_batch >= 1, housekeeping_interval >= 1s, wallet_nonce_ttl >= 10s%s",
+		            "");
+	int64_t max_ttl = 0;
+	for (size_t i = 0; i < app->roles->n; i++)
+		if (app->roles->roles[i].ttl_s > max_ttl)
+			max_ttl = app->roles->roles[i].ttl_s;
+	app->access_ttl_max_s = max_ttl + cfg->jwt_leeway_s;
+	kw_err err = kw_jwt_keyset_load(app->hsm, &app->jwks);
+	if (err != KW_OK)
+		return fail(errbuf, errlen, err, "cannot read the JWT keys from the token: %s", kw_err_str(err));
+	app->tokcache = kw_tokcache_new((size_t)(cfg->token_cache_size > 0 ? cfg->token_cache_size : 1));
+	if (app->tokcache == NULL)
+		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory%s", "");
+	err = kw_revcache_start(cfg->db_conninfo, cfg->revocation_stale_ms, &app->revs);
+	if (err != KW_OK)
+		return fail(errbuf, errlen, err, "cannot start the revocation listener: %s", kw_err_str(err));
+	if (!kw_revcache_wait_ready(app->revs, 5000))
+		return fail(errbuf, errlen, KW_ERR_DB_UNAVAILABLE,
+		            "the revocation list (jwt_revocations) could not be loaded%s", "");
+	return KW_OK;
+}
+
 kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -131,6 +179,8 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	kw_err err = boot_hsm(app, cfg, errbuf, errlen);
 	if (err == KW_OK)
 		err = boot_db(app, cfg, errbuf, errlen);
+	if (err == KW_OK)
+		err = boot_tokens(app, cfg, errbuf, errlen);
 	if (err == KW_OK &&
 	    (err = kw_audit_writer_start(app->hsm, cfg->db_conninfo, 256, &app->audit)) != KW_OK)
 		snprintf(errbuf, errlen, "cannot start the audit writer: %s", kw_err_str(err));
@@ -141,6 +191,16 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 
 void kw_app_shutdown(kw_app *app)
 {
+	kw_housekeeper_stop(app->housekeeper);
+	app->housekeeper = NULL;
+	kw_revcache_stop(app->revs);
+	app->revs = NULL;
+	kw_tokcache_free(app->tokcache);
+	app->tokcache = NULL;
+	kw_jwt_keyset_free(app->jwks);
+	app->jwks = NULL;
+	free(app->roles);
+	app->roles = NULL;
 	kw_ratelimit_free(app->rl);
 	app->rl = NULL;
 	kw_cidr_list_free(app->trusted);

@@ -93,7 +93,7 @@ kw_err kw_jwk_thumbprint(const unsigned char point[KW_EC_POINT_LEN], char kid[KW
 
 kw_err kw_jwt_key_from_hsm(kw_hsm *hsm, const kw_hsm_key *k, kw_jwt_key *out)
 {
-	kw_jwt_key key = {.kid = ""};
+	kw_jwt_key key = {.kid = "", .version = kw_hsm_key_version(k)};
 	kw_err err = kw_hsm_public_key(hsm, k, key.point);
 	if (err == KW_OK)
 		err = kw_jwk_thumbprint(key.point, key.kid);
@@ -161,7 +161,8 @@ static EVP_PKEY *pkey_from_point(const unsigned char point[KW_EC_POINT_LEN])
 static bool verify_sig(const kw_jwt_key *key, const char *input, size_t len, const unsigned char sig[64])
 {
 	bool ok = false;
-	EVP_PKEY *pkey = pkey_from_point(key->point);
+	EVP_PKEY *own = key->pkey ? NULL : pkey_from_point(key->point);
+	EVP_PKEY *pkey = key->pkey ? key->pkey : own;
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
 	unsigned char *der = NULL;
@@ -179,8 +180,22 @@ done:
 	OPENSSL_free(der);
 	EVP_MD_CTX_free(md);
 	ECDSA_SIG_free(es);
-	EVP_PKEY_free(pkey);
+	EVP_PKEY_free(own);
 	return ok;
+}
+
+kw_err kw_jwt_key_prepare(kw_jwt_key *key)
+{
+	if (key->pkey != NULL)
+		return KW_OK;
+	key->pkey = pkey_from_point(key->point);
+	return key->pkey ? KW_OK : KW_ERR_INVALID;
+}
+
+void kw_jwt_key_release(kw_jwt_key *key)
+{
+	EVP_PKEY_free(key->pkey);
+	key->pkey = NULL;
 }
 
 kw_err kw_jwt_verify(const char *token, size_t len, const kw_jwt_key *keys, size_t nkeys, json_t **claims)

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { T_STR, T_BOOL, T_INT, T_SIZE, T_MODE } kw_cfg_type;
+typedef enum { T_STR, T_BOOL, T_INT, T_SIZE, T_MODE, T_DUR } kw_cfg_type;
 
 typedef struct kw_cfg_key {
 	const char *section, *key;
@@ -40,6 +40,22 @@ static const kw_cfg_key keys[] = {
     {"ratelimit", "key_per_minute", T_INT, F(rl_key_per_minute), "60"},
     {"ratelimit", "auth_fail_per_minute", T_INT, F(rl_auth_fail_per_minute), "20"},
     {"auth", "key_cache_ttl_ms", T_INT, F(key_cache_ttl_ms), "1000"},
+    {"auth", "issuer", T_STR, F(jwt_issuer), "keyward"},
+    {"auth", "leeway", T_DUR, F(jwt_leeway_s), "30s"},
+    {"auth", "roles", T_STR, F(roles),
+     "track1 12h vault:read vault:write, track2 8h vault:read vault:write, "
+     "track3 4h vault:read vault:write, track4 1h vault:read vault:write"},
+    {"auth", "wallet_role", T_STR, F(wallet_role), "track4"},
+    {"auth", "wallet_nonce_ttl", T_DUR, F(wallet_nonce_ttl_s), "5m"},
+    {"auth", "refresh_absolute_ttl", T_DUR, F(refresh_absolute_ttl_s), "30d"},
+    {"auth", "refresh_sliding_ttl", T_DUR, F(refresh_sliding_ttl_s), "7d"},
+    {"auth", "refresh_grace", T_DUR, F(refresh_grace_s), "0s"},
+    {"auth", "refresh_per_minute", T_INT, F(refresh_per_minute), "5"},
+    {"auth", "jwks_max_age", T_DUR, F(jwks_max_age_s), "5m"},
+    {"auth", "token_cache_size", T_INT, F(token_cache_size), "65536"},
+    {"auth", "revocation_stale_ms", T_INT, F(revocation_stale_ms), "3000"},
+    {"auth", "housekeeping_interval", T_DUR, F(housekeeping_interval_s), "60s"},
+    {"auth", "housekeeping_batch", T_INT, F(housekeeping_batch), "1000"},
     {"tls", "cert", T_STR, F(tls_cert), ""},
     {"tls", "key", T_STR, F(tls_key), ""},
     {"hsm", "module", T_STR, F(hsm_module), "/usr/lib/softhsm/libsofthsm2.so"},
@@ -62,6 +78,34 @@ static const kw_cfg_key *find_key(const char *section, const char *key)
 		if (strcasecmp(keys[i].section, section) == 0 && strcasecmp(keys[i].key, key) == 0)
 			return &keys[i];
 	return NULL;
+}
+
+bool kw_duration_parse(const char *text, int64_t *out)
+{
+	if (text == NULL || !isdigit((unsigned char)text[0]))
+		return false;
+	errno = 0;
+	char *end;
+	long long n = strtoll(text, &end, 10);
+	if (errno != 0 || n < 0 || n > 100LL * 365 * 86400)
+		return false;
+	long long mul = 1;
+	if (*end == 'd')
+		mul = 86400;
+	else if (*end == 'h')
+		mul = 3600;
+	else if (*end == 'm')
+		mul = 60;
+	else if (*end == 's')
+		mul = 1;
+	else if (*end != '\0')
+		return false;
+	if (*end != '\0' && end[1] != '\0')
+		return false;
+	if (n > 100LL * 365 * 86400 / mul)
+		return false;
+	*out = (int64_t)(n * mul);
+	return true;
 }
 
 static bool parse_bool(const char *v, bool *out)
@@ -120,6 +164,13 @@ kw_err kw_config_set(kw_config *cfg, const char *section, const char *key, const
 			return KW_ERR_INVALID;
 		*(size_t *)field = (size_t)n;
 		return KW_OK;
+	case T_DUR: {
+		int64_t d;
+		if (!kw_duration_parse(value, &d))
+			return KW_ERR_INVALID;
+		*(int64_t *)field = d;
+		return KW_OK;
+	}
 	case T_MODE:
 		if (strcmp(value, "development") == 0)
 			*(bool *)field = true;

@@ -17,11 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "keyward/apikey.h"
 #include "keyward/app.h"
 #include "keyward/log.h"
 #include "keyward/ratelimit.h"
+#include "keyward/revocation.h"
+#include "keyward/tokens.h"
 
 #define KW_AUTH_HEADER_MAX 16384
 #define KW_TOUCH_INTERVAL  60.0
@@ -360,5 +363,97 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 	}
 	set_rl_headers(call, &kr);
 	*out = p;
+	return true;
+}
+
+/* --- access tokens ------------------------------------------------------ */
+
+static bool defer_to_worker(kw_call *call)
+{
+	call->defer = kw_routes[call->route].fn;
+	return false;
+}
+
+static bool refuse_token(kw_call *call, const char *code, const char *msg, const char *tenant)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	kw_rl_result r;
+	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+	atomic_fetch_add(&st_401, 1);
+	kw_respond_error(call, 401, code, msg);
+	kw_respond_header(call, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+	kw_audit_refusal(call, tenant, NULL, "auth.token_refused", 401, code);
+	return false;
+}
+
+bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *out)
+{
+	kw_app *app = call->app;
+	bool io = call->res == NULL;
+	char key[96];
+	snprintf(key, sizeof(key), "ip:%s", call->req.client_ip);
+	kw_rl_result r;
+	double mono = kw_ratelimit_now();
+	kw_ratelimit_take(app->rl, key, app->cfg->rl_ip_per_minute, mono, &r);
+	if (!r.allowed) {
+		if (io)
+			return defer_to_worker(call);
+		refuse_429(call, &r, NULL, NULL, "too many requests from this address");
+		return false;
+	}
+	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	kw_ratelimit_peek(app->rl, key, app->cfg->rl_auth_fail_per_minute, mono, &r);
+	if (!r.allowed) {
+		if (io)
+			return defer_to_worker(call);
+		refuse_429(call, &r, NULL, NULL, "too many failed authentications from this address");
+		return false;
+	}
+
+	const char *tok;
+	size_t len;
+	if (!bearer(&call->req, &tok, &len) || len > KW_JWT_MAX_LEN)
+		return io ? defer_to_worker(call)
+		          : refuse_token(call, "invalid_token", "missing or malformed access token", NULL);
+	unsigned char hash[32];
+	EVP_Digest(tok, len, hash, NULL, EVP_sha256(), NULL);
+	int64_t now = (int64_t)time(NULL);
+	kw_access_claims c;
+	if (!kw_tokcache_get(app->tokcache, hash, now - app->cfg->jwt_leeway_s, &c)) {
+		json_t *payload = NULL;
+		kw_err err = kw_jwt_keyset_verify(app->jwks, tok, len, &payload);
+		if (err == KW_ERR_VERIFY && !io) {
+			/* Perhaps signed by a key rotated in after we loaded ours. */
+			if (kw_jwt_keyset_refresh(app->jwks, app->hsm, 5000) == KW_OK)
+				err = kw_jwt_keyset_verify(app->jwks, tok, len, &payload);
+		}
+		if (err == KW_OK)
+			err = kw_access_claims_read(payload, app->cfg->jwt_issuer, &c);
+		json_decref(payload);
+		if (err != KW_OK)
+			return io ? defer_to_worker(call)
+			          : refuse_token(call, "invalid_token", "the access token is not valid", NULL);
+		kw_tokcache_put(app->tokcache, hash, &c);
+	}
+	if (c.exp + app->cfg->jwt_leeway_s <= now)
+		return io ? defer_to_worker(call)
+		          : refuse_token(call, "token_expired", "the access token has expired", c.tid);
+	if (c.nbf - app->cfg->jwt_leeway_s > now)
+		return io ? defer_to_worker(call)
+		          : refuse_token(call, "token_not_yet_valid", "the access token is not valid yet", c.tid);
+	kw_err rerr = kw_revcache_check(app->revs, c.jti, c.sid, now);
+	if (rerr == KW_ERR_VERIFY && !allow_revoked)
+		return io ? defer_to_worker(call)
+		          : refuse_token(call, "token_revoked", "the access token has been revoked", c.tid);
+	if (rerr != KW_OK && rerr != KW_ERR_VERIFY) {
+		if (io)
+			return defer_to_worker(call);
+		kw_respond_error(call, 503, "revocation_unavailable",
+		                 "token revocation cannot be checked right now; retry shortly");
+		kw_respond_header(call, "Retry-After", "1");
+		return false;
+	}
+	*out = c;
 	return true;
 }

@@ -82,7 +82,9 @@ static void *worker_main(void *arg)
 
 		worker_prepare(pool, &w->res);
 		job.call->res = &w->res;
-		kw_routes[job.route].fn(job.call);
+		kw_handler_fn fn = job.call->defer ? job.call->defer : kw_routes[job.route].fn;
+		job.call->defer = NULL;
+		fn(job.call);
 		job.call->res = NULL;
 		job.done(job.call, job.arg);
 	}

@@ -177,7 +177,11 @@ static void send_reply(kw_pending *p)
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(p->ereq);
 	evhttp_add_header(oh, "X-Request-Id", p->call.req.request_id);
 	evhttp_add_header(oh, "Content-Type", r->content_type ? r->content_type : "application/json");
-	evhttp_add_header(oh, "Cache-Control", "no-store");
+	bool cache_control = false;
+	for (size_t i = 0; i < r->nheaders; i++)
+		cache_control |= strcasecmp(r->headers[i].name, "Cache-Control") == 0;
+	if (!cache_control)
+		evhttp_add_header(oh, "Cache-Control", "no-store");
 	evhttp_add_header(oh, "X-Content-Type-Options", "nosniff");
 	for (size_t i = 0; i < r->nheaders; i++)
 		evhttp_add_header(oh, r->headers[i].name, r->headers[i].value);
@@ -355,15 +359,21 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 			                 "method not allowed on this path");
 		} else if (p->route < 0) {
 			kw_respond_error(&p->call, 404, "not_found", "no such route");
-		} else if (!kw_routes[p->route].on_worker) {
-			kw_routes[p->route].fn(&p->call);
-		} else if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) == KW_OK) {
-			return; /* on_worker_done brings it back */
 		} else {
-			kw_metrics_rejected_busy();
-			kw_respond_error(&p->call, 503, "overloaded",
-			                 "the service is at capacity; retry shortly");
-			kw_respond_header(&p->call, "Retry-After", "1");
+			p->call.route = p->route;
+			bool inline_done = false;
+			if (!kw_routes[p->route].on_worker) {
+				kw_routes[p->route].fn(&p->call);
+				inline_done = p->call.defer == NULL; /* else: finish on a worker */
+			}
+			if (!inline_done) {
+				if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) == KW_OK)
+					return; /* on_worker_done brings it back */
+				kw_metrics_rejected_busy();
+				kw_respond_error(&p->call, 503, "overloaded",
+				                 "the service is at capacity; retry shortly");
+				kw_respond_header(&p->call, "Retry-After", "1");
+			}
 		}
 	}
 	send_reply(p);

@@ -98,7 +98,7 @@ Test(migrate, checksum_is_sha256_of_file)
 Test(migrate, status_lines)
 {
 	char *s = status_text(db, dir);
-	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n");
+	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n");
 	free(s);
 }
 
@@ -117,7 +117,7 @@ Test(migrate, status_pending_on_empty_database)
 	cr_assert_eq(kw_migrate_current(d2, &v), KW_OK);
 	cr_assert_eq(v, 0);
 	char *s = status_text(d2, dir);
-	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n");
+	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n0003 tokens pending\n");
 	free(s);
 	kw_db_close(d2);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
@@ -140,7 +140,7 @@ Test(migrate, changed_applied_migration_is_conflict)
 	fclose(f);
 	cr_assert_eq(kw_migrate_up(db, tmp, &applied), KW_ERR_CONFLICT);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n");
+	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n0003 tokens applied\n");
 	free(s);
 	remove_dir(tmp);
 }
@@ -168,7 +168,7 @@ Test(migrate, new_migration_is_applied_once)
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 99);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0099 extra applied\n");
+	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0099 extra applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);

@@ -1,0 +1,109 @@
+/* sessions.h — refresh families, refresh tokens, revocations and wallet
+ * nonces in PostgreSQL (migration 0003).
+ *
+ * Every function runs inside the caller's transaction, scoped to the
+ * tenant (kw_db_begin(db, tenant, NULL)), except kw_sessions_purge, which
+ * opens its own. Times come back as Unix seconds from the database's clock.
+ * No token is ever passed here: only its HMAC. */
+#ifndef KEYWARD_SESSIONS_H
+#define KEYWARD_SESSIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "keyward/db.h"
+#include "keyward/error.h"
+#include "keyward/hsm.h"
+#include "keyward/tokens.h"
+
+typedef struct kw_family_new {
+	const char *id; /* a fresh UUID: the sid of the family's access tokens */
+	const char *tenant_id;
+	const char *subject;
+	const char *role;
+	int64_t absolute_ttl_s, sliding_ttl_s;
+	const char *ip, *user_agent; /* may be NULL */
+	const unsigned char *token_hmac;
+	uint32_t pepper_id;
+} kw_family_new;
+
+/* Inserts a family and its first refresh token in one statement. */
+KW_MUST_CHECK kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp,
+                                      int64_t *sliding_exp);
+
+typedef struct kw_refresh_row {
+	char id[37], family_id[37];
+	char subject[KW_SUBJECT_MAX + 1];
+	char role[KW_ROLE_MAX + 1];
+	bool used;             /* marked used by an earlier refresh */
+	double used_ago_s;     /* seconds since used_at */
+	bool has_used_child;   /* a later token of the family was used too */
+	bool family_revoked;
+	char revoke_reason[65];
+	int64_t sliding_exp, absolute_exp, issued_at, now;
+} kw_refresh_row;
+
+/* Finds a refresh token by HMAC and locks it and its family (FOR UPDATE)
+ * until the transaction ends. KW_ERR_NOT_FOUND if none is visible. */
+KW_MUST_CHECK kw_err kw_refresh_lock(kw_db *db, const unsigned char hmac[KW_HMAC_LEN], kw_refresh_row *out);
+/* The same without a lock (introspection). */
+KW_MUST_CHECK kw_err kw_refresh_find(kw_db *db, const unsigned char hmac[KW_HMAC_LEN], kw_refresh_row *out);
+/* Marks parent used (keeping an earlier used_at), touches the family and
+ * inserts the child token. */
+KW_MUST_CHECK kw_err kw_refresh_rotate(kw_db *db, const char *tenant_id, const kw_refresh_row *parent,
+                                       const unsigned char child_hmac[KW_HMAC_LEN], uint32_t pepper_id,
+                                       int64_t sliding_ttl_s, int64_t *sliding_exp);
+
+/* Revokes a family (refresh tokens by its flag, access tokens by a sid
+ * revocation that lives access_ttl_max_s). *newly: it was live before.
+ * Unknown or invisible family: KW_OK with *newly false. */
+KW_MUST_CHECK kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason,
+                                      int64_t access_ttl_max_s, bool *newly, int64_t *revocation_exp);
+/* Revokes every live family of subject; *sids (malloc'd, 37 bytes each)
+ * and *n list them. */
+KW_MUST_CHECK kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject,
+                                              const char *reason, int64_t access_ttl_max_s, char (**sids)[37],
+                                              size_t *n, int64_t *revocation_exp);
+/* Revokes one access token by jti until its exp (idempotent). */
+KW_MUST_CHECK kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, const char *jti,
+                                   int64_t exp, const char *reason);
+
+typedef struct kw_session_row {
+	char id[37];
+	char created_at[40], last_used_at[40], absolute_expires_at[40];
+	char ip[64];
+	char user_agent[257];
+} kw_session_row;
+/* The subject's live families, newest first; *rows malloc'd. */
+KW_MUST_CHECK kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n);
+
+/* Wallet nonces. Replaces any outstanding nonce of (tenant, address). */
+KW_MUST_CHECK kw_err kw_nonce_put(kw_db *db, const char *tenant_id, const char *address, const char *nonce,
+                                  int64_t ttl_s, int64_t *expires_at);
+typedef enum kw_nonce_state {
+	KW_NONCE_OK = 0,  /* matched, unused, unexpired: now consumed */
+	KW_NONCE_UNKNOWN, /* no nonce for the address, or another one */
+	KW_NONCE_REUSED,  /* matched but already consumed */
+	KW_NONCE_EXPIRED, /* matched but past its expiry (now consumed) */
+} kw_nonce_state;
+/* Consumes the nonce if it matches (constant-time compare); the consumption
+ * commits with the caller's transaction whatever happens next.
+ * *expires_at receives the stored expiry (for rebuilding the message). */
+KW_MUST_CHECK kw_err kw_nonce_take(kw_db *db, const char *tenant_id, const char *address, const char *nonce,
+                                   kw_nonce_state *state, int64_t *expires_at);
+/* True if the tenant exists (inside a transaction scoped to it). */
+KW_MUST_CHECK kw_err kw_tenant_exists(kw_db *db, const char *tenant_id, bool *exists);
+
+/* Housekeeping: deletes dead rows (expired revocations, nonces, refresh
+ * tokens, and families expired or revoked a day ago) in statements of at
+ * most batch rows, repeating up to max_rounds per table. Opens its own
+ * transactions. */
+typedef struct kw_purge_counts {
+	uint64_t revocations, nonces, tokens, families;
+} kw_purge_counts;
+KW_MUST_CHECK kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *out);
+
+/* Unix seconds as RFC 3339 UTC ("2026-11-22T10:00:00Z"). */
+void kw_time_rfc3339(int64_t t, char out[32]);
+
+#endif

@@ -1,0 +1,686 @@
+/* auth_tokens.c — access and refresh tokens (DESIGN §5.4): JWKS, login,
+ * refresh with reuse detection, logout, revoke, revoke-all, sessions,
+ * introspection, whoami.
+ *
+ * The tenant comes from the credential: the API key (login, introspect),
+ * the access token (logout, revoke-all, sessions, whoami) or the refresh
+ * token itself (refresh, revoke). No token, refresh token or HMAC is ever
+ * written to a log line or an audit row; audit rows name families (sid)
+ * and subjects. Every change commits together with its audit row. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "keyward/apikey.h"
+#include "keyward/app.h"
+#include "keyward/auth.h"
+#include "keyward/log.h"
+#include "keyward/ratelimit.h"
+#include "keyward/revocation.h"
+#include "keyward/sessions.h"
+#include "keyward/tokens.h"
+
+/* --- helpers ------------------------------------------------------------ */
+
+static const char *user_agent(kw_call *call)
+{
+	return kw_request_header(&call->req, "User-Agent", NULL);
+}
+
+static char *ctx_json(const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	json_t *o = json_object();
+	if (k1 && v1)
+		json_object_set_new(o, k1, json_string(v1));
+	if (k2 && v2)
+		json_object_set_new(o, k2, json_string(v2));
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return s;
+}
+
+/* A refusal after the request was understood: JSON error, failed-auth
+ * budget, audit row through the group writer. */
+static void refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
+                   const char *actor, const char *action)
+{
+	if (status == 401) {
+		char key[96];
+		snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+		kw_rl_result r;
+		kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute,
+		                  kw_ratelimit_now(), &r);
+	}
+	kw_respond_error(call, status, code, msg);
+	kw_audit_refusal(call, tenant, actor, action, status, code);
+}
+
+/* HMAC(pepper) of a refresh token under the pepper of the given version. */
+static kw_err refresh_hmac(kw_call *call, uint32_t version, const char *token, unsigned char mac[KW_HMAC_LEN])
+{
+	const kw_hsm_key *pepper;
+	kw_err err = kw_hsm_key_get(call->app->hsm, KW_KEY_PEPPER, version, &pepper);
+	if (err == KW_OK)
+		err = kw_hsm_hmac(call->res->hsm, pepper, (const unsigned char *)token, strlen(token), mac);
+	return err;
+}
+
+static uint32_t active_pepper(kw_call *call)
+{
+	const kw_hsm_key *k;
+	return kw_hsm_key_active(call->app->hsm, KW_KEY_PEPPER, &k) == KW_OK ? kw_hsm_key_version(k) : 0;
+}
+
+/* A fresh refresh token and its HMAC under the active pepper. */
+static kw_err new_refresh(kw_call *call, const char *tenant, char text[KW_REFRESH_TEXT_LEN + 1],
+                          unsigned char mac[KW_HMAC_LEN], uint32_t *pepper_id)
+{
+	*pepper_id = active_pepper(call);
+	kw_err err = *pepper_id ? kw_refresh_generate(call->res->hsm, tenant, text) : KW_ERR_HSM;
+	if (err == KW_OK)
+		err = refresh_hmac(call, *pepper_id, text, mac);
+	return err;
+}
+
+/* Signs the access token for a family. */
+static kw_err new_access(kw_call *call, const char *tenant, const char *subject, const kw_role *role,
+                         const char *sid, kw_access_claims *c, char **token)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->sub, sizeof(c->sub), "%s", subject);
+	snprintf(c->tid, sizeof(c->tid), "%s", tenant);
+	snprintf(c->role, sizeof(c->role), "%s", role->name);
+	snprintf(c->permissions, sizeof(c->permissions), "%s", role->permissions);
+	snprintf(c->sid, sizeof(c->sid), "%s", sid);
+	kw_err err = kw_random_hex128(c->jti);
+	c->iat = c->nbf = (int64_t)time(NULL);
+	c->exp = c->iat + role->ttl_s;
+	if (err == KW_OK)
+		err = kw_access_token_sign(call->res->hsm, call->app->hsm, call->app->jwks, call->app->cfg->jwt_issuer,
+		                           c, token);
+	return err;
+}
+
+/* The login/refresh answer. Wipes the tokens' copies it makes. */
+static void respond_tokens(kw_call *call, int status, const kw_access_claims *c, const char *access,
+                           const char *refresh, int64_t refresh_exp)
+{
+	char exp[32], rexp[32];
+	kw_time_rfc3339(c->exp, exp);
+	kw_time_rfc3339(refresh_exp, rexp);
+	json_t *perms = json_loads(c->permissions, 0, NULL);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "access_token", access, "token_type", "Bearer",
+	                      "expires_at", exp, "refresh_token", refresh, "refresh_expires_at", rexp, "role",
+	                      c->role, "permissions", perms ? perms : json_array());
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	if (o) {
+		json_t *rt = json_object_get(o, "refresh_token");
+		OPENSSL_cleanse((void *)json_string_value(rt), json_string_length(rt));
+	}
+	json_decref(o);
+	if (text == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	kw_respond_text(call, status, "application/json", text, strlen(text));
+}
+
+/* "subject" and "role" strings of a login body; false = 400 written. */
+static bool subject_ok(const char *s, size_t n)
+{
+	if (s == NULL || n == 0 || n > KW_SUBJECT_MAX || strlen(s) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* --- login -------------------------------------------------------------- */
+
+void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject, const char *role_name,
+                          const char *method, const char *actor, bool in_tx)
+{
+	kw_app *app = call->app;
+	const kw_role *role = kw_roles_find(app->roles, role_name);
+	char refresh[KW_REFRESH_TEXT_LEN + 1] = "", sid[37];
+	unsigned char mac[KW_HMAC_LEN];
+	uint32_t pepper_id = 0;
+	kw_access_claims c;
+	char *access = NULL;
+	int64_t abs_exp = 0, sl_exp = 0;
+	kw_err err = role ? KW_OK : KW_ERR_CONFIG;
+	if (err == KW_OK)
+		err = kw_random_uuid(sid);
+	if (err == KW_OK)
+		err = new_refresh(call, tenant_id, refresh, mac, &pepper_id);
+	if (err == KW_OK)
+		err = new_access(call, tenant_id, subject, role, sid, &c, &access);
+	if (err == KW_OK && !in_tx)
+		err = kw_db_begin(call->res->db, tenant_id, NULL);
+	if (err == KW_OK || in_tx) {
+		kw_family_new f = {.id = sid,
+		                   .tenant_id = tenant_id,
+		                   .subject = subject,
+		                   .role = role_name,
+		                   .absolute_ttl_s = app->cfg->refresh_absolute_ttl_s,
+		                   .sliding_ttl_s = app->cfg->refresh_sliding_ttl_s,
+		                   .ip = call->req.client_ip,
+		                   .user_agent = user_agent(call),
+		                   .token_hmac = mac,
+		                   .pepper_id = pepper_id};
+		if (err == KW_OK)
+			err = kw_family_create(call->res->db, &f, &abs_exp, &sl_exp);
+		char *ctx = ctx_json("subject", subject, "method", method);
+		kw_api_audit_in_tx(call, tenant_id, actor, "auth.login", sid, ctx, &err);
+		free(ctx);
+		err = kw_api_finish_tx(call, err);
+	}
+	OPENSSL_cleanse(mac, sizeof(mac));
+	if (err == KW_ERR_CONFIG) {
+		refuse(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
+	} else if (err != KW_OK) {
+		kw_respond_failure(call, err);
+	} else {
+		respond_tokens(call, 200, &c, access, refresh, sl_exp);
+	}
+	OPENSSL_cleanse(refresh, sizeof(refresh));
+	if (access)
+		OPENSSL_cleanse(access, strlen(access));
+	free(access);
+}
+
+void kw_api_auth_login(kw_call *call)
+{
+	kw_principal p;
+	if (!kw_auth_api_key(call, KW_SCOPE_AUTH_ISSUE, &p) || !kw_api_resources_ready(call))
+		return;
+	json_t *body = kw_api_body_object(call);
+	json_t *sub = json_object_get(body, "subject"), *role = json_object_get(body, "role");
+	if (body == NULL || !subject_ok(json_string_value(sub), json_string_length(sub)) ||
+	    !subject_ok(json_string_value(role), json_string_length(role)) ||
+	    json_string_length(role) > KW_ROLE_MAX) {
+		json_decref(body);
+		kw_respond_error(call, 400, "invalid_request",
+		                 "the body must be {\"subject\": 1-256 bytes, \"role\": a role name}");
+		return;
+	}
+	if (kw_roles_find(call->app->roles, json_string_value(role)) == NULL) {
+		refuse(call, 400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login");
+	} else {
+		kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role), "api_key",
+		                     p.actor, false);
+	}
+	json_decref(body);
+}
+
+/* --- refresh ------------------------------------------------------------ */
+
+/* The refresh token of a body {refresh_token}; NULL = 400 written. The
+ * returned string is owned by *body. */
+static const char *body_refresh_token(kw_call *call, json_t **body)
+{
+	*body = kw_api_body_object(call);
+	json_t *rt = json_object_get(*body, "refresh_token");
+	if (*body == NULL || !json_is_string(rt) || json_string_length(rt) > 4096) {
+		kw_respond_error(call, 400, "invalid_request", "the body must be {\"refresh_token\": string}");
+		return NULL;
+	}
+	return json_string_value(rt);
+}
+
+static void wipe_body_token(json_t *body)
+{
+	json_t *rt = json_object_get(body, "refresh_token");
+	if (json_is_string(rt))
+		OPENSSL_cleanse((void *)json_string_value(rt), json_string_length(rt));
+	json_decref(body);
+}
+
+/* Finds and locks the row of a presented refresh token, trying every
+ * pepper version from the active one down. Opens the tenant's
+ * transaction; on any error it is rolled back. */
+static kw_err lock_presented(kw_call *call, const char *tenant, const char *token, bool lock, kw_refresh_row *row)
+{
+	kw_err err = kw_db_begin(call->res->db, tenant, NULL);
+	if (err != KW_OK)
+		return err;
+	err = KW_ERR_NOT_FOUND;
+	for (uint32_t v = active_pepper(call); v >= 1 && err == KW_ERR_NOT_FOUND; v--) {
+		unsigned char mac[KW_HMAC_LEN];
+		err = refresh_hmac(call, v, token, mac);
+		if (err == KW_ERR_NOT_FOUND)
+			continue; /* a retired pepper */
+		if (err == KW_OK)
+			err = lock ? kw_refresh_lock(call->res->db, mac, row) : kw_refresh_find(call->res->db, mac, row);
+		OPENSSL_cleanse(mac, sizeof(mac));
+	}
+	if (err != KW_OK)
+		kw_db_rollback(call->res->db);
+	return err;
+}
+
+static void actor_of(const char *subject, char *out, size_t cap)
+{
+	snprintf(out, cap, "user:%.200s", subject);
+}
+
+void kw_api_auth_refresh(kw_call *call)
+{
+	kw_app *app = call->app;
+	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
+		return;
+	json_t *body = NULL;
+	const char *token = body_refresh_token(call, &body);
+	char tenant[37];
+	if (token == NULL) {
+		json_decref(body);
+		return;
+	}
+	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK) {
+		wipe_body_token(body);
+		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL, "auth.refresh");
+		return;
+	}
+	/* The child's secrets are made before any row is locked. */
+	char child[KW_REFRESH_TEXT_LEN + 1] = "";
+	unsigned char child_mac[KW_HMAC_LEN];
+	uint32_t pepper_id = 0;
+	kw_refresh_row row;
+	kw_err err = new_refresh(call, tenant, child, child_mac, &pepper_id);
+	if (err == KW_OK)
+		err = lock_presented(call, tenant, token, true, &row);
+	wipe_body_token(body);
+	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
+		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL, "auth.refresh");
+		goto done;
+	}
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		goto done;
+	}
+	char actor[256];
+	actor_of(row.subject, actor, sizeof(actor));
+	const char *code = NULL, *msg = NULL;
+	if (row.family_revoked) {
+		bool reuse = strcmp(row.revoke_reason, "reuse") == 0;
+		code = reuse ? "token_family_compromised" : "refresh_token_revoked";
+		msg = reuse ? "this refresh token's session was revoked after a reuse" : "the session has been revoked";
+	} else if (row.now >= row.absolute_exp || row.now >= row.sliding_exp) {
+		code = "refresh_token_expired";
+		msg = "the refresh token has expired";
+	}
+	if (code != NULL) {
+		kw_db_rollback(call->res->db);
+		char *ctx = ctx_json("family", row.family_id, NULL, NULL);
+		refuse(call, 401, code, msg, tenant, actor, "auth.refresh");
+		free(ctx);
+		goto done;
+	}
+	if (row.used) {
+		bool grace = app->cfg->refresh_grace_s > 0 && row.used_ago_s <= (double)app->cfg->refresh_grace_s &&
+		             !row.has_used_child;
+		if (!grace) {
+			/* A rotated token came back: someone holds a copy. */
+			bool newly = false;
+			int64_t rexp = 0;
+			err = kw_family_revoke(call->res->db, row.family_id, "reuse", app->access_ttl_max_s, &newly, &rexp);
+			char *ctx = ctx_json("family", row.family_id, "subject", row.subject);
+			kw_api_audit_status_in_tx(call, tenant, actor, "auth.refresh.reuse", row.family_id,
+			                          "401 token_family_compromised", ctx, &err);
+			free(ctx);
+			err = kw_api_finish_tx(call, err);
+			if (err != KW_OK) {
+				kw_respond_failure(call, err);
+				goto done;
+			}
+			kw_revcache_add(app->revs, NULL, row.family_id, rexp);
+			kw_warn("refresh token reuse: family %s revoked (request %s)", row.family_id,
+			        call->req.request_id);
+			char key[96];
+			snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+			kw_rl_result r;
+			kw_ratelimit_take(app->rl, key, app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+			kw_respond_error(call, 401, "token_family_compromised",
+			                 "this refresh token was already used; the session has been revoked");
+			goto done;
+		}
+	}
+	/* Per subject: 5 a minute by default. */
+	{
+		unsigned char h[32];
+		char key[80];
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+		EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+		EVP_DigestUpdate(md, tenant, strlen(tenant));
+		EVP_DigestUpdate(md, "\n", 1);
+		EVP_DigestUpdate(md, row.subject, strlen(row.subject));
+		EVP_DigestFinal_ex(md, h, NULL);
+		EVP_MD_CTX_free(md);
+		int n = snprintf(key, sizeof(key), "refresh:");
+		for (int i = 0; i < 16; i++)
+			n += snprintf(key + n, sizeof(key) - (size_t)n, "%02x", h[i]);
+		kw_rl_result r;
+		kw_ratelimit_take(app->rl, key, app->cfg->refresh_per_minute, kw_ratelimit_now(), &r);
+		if (!r.allowed) {
+			kw_db_rollback(call->res->db);
+			char v[32];
+			refuse(call, 429, "rate_limited", "too many refreshes for this subject; retry later", tenant,
+			       actor, "auth.refresh");
+			snprintf(v, sizeof(v), "%d", r.retry_after);
+			kw_respond_header(call, "Retry-After", v);
+			goto done;
+		}
+	}
+	const kw_role *role = kw_roles_find(app->roles, row.role);
+	if (role == NULL) {
+		kw_db_rollback(call->res->db);
+		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", tenant, actor,
+		       "auth.refresh");
+		goto done;
+	}
+	int64_t sl_exp = 0;
+	kw_access_claims c;
+	char *access = NULL;
+	err = kw_refresh_rotate(call->res->db, tenant, &row, child_mac, pepper_id, app->cfg->refresh_sliding_ttl_s,
+	                        &sl_exp);
+	if (err == KW_OK)
+		err = new_access(call, tenant, row.subject, role, row.family_id, &c, &access);
+	char *ctx = ctx_json("family", row.family_id, row.used ? "grace" : NULL, "reuse within grace");
+	kw_api_audit_in_tx(call, tenant, actor, "auth.refresh", row.family_id, ctx, &err);
+	free(ctx);
+	err = kw_api_finish_tx(call, err);
+	if (err != KW_OK)
+		kw_respond_failure(call, err);
+	else
+		respond_tokens(call, 200, &c, access, child, sl_exp);
+	if (access)
+		OPENSSL_cleanse(access, strlen(access));
+	free(access);
+done:
+	OPENSSL_cleanse(child, sizeof(child));
+	OPENSSL_cleanse(child_mac, sizeof(child_mac));
+}
+
+/* --- logout, revoke, revoke-all ---------------------------------------- */
+
+static void respond_ok(kw_call *call)
+{
+	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
+}
+
+void kw_api_auth_logout(kw_call *call)
+{
+	kw_access_claims c;
+	if (!kw_auth_access_token(call, true, &c) || !kw_api_resources_ready(call))
+		return;
+	kw_app *app = call->app;
+	char actor[256];
+	actor_of(c.sub, actor, sizeof(actor));
+	bool newly = false;
+	int64_t rexp = 0;
+	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
+	if (err == KW_OK) {
+		err = kw_jti_revoke(call->res->db, c.tid, c.sub, c.jti, c.exp + app->cfg->jwt_leeway_s, "logout");
+		if (err == KW_OK)
+			err = kw_family_revoke(call->res->db, c.sid, "logout", app->access_ttl_max_s, &newly, &rexp);
+		char *ctx = ctx_json("family", c.sid, NULL, NULL);
+		kw_api_audit_in_tx(call, c.tid, actor, "auth.logout", c.sid, ctx, &err);
+		free(ctx);
+		err = kw_api_finish_tx(call, err);
+	}
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return;
+	}
+	kw_revcache_add(app->revs, c.jti, NULL, c.exp + app->cfg->jwt_leeway_s);
+	if (rexp > 0)
+		kw_revcache_add(app->revs, NULL, c.sid, rexp);
+	respond_ok(call);
+}
+
+void kw_api_auth_revoke(kw_call *call)
+{
+	kw_app *app = call->app;
+	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
+		return;
+	json_t *body = NULL;
+	const char *token = body_refresh_token(call, &body);
+	char tenant[37];
+	if (token == NULL) {
+		json_decref(body);
+		return;
+	}
+	/* RFC 7009: an unknown token is not an error. */
+	kw_refresh_row row;
+	kw_err err = kw_refresh_parse(token, strlen(token), tenant);
+	if (err == KW_OK)
+		err = lock_presented(call, tenant, token, false, &row);
+	wipe_body_token(body);
+	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
+		kw_audit_refusal(call, NULL, NULL, "auth.revoke", 200, "unknown_token");
+		respond_ok(call);
+		return;
+	}
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return;
+	}
+	char actor[256];
+	actor_of(row.subject, actor, sizeof(actor));
+	bool newly = false;
+	int64_t rexp = 0;
+	err = kw_family_revoke(call->res->db, row.family_id, "revoked", app->access_ttl_max_s, &newly, &rexp);
+	char *ctx = ctx_json("family", row.family_id, NULL, NULL);
+	kw_api_audit_in_tx(call, tenant, actor, "auth.revoke", row.family_id, ctx, &err);
+	free(ctx);
+	err = kw_api_finish_tx(call, err);
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return;
+	}
+	if (rexp > 0)
+		kw_revcache_add(app->revs, NULL, row.family_id, rexp);
+	respond_ok(call);
+}
+
+void kw_api_auth_revoke_all(kw_call *call)
+{
+	kw_access_claims c;
+	if (!kw_auth_access_token(call, false, &c) || !kw_api_resources_ready(call))
+		return;
+	kw_app *app = call->app;
+	char actor[256];
+	actor_of(c.sub, actor, sizeof(actor));
+	char(*sids)[37] = NULL;
+	size_t n = 0;
+	int64_t rexp = 0;
+	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
+	if (err == KW_OK) {
+		err = kw_family_revoke_subject(call->res->db, c.tid, c.sub, "revoke_all", app->access_ttl_max_s, &sids,
+		                               &n, &rexp);
+		char count[24];
+		snprintf(count, sizeof(count), "%zu", n);
+		char *ctx = ctx_json("subject", c.sub, "families", count);
+		kw_api_audit_in_tx(call, c.tid, actor, "auth.revoke_all", NULL, ctx, &err);
+		free(ctx);
+		err = kw_api_finish_tx(call, err);
+	}
+	if (err != KW_OK) {
+		free(sids);
+		kw_respond_failure(call, err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		kw_revcache_add(app->revs, NULL, sids[i], rexp);
+	free(sids);
+	kw_api_respond_object(call, 200, json_pack("{s:s, s:I}", "status", "ok", "revoked", (json_int_t)n));
+}
+
+/* --- sessions, whoami, introspection, JWKS ------------------------------ */
+
+void kw_api_auth_sessions(kw_call *call)
+{
+	kw_access_claims c;
+	if (!kw_auth_access_token(call, false, &c) || !kw_api_resources_ready(call))
+		return;
+	kw_session_row *rows = NULL;
+	size_t n = 0;
+	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
+	if (err == KW_OK) {
+		err = kw_sessions_list(call->res->db, c.sub, &rows, &n);
+		if (err == KW_OK)
+			err = kw_db_commit(call->res->db);
+		else
+			kw_db_rollback(call->res->db);
+	}
+	if (err != KW_OK) {
+		free(rows);
+		kw_respond_failure(call, err);
+		return;
+	}
+	json_t *items = json_array();
+	for (size_t i = 0; i < n; i++) {
+		kw_session_row *r = &rows[i];
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", r->id, "created_at", r->created_at, "last_used_at",
+		                      r->last_used_at, "absolute_expires_at", r->absolute_expires_at);
+		json_object_set_new(o, "ip", r->ip[0] ? json_string(r->ip) : json_null());
+		json_object_set_new(o, "user_agent", r->user_agent[0] ? json_string(r->user_agent) : json_null());
+		json_object_set_new(o, "current", json_boolean(strcmp(r->id, c.sid) == 0));
+		json_array_append_new(items, o);
+	}
+	free(rows);
+	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
+}
+
+static json_t *claims_json(const kw_access_claims *c)
+{
+	json_t *perms = json_loads(c->permissions, 0, NULL);
+	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:I, s:I, s:I}", "sub", c->sub, "tid", c->tid, "role",
+	                 c->role, "permissions", perms ? perms : json_array(), "jti", c->jti, "sid", c->sid, "iat",
+	                 (json_int_t)c->iat, "nbf", (json_int_t)c->nbf, "exp", (json_int_t)c->exp);
+}
+
+/* Runs on the I/O thread; the token check defers to a worker when it
+ * must refuse. */
+void kw_api_auth_whoami(kw_call *call)
+{
+	kw_access_claims c;
+	if (!kw_auth_access_token(call, false, &c))
+		return;
+	kw_api_respond_object(call, 200, claims_json(&c));
+}
+
+static void respond_inactive(kw_call *call)
+{
+	kw_respond_json(call, 200, "{\"active\":false}");
+}
+
+static void introspect_access(kw_call *call, const kw_principal *p, const char *token)
+{
+	kw_app *app = call->app;
+	json_t *payload = NULL;
+	kw_access_claims c;
+	kw_err err = kw_jwt_keyset_verify(app->jwks, token, strlen(token), &payload);
+	if (err == KW_OK)
+		err = kw_access_claims_read(payload, app->cfg->jwt_issuer, &c);
+	json_decref(payload);
+	int64_t now = (int64_t)time(NULL);
+	if (err != KW_OK || strcmp(c.tid, p->tenant_id) != 0 || c.exp + app->cfg->jwt_leeway_s <= now ||
+	    c.nbf - app->cfg->jwt_leeway_s > now) {
+		respond_inactive(call);
+		return;
+	}
+	err = kw_revcache_check(app->revs, c.jti, c.sid, now);
+	if (err == KW_ERR_VERIFY) {
+		respond_inactive(call);
+		return;
+	}
+	if (err != KW_OK) {
+		kw_respond_error(call, 503, "revocation_unavailable",
+		                 "token revocation cannot be checked right now; retry shortly");
+		kw_respond_header(call, "Retry-After", "1");
+		return;
+	}
+	json_t *o = claims_json(&c);
+	json_object_set_new(o, "active", json_true());
+	json_object_set_new(o, "token_type", json_string("access_token"));
+	json_object_set_new(o, "iss", json_string(app->cfg->jwt_issuer));
+	json_object_set_new(o, "username", json_string(c.sub));
+	kw_api_respond_object(call, 200, o);
+}
+
+static void introspect_refresh(kw_call *call, const kw_principal *p, const char *token)
+{
+	char tenant[37];
+	kw_refresh_row row;
+	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK || strcmp(tenant, p->tenant_id) != 0) {
+		respond_inactive(call);
+		return;
+	}
+	kw_err err = lock_presented(call, tenant, token, false, &row);
+	if (err == KW_OK)
+		err = kw_db_commit(call->res->db);
+	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
+		respond_inactive(call);
+		return;
+	}
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return;
+	}
+	if (row.used || row.family_revoked || row.now >= row.sliding_exp || row.now >= row.absolute_exp) {
+		respond_inactive(call);
+		return;
+	}
+	int64_t exp = row.sliding_exp < row.absolute_exp ? row.sliding_exp : row.absolute_exp;
+	kw_api_respond_object(call, 200,
+	                      json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "active", 1, "token_type",
+	                                "refresh_token", "sub", row.subject, "tid", tenant, "sid", row.family_id,
+	                                "role", row.role, "iat", (json_int_t)row.issued_at, "exp", (json_int_t)exp));
+}
+
+void kw_api_auth_introspect(kw_call *call)
+{
+	kw_principal p;
+	if (!kw_auth_api_key(call, 0, &p) || !kw_api_resources_ready(call))
+		return;
+	if ((p.scopes & (KW_SCOPE_AUTH_ISSUE | KW_SCOPE_ADMIN)) == 0) {
+		kw_respond_error(call, 403, "insufficient_scope", "introspection needs auth:issue or admin");
+		kw_audit_refusal(call, p.tenant_id, p.actor, "auth.introspect", 403, "insufficient_scope");
+		return;
+	}
+	json_t *body = kw_api_body_object(call);
+	json_t *t = json_object_get(body, "token");
+	if (body == NULL || !json_is_string(t) || json_string_length(t) == 0 ||
+	    json_string_length(t) > KW_JWT_MAX_LEN || strlen(json_string_value(t)) != json_string_length(t)) {
+		json_decref(body);
+		kw_respond_error(call, 400, "invalid_request", "the body must be {\"token\": string}");
+		return;
+	}
+	const char *token = json_string_value(t);
+	if (strchr(token, '.') != NULL)
+		introspect_access(call, &p, token);
+	else
+		introspect_refresh(call, &p, token);
+	OPENSSL_cleanse((void *)token, strlen(token));
+	json_decref(body);
+}
+
+void kw_api_jwks(kw_call *call)
+{
+	char *jwks = kw_jwt_keyset_jwks(call->app->jwks);
+	if (jwks == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	char cc[64];
+	snprintf(cc, sizeof(cc), "public, max-age=%lld", (long long)call->app->cfg->jwks_max_age_s);
+	kw_respond_text(call, 200, "application/json", jwks, strlen(jwks));
+	kw_respond_header(call, "Cache-Control", cc);
+}

@@ -1,0 +1,89 @@
+/* common.c — small pieces every route group uses: resources, transactions
+ * with their audit row, JSON bodies and answers. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "keyward/app.h"
+#include "keyward/auth.h"
+
+void kw_api_respond_object(kw_call *call, int status, json_t *o)
+{
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text == NULL) {
+		kw_respond_error(call, 500, "internal", "out of memory");
+		return;
+	}
+	kw_respond_text(call, status, "application/json", text, strlen(text));
+}
+
+void kw_api_audit_in_tx(kw_call *call, const char *tenant_id, const char *actor, const char *action,
+                        const char *target, const char *context, kw_err *err)
+{
+	kw_api_audit_status_in_tx(call, tenant_id, actor, action, target, "ok", context, err);
+}
+
+void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char *actor, const char *action,
+                               const char *target, const char *status, const char *context, kw_err *err)
+{
+	if (*err != KW_OK)
+		return;
+	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
+	kw_audit_event ev = {.tenant_id = tenant_id,
+	                     .actor = actor,
+	                     .action = action,
+	                     .target = target,
+	                     .status = status,
+	                     .ip = call->req.client_ip,
+	                     .user_agent = ua,
+	                     .request_id = call->req.request_id,
+	                     .context = context};
+	if (call->res->audit == NULL)
+		*err = KW_ERR_DB_UNAVAILABLE;
+	else
+		*err = kw_audit_append(call->res->audit, call->res->hsm, call->res->db, &ev);
+}
+
+kw_err kw_api_finish_tx(kw_call *call, kw_err err)
+{
+	kw_db *db = call->res->db;
+	if (err == KW_OK)
+		err = kw_db_commit(db);
+	else if (kw_db_in_tx(db))
+		kw_db_rollback(db);
+	if (call->res->audit) {
+		if (err == KW_OK)
+			kw_audit_chain_committed(call->res->audit);
+		else
+			kw_audit_chain_rolled_back(call->res->audit);
+	}
+	return err;
+}
+
+bool kw_api_resources_ready(kw_call *call)
+{
+	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
+		kw_respond_failure(call, KW_ERR_DB_UNAVAILABLE);
+		return false;
+	}
+	if (call->res->hsm == NULL) {
+		kw_respond_failure(call, KW_ERR_HSM_UNAVAILABLE);
+		return false;
+	}
+	return true;
+}
+
+json_t *kw_api_body_object(kw_call *call)
+{
+	if (call->req.body_len == 0)
+		return json_object();
+	json_t *body =
+	    json_loadb((const char *)call->req.body, call->req.body_len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return NULL;
+	}
+	return body;
+}

@@ -1,0 +1,95 @@
+/* housekeeping.c — the periodic purge of dead token rows.
+ *
+ * One thread, its own database connection (the service role). Every
+ * auth.housekeeping_interval it deletes expired revocations, wallet nonces
+ * and refresh tokens, and families that expired or were revoked a day ago,
+ * in statements of auth.housekeeping_batch rows so no transaction grows
+ * large or holds locks long; and it re-reads the JWT keys from the token,
+ * so a key rotated by keywardctl is picked up. Failures are logged and
+ * retried next time. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "keyward/app.h"
+#include "keyward/log.h"
+#include "keyward/sessions.h"
+#include "keyward/tokens.h"
+
+#define KW_PURGE_ROUNDS 100 /* batches per table and run */
+
+struct kw_housekeeper {
+	kw_app *app;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+
+static void *run(void *arg)
+{
+	kw_housekeeper *h = arg;
+	kw_db *db = NULL;
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop) {
+		pthread_mutex_unlock(&h->lock);
+		if (db == NULL && kw_db_connect(h->app->cfg->db_conninfo, &db) != KW_OK)
+			db = NULL;
+		if (db != NULL && kw_db_ensure(db) == KW_OK) {
+			kw_purge_counts n = {0};
+			kw_err err = kw_sessions_purge(db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
+			if (err != KW_OK)
+				kw_warn("housekeeping: purge failed: %s", kw_err_str(err));
+			else if (n.revocations + n.nonces + n.tokens + n.families > 0)
+				kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh tokens, "
+				        "%llu families",
+				        (unsigned long long)n.revocations, (unsigned long long)n.nonces,
+				        (unsigned long long)n.tokens, (unsigned long long)n.families);
+		}
+		/* A key rotated by keywardctl becomes the signing key here too. */
+		if (kw_jwt_keyset_refresh(h->app->jwks, h->app->hsm, 0) != KW_OK)
+			kw_warn("housekeeping: cannot re-read the JWT keys from the token");
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)h->app->cfg->housekeeping_interval_s;
+		pthread_mutex_lock(&h->lock);
+		while (!h->stop && pthread_cond_timedwait(&h->cond, &h->lock, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&h->lock);
+	kw_db_close(db);
+	return NULL;
+}
+
+kw_err kw_housekeeper_start(kw_app *app, kw_housekeeper **out)
+{
+	kw_housekeeper *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return KW_ERR_NOMEM;
+	h->app = app;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	if (pthread_create(&h->thread, NULL, run, h) != 0) {
+		pthread_cond_destroy(&h->cond);
+		pthread_mutex_destroy(&h->lock);
+		free(h);
+		return KW_ERR_INTERNAL;
+	}
+	*out = h;
+	return KW_OK;
+}
+
+void kw_housekeeper_stop(kw_housekeeper *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stop = true;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->thread, NULL);
+	pthread_cond_destroy(&h->cond);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}

@@ -1,0 +1,466 @@
+/* tokens.c — roles, the JWT key set, access-token claims, the verified-
+ * token cache and the refresh-token format (see tokens.h).
+ *
+ * Nothing here touches the database. Refresh tokens and their HMACs are
+ * wiped by the callers that hold them. */
+#include "keyward/tokens.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyward/log.h"
+
+/* --- roles ------------------------------------------------------------ */
+
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("_-.:", s[i]) == NULL)
+			return false;
+	return true;
+}
+
+kw_err kw_roles_parse(const char *text, kw_roles *out)
+{
+	kw_roles r = {.n = 0};
+	char *copy = strdup(text ? text : "");
+	if (copy == NULL)
+		return KW_ERR_NOMEM;
+	kw_err err = KW_OK;
+	char *save = NULL;
+	for (char *ent = strtok_r(copy, ",", &save); ent != NULL; ent = strtok_r(NULL, ",", &save)) {
+		char *wsave = NULL;
+		char *name = strtok_r(ent, " \t", &wsave), *ttl = strtok_r(NULL, " \t", &wsave);
+		if (name == NULL)
+			continue;
+		kw_role *role = &r.roles[r.n];
+		if (r.n == KW_ROLES_MAX || !name_ok(name, KW_ROLE_MAX) || kw_roles_find(&r, name) != NULL ||
+		    ttl == NULL || !kw_duration_parse(ttl, &role->ttl_s) || role->ttl_s < 60 ||
+		    role->ttl_s > 86400) {
+			err = KW_ERR_CONFIG;
+			break;
+		}
+		snprintf(role->name, sizeof(role->name), "%s", name);
+		json_t *perms = json_array();
+		for (char *p = strtok_r(NULL, " \t", &wsave); p != NULL; p = strtok_r(NULL, " \t", &wsave)) {
+			if (!name_ok(p, 64)) {
+				err = KW_ERR_CONFIG;
+				break;
+			}
+			json_array_append_new(perms, json_string(p));
+		}
+		char *pj = perms ? json_dumps(perms, JSON_COMPACT) : NULL;
+		json_decref(perms);
+		if (err == KW_OK && (pj == NULL || strlen(pj) >= sizeof(role->permissions)))
+			err = KW_ERR_CONFIG;
+		if (err == KW_OK)
+			snprintf(role->permissions, sizeof(role->permissions), "%s", pj);
+		free(pj);
+		if (err != KW_OK)
+			break;
+		r.n++;
+	}
+	free(copy);
+	if (err == KW_OK && r.n == 0)
+		err = KW_ERR_CONFIG;
+	if (err == KW_OK)
+		*out = r;
+	return err;
+}
+
+const kw_role *kw_roles_find(const kw_roles *r, const char *name)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->roles[i].name, name) == 0)
+			return &r->roles[i];
+	return NULL;
+}
+
+/* --- the key set ------------------------------------------------------ */
+
+#define KW_JWT_MAX_KEYS 16
+
+struct kw_jwt_keyset {
+	pthread_rwlock_t lock;
+	kw_jwt_key keys[KW_JWT_MAX_KEYS]; /* highest version first */
+	size_t n;
+	struct timespec refreshed;
+	pthread_mutex_t refresh_lock;
+};
+
+static kw_err keyset_read(kw_hsm *hsm, kw_jwt_key *keys, size_t *n)
+{
+	const kw_hsm_key *active;
+	kw_err err = kw_hsm_key_active(hsm, KW_KEY_JWT, &active);
+	if (err != KW_OK)
+		return err;
+	size_t count = 0;
+	for (uint32_t v = kw_hsm_key_version(active); v >= 1 && count < KW_JWT_MAX_KEYS; v--) {
+		const kw_hsm_key *k;
+		if (kw_hsm_key_get(hsm, KW_KEY_JWT, v, &k) != KW_OK)
+			continue; /* retired */
+		kw_jwt_key key;
+		if ((err = kw_jwt_key_from_hsm(hsm, k, &key)) != KW_OK ||
+		    (err = kw_jwt_key_prepare(&key)) != KW_OK)
+			break;
+		keys[count++] = key;
+	}
+	if (err != KW_OK) {
+		for (size_t i = 0; i < count; i++)
+			kw_jwt_key_release(&keys[i]);
+		return err;
+	}
+	*n = count;
+	return KW_OK;
+}
+
+kw_err kw_jwt_keyset_load(kw_hsm *hsm, kw_jwt_keyset **out)
+{
+	kw_jwt_keyset *ks = calloc(1, sizeof(*ks));
+	if (ks == NULL)
+		return KW_ERR_NOMEM;
+	pthread_rwlock_init(&ks->lock, NULL);
+	pthread_mutex_init(&ks->refresh_lock, NULL);
+	kw_err err = keyset_read(hsm, ks->keys, &ks->n);
+	if (err != KW_OK) {
+		kw_jwt_keyset_free(ks);
+		return err;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ks->refreshed);
+	*out = ks;
+	return KW_OK;
+}
+
+void kw_jwt_keyset_free(kw_jwt_keyset *ks)
+{
+	if (ks == NULL)
+		return;
+	for (size_t i = 0; i < ks->n; i++)
+		kw_jwt_key_release(&ks->keys[i]);
+	pthread_rwlock_destroy(&ks->lock);
+	pthread_mutex_destroy(&ks->refresh_lock);
+	free(ks);
+}
+
+kw_err kw_jwt_keyset_refresh(kw_jwt_keyset *ks, kw_hsm *hsm, int min_interval_ms)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&ks->refresh_lock);
+	double since = (double)(now.tv_sec - ks->refreshed.tv_sec) +
+	               (double)(now.tv_nsec - ks->refreshed.tv_nsec) / 1e9;
+	if (since * 1000.0 < (double)min_interval_ms) {
+		pthread_mutex_unlock(&ks->refresh_lock);
+		return KW_OK;
+	}
+	ks->refreshed = now;
+	kw_jwt_key fresh[KW_JWT_MAX_KEYS];
+	size_t n = 0;
+	kw_err err = kw_hsm_keys_refresh(hsm);
+	if (err == KW_OK)
+		err = keyset_read(hsm, fresh, &n);
+	if (err == KW_OK) {
+		pthread_rwlock_wrlock(&ks->lock);
+		for (size_t i = 0; i < ks->n; i++)
+			kw_jwt_key_release(&ks->keys[i]);
+		memcpy(ks->keys, fresh, n * sizeof(fresh[0]));
+		ks->n = n;
+		pthread_rwlock_unlock(&ks->lock);
+	}
+	pthread_mutex_unlock(&ks->refresh_lock);
+	return err;
+}
+
+char *kw_jwt_keyset_jwks(kw_jwt_keyset *ks)
+{
+	pthread_rwlock_rdlock(&ks->lock);
+	char *s = kw_jwks_json(ks->keys, ks->n);
+	pthread_rwlock_unlock(&ks->lock);
+	return s;
+}
+
+kw_err kw_jwt_keyset_active(kw_jwt_keyset *ks, char kid[KW_JWK_KID_LEN + 1], uint32_t *version)
+{
+	kw_err err = KW_ERR_NOT_FOUND;
+	pthread_rwlock_rdlock(&ks->lock);
+	if (ks->n > 0) {
+		memcpy(kid, ks->keys[0].kid, KW_JWK_KID_LEN + 1);
+		*version = ks->keys[0].version;
+		err = KW_OK;
+	}
+	pthread_rwlock_unlock(&ks->lock);
+	return err;
+}
+
+kw_err kw_jwt_keyset_verify(kw_jwt_keyset *ks, const char *token, size_t len, json_t **claims)
+{
+	pthread_rwlock_rdlock(&ks->lock);
+	kw_err err = kw_jwt_verify(token, len, ks->keys, ks->n, claims);
+	pthread_rwlock_unlock(&ks->lock);
+	return err;
+}
+
+/* --- claims ----------------------------------------------------------- */
+
+static bool is_hex32(const char *s)
+{
+	if (strlen(s) != 32)
+		return false;
+	for (size_t i = 0; i < 32; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return false;
+	return true;
+}
+
+static bool get_str(json_t *o, const char *name, char *out, size_t cap, size_t min)
+{
+	json_t *v = json_object_get(o, name);
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (s == NULL || n < min || n >= cap || strlen(s) != n)
+		return false;
+	memcpy(out, s, n + 1);
+	return true;
+}
+
+static bool get_time(json_t *o, const char *name, int64_t *out)
+{
+	json_t *v = json_object_get(o, name);
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return false;
+	*out = (int64_t)json_integer_value(v);
+	return true;
+}
+
+kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_claims *out)
+{
+	kw_access_claims c;
+	char iss[256];
+	memset(&c, 0, sizeof(c));
+	json_t *perms = json_object_get(payload, "permissions");
+	if (!json_is_object(payload) || !get_str(payload, "iss", iss, sizeof(iss), 1) ||
+	    strcmp(iss, issuer) != 0 || !get_str(payload, "sub", c.sub, sizeof(c.sub), 1) ||
+	    !get_str(payload, "tid", c.tid, sizeof(c.tid), 36) || !kw_db_is_uuid(c.tid) ||
+	    !get_str(payload, "role", c.role, sizeof(c.role), 1) ||
+	    !get_str(payload, "jti", c.jti, sizeof(c.jti), 32) || !is_hex32(c.jti) ||
+	    !get_str(payload, "sid", c.sid, sizeof(c.sid), 36) || !kw_db_is_uuid(c.sid) ||
+	    !get_time(payload, "iat", &c.iat) || !get_time(payload, "nbf", &c.nbf) ||
+	    !get_time(payload, "exp", &c.exp) || !json_is_array(perms))
+		return KW_ERR_INVALID;
+	size_t i;
+	json_t *p;
+	json_array_foreach(perms, i, p) if (!json_is_string(p)) return KW_ERR_INVALID;
+	char *pj = json_dumps(perms, JSON_COMPACT);
+	if (pj == NULL || strlen(pj) >= sizeof(c.permissions)) {
+		free(pj);
+		return KW_ERR_INVALID;
+	}
+	memcpy(c.permissions, pj, strlen(pj) + 1);
+	free(pj);
+	*out = c;
+	return KW_OK;
+}
+
+kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, const char *issuer,
+                            const kw_access_claims *c, char **token)
+{
+	char kid[KW_JWK_KID_LEN + 1];
+	uint32_t version;
+	const kw_hsm_key *k;
+	kw_err err = kw_jwt_keyset_active(ks, kid, &version);
+	if (err == KW_OK)
+		err = kw_hsm_key_get(hsm, KW_KEY_JWT, version, &k);
+	if (err != KW_OK)
+		return err;
+	json_t *perms = json_loads(c->permissions, 0, NULL);
+	json_t *claims = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:s, s:s}", "iss", issuer, "sub",
+	                           c->sub, "tid", c->tid, "role", c->role, "permissions",
+	                           perms ? perms : json_array(), "iat", (json_int_t)c->iat, "nbf",
+	                           (json_int_t)c->nbf, "exp", (json_int_t)c->exp, "jti", c->jti, "sid", c->sid);
+	if (claims == NULL)
+		return KW_ERR_NOMEM;
+	err = kw_jwt_sign(s, k, kid, claims, token);
+	json_decref(claims);
+	return err;
+}
+
+/* --- verified-token cache ---------------------------------------------- */
+
+#define KW_TOKCACHE_WAYS 4
+
+typedef struct kw_tokentry {
+	unsigned char hash[32];
+	bool used;
+	kw_access_claims claims;
+} kw_tokentry;
+
+typedef struct kw_tokshard {
+	pthread_mutex_t lock;
+} kw_tokshard;
+
+#define KW_TOKCACHE_SHARDS 64
+
+struct kw_tokcache {
+	kw_tokentry *sets; /* nsets * KW_TOKCACHE_WAYS */
+	size_t nsets;
+	kw_tokshard shards[KW_TOKCACHE_SHARDS];
+};
+
+kw_tokcache *kw_tokcache_new(size_t capacity)
+{
+	kw_tokcache *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->nsets = capacity / KW_TOKCACHE_WAYS + 1;
+	c->sets = calloc(c->nsets * KW_TOKCACHE_WAYS, sizeof(kw_tokentry));
+	if (c->sets == NULL) {
+		free(c);
+		return NULL;
+	}
+	for (size_t i = 0; i < KW_TOKCACHE_SHARDS; i++)
+		pthread_mutex_init(&c->shards[i].lock, NULL);
+	return c;
+}
+
+void kw_tokcache_free(kw_tokcache *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < KW_TOKCACHE_SHARDS; i++)
+		pthread_mutex_destroy(&c->shards[i].lock);
+	free(c->sets);
+	free(c);
+}
+
+static size_t set_of(const kw_tokcache *c, const unsigned char hash[32])
+{
+	uint64_t h;
+	memcpy(&h, hash, sizeof(h));
+	return (size_t)(h % c->nsets);
+}
+
+bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, kw_access_claims *out)
+{
+	size_t set = set_of(c, hash);
+	kw_tokshard *sh = &c->shards[set % KW_TOKCACHE_SHARDS];
+	kw_tokentry *e = &c->sets[set * KW_TOKCACHE_WAYS];
+	bool hit = false;
+	pthread_mutex_lock(&sh->lock);
+	for (int w = 0; w < KW_TOKCACHE_WAYS; w++) {
+		if (!e[w].used || CRYPTO_memcmp(e[w].hash, hash, 32) != 0)
+			continue;
+		if (e[w].claims.exp <= now) {
+			e[w].used = false; /* dropped at its exp */
+			break;
+		}
+		*out = e[w].claims;
+		hit = true;
+		break;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return hit;
+}
+
+void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], const kw_access_claims *claims)
+{
+	size_t set = set_of(c, hash);
+	kw_tokshard *sh = &c->shards[set % KW_TOKCACHE_SHARDS];
+	kw_tokentry *e = &c->sets[set * KW_TOKCACHE_WAYS];
+	pthread_mutex_lock(&sh->lock);
+	/* A free way, else the one that expires first. */
+	int victim = 0;
+	for (int w = 0; w < KW_TOKCACHE_WAYS; w++) {
+		if (!e[w].used) {
+			victim = w;
+			break;
+		}
+		if (e[w].claims.exp < e[victim].claims.exp)
+			victim = w;
+	}
+	memcpy(e[victim].hash, hash, 32);
+	e[victim].claims = *claims;
+	e[victim].used = true;
+	pthread_mutex_unlock(&sh->lock);
+}
+
+/* --- refresh tokens and ids --------------------------------------------- */
+
+static bool uuid_bytes(const char *uuid, unsigned char out[16])
+{
+	if (!kw_db_is_uuid(uuid))
+		return false;
+	size_t j = 0;
+	for (size_t i = 0; uuid[i] && j < 32; i++) {
+		if (uuid[i] == '-')
+			continue;
+		unsigned v = isdigit((unsigned char)uuid[i]) ? (unsigned)(uuid[i] - '0')
+		                                             : (unsigned)(tolower((unsigned char)uuid[i]) - 'a' + 10);
+		if (j % 2 == 0)
+			out[j / 2] = (unsigned char)(v << 4);
+		else
+			out[j / 2] |= (unsigned char)v;
+		j++;
+	}
+	return j == 32;
+}
+
+static void uuid_text(const unsigned char b[16], char out[37])
+{
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+kw_err kw_refresh_generate(kw_hsm_session *s, const char *tenant_id, char text[KW_REFRESH_TEXT_LEN + 1])
+{
+	unsigned char raw[16 + KW_REFRESH_RAND_LEN];
+	if (!uuid_bytes(tenant_id, raw))
+		return KW_ERR_INVALID;
+	kw_err err = kw_hsm_random(s, raw + 16, KW_REFRESH_RAND_LEN);
+	if (err == KW_OK)
+		kw_b64url_encode(raw, sizeof(raw), text);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return err;
+}
+
+kw_err kw_refresh_parse(const char *text, size_t len, char tenant_id[37])
+{
+	unsigned char raw[16 + KW_REFRESH_RAND_LEN + 1];
+	size_t n = 0;
+	if (text == NULL || len != KW_REFRESH_TEXT_LEN ||
+	    kw_b64url_decode(text, len, raw, sizeof(raw), &n) != KW_OK || n != 16 + KW_REFRESH_RAND_LEN)
+		return KW_ERR_INVALID;
+	uuid_text(raw, tenant_id);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return KW_OK;
+}
+
+kw_err kw_random_hex128(char out[33])
+{
+	unsigned char b[16];
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return KW_ERR_INTERNAL;
+	for (size_t i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	return KW_OK;
+}
+
+kw_err kw_random_uuid(char out[37])
+{
+	unsigned char b[16];
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return KW_ERR_INTERNAL;
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	uuid_text(b, out);
+	return KW_OK;
+}

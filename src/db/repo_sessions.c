@@ -1,0 +1,394 @@
+/* repo_sessions.c — SQL for refresh families, refresh tokens, revocations
+ * and wallet nonces (see sessions.h).
+ *
+ * Rotation is made safe under concurrency by row locks: kw_refresh_lock
+ * takes FOR UPDATE on the presented token and its family, so of several
+ * transactions presenting one token, exactly one sees it unused. */
+#include "keyward/sessions.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keyward/log.h"
+
+void kw_time_rfc3339(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static bool copy_text(const PGresult *res, int row, int col, char *out, size_t cap)
+{
+	if (PQgetisnull(res, row, col)) {
+		out[0] = '\0';
+		return true;
+	}
+	const char *v = PQgetvalue(res, row, col);
+	size_t n = strlen(v);
+	if (n >= cap)
+		return false;
+	memcpy(out, v, n + 1);
+	return true;
+}
+
+static int64_t get_i64(const PGresult *res, int row, int col)
+{
+	if (PQgetisnull(res, row, col))
+		return 0;
+	errno = 0;
+	long long v = strtoll(PQgetvalue(res, row, col), NULL, 10);
+	return errno ? 0 : (int64_t)v;
+}
+
+static bool get_bool(const PGresult *res, int row, int col)
+{
+	return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
+}
+
+static void i64_text(int64_t v, char out[24])
+{
+	snprintf(out, 24, "%" PRId64, v);
+}
+
+#define SQL_FAMILY_CREATE                                                                              \
+	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, " \
+	"user_agent) VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 second', $6, $7) "         \
+	"RETURNING id, absolute_expires_at) "                                                          \
+	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "   \
+	"SELECT f.id, $2, $8, $9, least(f.absolute_expires_at, now() + $10::bigint * interval '1 second') " \
+	"FROM f RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint, "                       \
+	"(SELECT floor(extract(epoch FROM absolute_expires_at))::bigint FROM f)"
+
+kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp, int64_t *sliding_exp)
+{
+	char abs[24], sl[24], pep[24];
+	i64_text(f->absolute_ttl_s, abs);
+	i64_text(f->sliding_ttl_s, sl);
+	i64_text(f->pepper_id, pep);
+	const char *vals[10] = {f->id,  f->tenant_id,  f->subject, f->role, abs, f->ip, f->user_agent,
+	                        (const char *)f->token_hmac, pep, sl};
+	int lens[10] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0};
+	int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_FAMILY_CREATE, 10, vals, lens, fmts, &res);
+	if (err == KW_OK && PQntuples(res) != 1)
+		err = KW_ERR_DB;
+	if (err == KW_OK) {
+		*sliding_exp = get_i64(res, 0, 0);
+		*absolute_exp = get_i64(res, 0, 1);
+	}
+	PQclear(res);
+	return err;
+}
+
+#define SQL_REFRESH_SELECT                                                                              \
+	"SELECT t.id, t.family_id, f.subject, f.role, t.used_at IS NOT NULL, "                             \
+	"coalesce(extract(epoch FROM clock_timestamp() - t.used_at), 0), "                                 \
+	"EXISTS (SELECT 1 FROM refresh_tokens c WHERE c.parent_id = t.id AND c.used_at IS NOT NULL), "      \
+	"f.revoked_at IS NOT NULL, coalesce(f.revoke_reason, ''), "                                        \
+	"floor(extract(epoch FROM t.sliding_expires_at))::bigint, "                                        \
+	"floor(extract(epoch FROM f.absolute_expires_at))::bigint, "                                       \
+	"floor(extract(epoch FROM t.issued_at))::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint " \
+	"FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hmac = $1"
+
+static kw_err refresh_select(kw_db *db, const char *sql, const unsigned char hmac[KW_HMAC_LEN],
+                             kw_refresh_row *out)
+{
+	const char *vals[1] = {(const char *)hmac};
+	int lens[1] = {KW_HMAC_LEN}, fmts[1] = {1};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, sql, 1, vals, lens, fmts, &res);
+	if (err == KW_OK && PQntuples(res) == 0)
+		err = KW_ERR_NOT_FOUND;
+	kw_refresh_row r;
+	memset(&r, 0, sizeof(r));
+	if (err == KW_OK &&
+	    (!copy_text(res, 0, 0, r.id, sizeof(r.id)) || !copy_text(res, 0, 1, r.family_id, sizeof(r.family_id)) ||
+	     !copy_text(res, 0, 2, r.subject, sizeof(r.subject)) || !copy_text(res, 0, 3, r.role, sizeof(r.role)) ||
+	     !copy_text(res, 0, 8, r.revoke_reason, sizeof(r.revoke_reason))))
+		err = KW_ERR_DB;
+	if (err == KW_OK) {
+		r.used = get_bool(res, 0, 4);
+		r.used_ago_s = strtod(PQgetvalue(res, 0, 5), NULL);
+		r.has_used_child = get_bool(res, 0, 6);
+		r.family_revoked = get_bool(res, 0, 7);
+		r.sliding_exp = get_i64(res, 0, 9);
+		r.absolute_exp = get_i64(res, 0, 10);
+		r.issued_at = get_i64(res, 0, 11);
+		r.now = get_i64(res, 0, 12);
+		*out = r;
+	}
+	PQclear(res);
+	return err;
+}
+
+kw_err kw_refresh_lock(kw_db *db, const unsigned char hmac[KW_HMAC_LEN], kw_refresh_row *out)
+{
+	return refresh_select(db, SQL_REFRESH_SELECT " FOR UPDATE OF t, f", hmac, out);
+}
+
+kw_err kw_refresh_find(kw_db *db, const unsigned char hmac[KW_HMAC_LEN], kw_refresh_row *out)
+{
+	return refresh_select(db, SQL_REFRESH_SELECT, hmac, out);
+}
+
+#define SQL_ROTATE                                                                                        \
+	"WITH u AS (UPDATE refresh_tokens SET used_at = coalesce(used_at, now()) WHERE id = $1 RETURNING id), " \
+	"f AS (UPDATE refresh_families SET last_used_at = now() WHERE id = $2 RETURNING absolute_expires_at) "  \
+	"INSERT INTO refresh_tokens (family_id, parent_id, tenant_id, token_hmac, pepper_id, "               \
+	"sliding_expires_at) SELECT $2, u.id, $3, $4, $5, "                                                 \
+	"least(f.absolute_expires_at, now() + $6::bigint * interval '1 second') FROM u, f "                  \
+	"RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint"
+
+kw_err kw_refresh_rotate(kw_db *db, const char *tenant_id, const kw_refresh_row *parent,
+                         const unsigned char child_hmac[KW_HMAC_LEN], uint32_t pepper_id, int64_t sliding_ttl_s,
+                         int64_t *sliding_exp)
+{
+	char pep[24], sl[24];
+	i64_text(pepper_id, pep);
+	i64_text(sliding_ttl_s, sl);
+	const char *vals[6] = {parent->id, parent->family_id, tenant_id, (const char *)child_hmac, pep, sl};
+	int lens[6] = {0, 0, 0, KW_HMAC_LEN, 0, 0}, fmts[6] = {0, 0, 0, 1, 0, 0};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_ROTATE, 6, vals, lens, fmts, &res);
+	if (err == KW_OK && PQntuples(res) != 1)
+		err = KW_ERR_DB;
+	if (err == KW_OK)
+		*sliding_exp = get_i64(res, 0, 0);
+	PQclear(res);
+	return err;
+}
+
+#define SQL_FAMILY_REVOKE                                                                                \
+	"WITH old AS (SELECT id, revoked_at IS NULL AS live FROM refresh_families WHERE id = $1 FOR UPDATE), " \
+	"f AS (UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), "                     \
+	"revoke_reason = coalesce(revoke_reason, $2) WHERE id = $1 RETURNING id, tenant_id, subject), "    \
+	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "           \
+	"SELECT f.id, f.tenant_id, f.subject, now() + $3::bigint * interval '1 second', $2 FROM f "          \
+	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                             \
+	"SELECT old.live, floor(extract(epoch FROM now() + $3::bigint * interval '1 second'))::bigint FROM old"
+
+kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, int64_t access_ttl_max_s,
+                        bool *newly, int64_t *revocation_exp)
+{
+	*newly = false;
+	if (!kw_db_is_uuid(family_id))
+		return KW_OK;
+	char ttl[24];
+	i64_text(access_ttl_max_s, ttl);
+	const char *vals[3] = {family_id, reason, ttl};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_FAMILY_REVOKE, 3, vals, NULL, NULL, &res);
+	if (err == KW_OK && PQntuples(res) == 1) {
+		*newly = get_bool(res, 0, 0);
+		*revocation_exp = get_i64(res, 0, 1);
+	}
+	PQclear(res);
+	return err;
+}
+
+#define SQL_SUBJECT_REVOKE                                                                              \
+	"WITH f AS (UPDATE refresh_families SET revoked_at = now(), revoke_reason = $3 "                   \
+	"WHERE tenant_id = $1 AND subject = $2 AND revoked_at IS NULL AND absolute_expires_at > now() "    \
+	"RETURNING id, tenant_id, subject), "                                                              \
+	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "           \
+	"SELECT f.id, f.tenant_id, f.subject, now() + $4::bigint * interval '1 second', $3 FROM f "          \
+	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                             \
+	"SELECT f.id, floor(extract(epoch FROM now() + $4::bigint * interval '1 second'))::bigint FROM f"
+
+kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject, const char *reason,
+                                int64_t access_ttl_max_s, char (**sids)[37], size_t *n, int64_t *revocation_exp)
+{
+	char ttl[24];
+	i64_text(access_ttl_max_s, ttl);
+	const char *vals[4] = {tenant_id, subject, reason, ttl};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_SUBJECT_REVOKE, 4, vals, NULL, NULL, &res);
+	size_t count = err == KW_OK ? (size_t)PQntuples(res) : 0;
+	char(*list)[37] = NULL;
+	if (err == KW_OK && (list = calloc(count ? count : 1, sizeof(*list))) == NULL)
+		err = KW_ERR_NOMEM;
+	for (size_t i = 0; err == KW_OK && i < count; i++)
+		if (!copy_text(res, (int)i, 0, list[i], sizeof(list[i])))
+			err = KW_ERR_DB;
+	if (err == KW_OK) {
+		*revocation_exp = count ? get_i64(res, 0, 1) : 0;
+		*sids = list;
+		*n = count;
+		list = NULL;
+	}
+	free(list);
+	PQclear(res);
+	return err;
+}
+
+#define SQL_JTI_REVOKE                                                                                 \
+	"INSERT INTO jwt_revocations (jti, tenant_id, subject, token_expires_at, reason) "                \
+	"VALUES ($1, $2, $3, to_timestamp($4::bigint), $5) ON CONFLICT (jti) WHERE jti IS NOT NULL DO NOTHING"
+
+kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, const char *jti, int64_t exp,
+                     const char *reason)
+{
+	char e[24];
+	i64_text(exp, e);
+	const char *vals[5] = {jti, tenant_id, subject, e, reason};
+	return kw_db_exec(db, SQL_JTI_REVOKE, 5, vals, NULL, NULL, NULL);
+}
+
+#define SQL_SESSIONS                                                                                     \
+	"SELECT f.id, to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "          \
+	"to_char(f.last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "                     \
+	"to_char(f.absolute_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), f.ip, "        \
+	"f.user_agent FROM refresh_families f WHERE f.subject = $1 AND f.revoked_at IS NULL "               \
+	"AND f.absolute_expires_at > now() AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE "               \
+	"t.family_id = f.id AND t.used_at IS NULL AND t.sliding_expires_at > now()) "                       \
+	"ORDER BY f.created_at DESC LIMIT 1000"
+
+kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n)
+{
+	const char *vals[1] = {subject};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_SESSIONS, 1, vals, NULL, NULL, &res);
+	size_t count = err == KW_OK ? (size_t)PQntuples(res) : 0;
+	kw_session_row *list = NULL;
+	if (err == KW_OK && (list = calloc(count ? count : 1, sizeof(*list))) == NULL)
+		err = KW_ERR_NOMEM;
+	for (size_t i = 0; err == KW_OK && i < count; i++) {
+		kw_session_row *r = &list[i];
+		int row = (int)i;
+		if (!copy_text(res, row, 0, r->id, sizeof(r->id)) ||
+		    !copy_text(res, row, 1, r->created_at, sizeof(r->created_at)) ||
+		    !copy_text(res, row, 2, r->last_used_at, sizeof(r->last_used_at)) ||
+		    !copy_text(res, row, 3, r->absolute_expires_at, sizeof(r->absolute_expires_at)) ||
+		    !copy_text(res, row, 4, r->ip, sizeof(r->ip)) ||
+		    !copy_text(res, row, 5, r->user_agent, sizeof(r->user_agent)))
+			err = KW_ERR_DB;
+	}
+	if (err == KW_OK) {
+		*rows = list;
+		*n = count;
+		list = NULL;
+	}
+	free(list);
+	PQclear(res);
+	return err;
+}
+
+#define SQL_NONCE_PUT                                                                                 \
+	"INSERT INTO wallet_nonces (tenant_id, address, nonce, expires_at) VALUES ($1, $2, $3, "         \
+	"date_trunc('second', now()) + $4::bigint * interval '1 second') ON CONFLICT (tenant_id, address) " \
+	"DO UPDATE SET nonce = EXCLUDED.nonce, issued_at = now(), expires_at = EXCLUDED.expires_at, "      \
+	"used_at = NULL RETURNING floor(extract(epoch FROM expires_at))::bigint"
+
+kw_err kw_nonce_put(kw_db *db, const char *tenant_id, const char *address, const char *nonce, int64_t ttl_s,
+                    int64_t *expires_at)
+{
+	char ttl[24];
+	i64_text(ttl_s, ttl);
+	const char *vals[4] = {tenant_id, address, nonce, ttl};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_NONCE_PUT, 4, vals, NULL, NULL, &res);
+	if (err == KW_OK && PQntuples(res) != 1)
+		err = KW_ERR_DB;
+	if (err == KW_OK)
+		*expires_at = get_i64(res, 0, 0);
+	PQclear(res);
+	return err;
+}
+
+#define SQL_NONCE_LOCK                                                                                 \
+	"SELECT nonce, used_at IS NOT NULL, expires_at <= now(), "                                        \
+	"floor(extract(epoch FROM expires_at))::bigint FROM wallet_nonces "                               \
+	"WHERE tenant_id = $1 AND address = $2 FOR UPDATE"
+#define SQL_NONCE_USE                                                                                  \
+	"UPDATE wallet_nonces SET used_at = now() WHERE tenant_id = $1 AND address = $2 AND used_at IS NULL"
+
+kw_err kw_nonce_take(kw_db *db, const char *tenant_id, const char *address, const char *nonce,
+                     kw_nonce_state *state, int64_t *expires_at)
+{
+	const char *vals[2] = {tenant_id, address};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, SQL_NONCE_LOCK, 2, vals, NULL, NULL, &res);
+	if (err != KW_OK)
+		return err;
+	kw_nonce_state st = KW_NONCE_UNKNOWN;
+	const char *stored = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL;
+	if (stored != NULL && strlen(stored) == strlen(nonce) && CRYPTO_memcmp(stored, nonce, strlen(nonce)) == 0) {
+		*expires_at = get_i64(res, 0, 3);
+		if (get_bool(res, 0, 1))
+			st = KW_NONCE_REUSED;
+		else
+			st = get_bool(res, 0, 2) ? KW_NONCE_EXPIRED : KW_NONCE_OK;
+	}
+	PQclear(res);
+	if (st == KW_NONCE_OK || st == KW_NONCE_EXPIRED)
+		err = kw_db_exec(db, SQL_NONCE_USE, 2, vals, NULL, NULL, NULL);
+	if (err == KW_OK)
+		*state = st;
+	return err;
+}
+
+kw_err kw_tenant_exists(kw_db *db, const char *tenant_id, bool *exists)
+{
+	const char *vals[1] = {tenant_id};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, "SELECT 1 FROM tenants WHERE id = $1", 1, vals, NULL, NULL, &res);
+	if (err == KW_OK)
+		*exists = PQntuples(res) == 1;
+	PQclear(res);
+	return err;
+}
+
+static const char *const purge_sql[4] = {
+    "DELETE FROM jwt_revocations WHERE id IN (SELECT id FROM jwt_revocations "
+    "WHERE token_expires_at < now() LIMIT $1)",
+    "DELETE FROM wallet_nonces WHERE (tenant_id, address) IN (SELECT tenant_id, address "
+    "FROM wallet_nonces WHERE expires_at < now() LIMIT $1)",
+    "DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens "
+    "WHERE sliding_expires_at < now() LIMIT $1)",
+    "DELETE FROM refresh_families WHERE id IN (SELECT id FROM refresh_families "
+    "WHERE absolute_expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT $1)",
+};
+
+kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *out)
+{
+	uint64_t counts[4] = {0, 0, 0, 0};
+	char b[24];
+	i64_text(batch, b);
+	const char *vals[1] = {b};
+	kw_err err = KW_OK;
+	for (int t = 0; t < 4 && err == KW_OK; t++) {
+		for (int round = 0; round < max_rounds && err == KW_OK; round++) {
+			if ((err = kw_db_begin(db, NULL, NULL)) != KW_OK)
+				break;
+			PGresult *res = NULL;
+			err = kw_db_exec(db, "SELECT set_config('app.purge', 'on', true)", 0, NULL, NULL, NULL, NULL);
+			if (err == KW_OK)
+				err = kw_db_exec(db, purge_sql[t], 1, vals, NULL, NULL, &res);
+			uint64_t n = err == KW_OK ? strtoull(PQcmdTuples(res), NULL, 10) : 0;
+			PQclear(res);
+			if (err == KW_OK)
+				err = kw_db_commit(db);
+			else
+				kw_db_rollback(db);
+			if (err == KW_OK)
+				counts[t] += n;
+			if (n < (uint64_t)batch)
+				break;
+		}
+	}
+	if (err == KW_OK && out != NULL) {
+		out->revocations = counts[0];
+		out->nonces = counts[1];
+		out->tokens = counts[2];
+		out->families = counts[3];
+	}
+	return err;
+}
