@@ -58,7 +58,7 @@ Test(jwt, thumbprint_and_jwks)
 	char kid[KW_JWK_KID_LEN + 1];
 	cr_assert_eq(kw_jwk_thumbprint(point, kid), KW_OK);
 	cr_assert_str_eq(kid, "cn-I_WNMClehiVp51i_0VpOENW1upEerA8sEam5hn-s");
-	kw_jwt_key k;
+	kw_jwt_key k = {.pkey = NULL};
 	memcpy(k.point, point, 65);
 	memcpy(k.kid, kid, sizeof(kid));
 	char *jwks = kw_jwks_json(&k, 1);
@@ -79,7 +79,7 @@ Test(jwt, thumbprint_and_jwks)
 
 static kw_err verify(const char *tok)
 {
-	kw_jwt_key k;
+	kw_jwt_key k = {.pkey = NULL};
 	hex2bin(rfc_point, k.point, 65);
 	cr_assert_eq(kw_jwk_thumbprint(k.point, k.kid), KW_OK);
 	json_t *claims = NULL;
