@@ -5,10 +5,10 @@
  * src/hsm and to PostgreSQL as the schema owner (db.admin_conninfo). It
  * never prints a key or a PIN; the only secrets it ever prints are
  * credentials created for the operator, once. */
+#include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <inttypes.h>
 #include <string.h>
 #include <sys/prctl.h>
 
@@ -17,8 +17,8 @@
 #include "keyward/config.h"
 #include "keyward/db.h"
 #include "keyward/hsm.h"
-#include "keyward/log.h"
 #include "keyward/jwt.h"
+#include "keyward/log.h"
 #include "keyward/migrate.h"
 #include "keyward/tokens.h"
 
@@ -224,8 +224,8 @@ static kw_err ctl_audit(kw_ctl *c, const char *action, const char *target, const
 {
 	kw_audit_chain *chain = NULL;
 	kw_err err = kw_audit_chain_new(c->hsm, "keywardctl", &chain);
-	kw_audit_event ev = {.actor = "keywardctl", .action = action, .target = target, .status = "ok",
-	                     .context = context};
+	kw_audit_event ev = {
+	    .actor = "keywardctl", .action = action, .target = target, .status = "ok", .context = context};
 	if (err == KW_OK)
 		err = kw_audit_write_one(chain, c->session, c->db, &ev);
 	kw_audit_chain_free(chain);
@@ -259,8 +259,8 @@ static int cmd_jwt_rotate(kw_ctl *c)
 	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
 	if ((err = ctl_audit(c, "jwt.rotate", label, ctx)) != KW_OK)
 		return ctl_fail("jwt rotate: the key was created but the audit row failed", err);
-	printf("active: %s kid=%s (previous: %" PRIu32 ", still published and verified until retired)\n", label,
-	       key.kid, prev);
+	printf("active: %s kid=%s (previous: %" PRIu32 ", still published and verified until retired)\n",
+	       label, key.kid, prev);
 	printf("running keywardd instances pick it up within a minute, or at once on a token they do not "
 	       "know\n");
 	return 0;
@@ -308,10 +308,11 @@ static int cmd_jwt_retire(kw_ctl *c)
 	snprintf(ttl, sizeof(ttl), "%" PRId64, max_ttl);
 	const char *vals[2] = {vs, ttl};
 	PGresult *res = NULL;
-	err = kw_db_exec(c->db,
-	                 "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
-	                 "::bigint FROM audit_log WHERE action = 'jwt.rotate' AND (context->>'previous') = $1",
-	                 2, vals, NULL, NULL, &res);
+	err =
+	    kw_db_exec(c->db,
+	               "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
+	               "::bigint FROM audit_log WHERE action = 'jwt.rotate' AND (context->>'previous') = $1",
+	               2, vals, NULL, NULL, &res);
 	if (err != KW_OK)
 		return ctl_fail("jwt retire: cannot read the rotation time", err);
 	bool known = !PQgetisnull(res, 0, 0);
@@ -320,12 +321,14 @@ static int cmd_jwt_retire(kw_ctl *c)
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
-			        "keywardctl: tokens signed by keyward/jwt/%lu may be valid for %lld more seconds; "
+			        "keywardctl: tokens signed by keyward/jwt/%lu may be valid for %lld more "
+			        "seconds; "
 			        "retire it after that (or --force)\n",
 			        v, wait);
 		else
 			fprintf(stderr,
-			        "keywardctl: no rotation away from keyward/jwt/%lu is recorded; tokens it signed may "
+			        "keywardctl: no rotation away from keyward/jwt/%lu is recorded; tokens it "
+			        "signed may "
 			        "still be valid (--force to retire anyway)\n",
 			        v);
 		return 1;

@@ -33,7 +33,7 @@ typedef struct kw_config {
 	int rl_auth_fail_per_minute; /* failed authentications, by client IP */
 
 	/* [auth] */
-	int key_cache_ttl_ms; /* how long a verified API key is trusted without a DB look-up */
+	int key_cache_ttl_ms;           /* how long a verified API key is trusted without a DB look-up */
 	char *jwt_issuer;               /* iss of access tokens */
 	int64_t jwt_leeway_s;           /* clock skew allowed on exp/nbf */
 	char *roles;                    /* "name ttl [permission ...], ..." */
@@ -47,7 +47,7 @@ typedef struct kw_config {
 	int token_cache_size;           /* verified access tokens kept */
 	int revocation_stale_ms;        /* fail closed when the revocation list is older */
 	int64_t housekeeping_interval_s;
-	int housekeeping_batch;         /* rows deleted per statement */
+	int housekeeping_batch; /* rows deleted per statement */
 
 	/* [hsm] */
 	char *hsm_module;     /* path of the PKCS#11 module */

@@ -35,9 +35,9 @@ typedef struct kw_refresh_row {
 	char id[37], family_id[37];
 	char subject[KW_SUBJECT_MAX + 1];
 	char role[KW_ROLE_MAX + 1];
-	bool used;             /* marked used by an earlier refresh */
-	double used_ago_s;     /* seconds since used_at */
-	bool has_used_child;   /* a later token of the family was used too */
+	bool used;           /* marked used by an earlier refresh */
+	double used_ago_s;   /* seconds since used_at */
+	bool has_used_child; /* a later token of the family was used too */
 	bool family_revoked;
 	char revoke_reason[65];
 	int64_t sliding_exp, absolute_exp, issued_at, now;

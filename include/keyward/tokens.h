@@ -25,12 +25,12 @@
 #include "keyward/hsm.h"
 #include "keyward/jwt.h"
 
-#define KW_SUBJECT_MAX       256
-#define KW_ROLE_MAX          64
-#define KW_PERMISSIONS_MAX   512 /* JSON array text */
-#define KW_REFRESH_RAND_LEN  32
-#define KW_REFRESH_TEXT_LEN  64 /* base64url of 48 bytes */
-#define KW_ROLES_MAX         32
+#define KW_SUBJECT_MAX      256
+#define KW_ROLE_MAX         64
+#define KW_PERMISSIONS_MAX  512 /* JSON array text */
+#define KW_REFRESH_RAND_LEN 32
+#define KW_REFRESH_TEXT_LEN 64 /* base64url of 48 bytes */
+#define KW_ROLES_MAX        32
 
 /* Roles: "name ttl [permission ...], ..." e.g.
  * "track1 12h vault:read vault:write, track4 1h vault:read". */
@@ -58,6 +58,9 @@ KW_MUST_CHECK kw_err kw_jwt_keyset_refresh(kw_jwt_keyset *ks, kw_hsm *hsm, int m
 char *kw_jwt_keyset_jwks(kw_jwt_keyset *ks);
 /* The active (highest) version's kid, and its version. */
 KW_MUST_CHECK kw_err kw_jwt_keyset_active(kw_jwt_keyset *ks, char kid[KW_JWK_KID_LEN + 1], uint32_t *version);
+/* Changes whenever a key leaves the set (retirement): cached verdicts
+ * from an older generation are not trusted. */
+uint64_t kw_jwt_keyset_generation(kw_jwt_keyset *ks);
 /* kw_jwt_verify against the set. */
 KW_MUST_CHECK kw_err kw_jwt_keyset_verify(kw_jwt_keyset *ks, const char *token, size_t len, json_t **claims);
 
@@ -77,15 +80,18 @@ typedef struct kw_access_claims {
 KW_MUST_CHECK kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_claims *out);
 /* Signs an access token for c (jti, iat, nbf, exp filled by the caller)
  * with the active JWT key. *token is malloc'd. */
-KW_MUST_CHECK kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, const char *issuer,
-                                          const kw_access_claims *c, char **token);
+KW_MUST_CHECK kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks,
+                                          const char *issuer, const kw_access_claims *c, char **token);
 
-/* Verified tokens by SHA-256 of the token; bounded, entries die at exp. */
+/* Verified tokens by SHA-256 of the token; bounded, entries die at exp
+ * and when the key set's generation moves on. */
 typedef struct kw_tokcache kw_tokcache;
 kw_tokcache *kw_tokcache_new(size_t capacity);
 void kw_tokcache_free(kw_tokcache *c);
-bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, kw_access_claims *out);
-void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], const kw_access_claims *claims);
+bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, uint64_t generation,
+                     kw_access_claims *out);
+void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], uint64_t generation,
+                     const kw_access_claims *claims);
 
 /* Refresh tokens. */
 /* A fresh token for tenant: text (KW_REFRESH_TEXT_LEN + 1 bytes). */

@@ -101,8 +101,8 @@ static kw_err new_access(kw_call *call, const char *tenant, const char *subject,
 	c->iat = c->nbf = (int64_t)time(NULL);
 	c->exp = c->iat + role->ttl_s;
 	if (err == KW_OK)
-		err = kw_access_token_sign(call->res->hsm, call->app->hsm, call->app->jwks, call->app->cfg->jwt_issuer,
-		                           c, token);
+		err = kw_access_token_sign(call->res->hsm, call->app->hsm, call->app->jwks,
+		                           call->app->cfg->jwt_issuer, c, token);
 	return err;
 }
 
@@ -114,9 +114,9 @@ static void respond_tokens(kw_call *call, int status, const kw_access_claims *c,
 	kw_time_rfc3339(c->exp, exp);
 	kw_time_rfc3339(refresh_exp, rexp);
 	json_t *perms = json_loads(c->permissions, 0, NULL);
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "access_token", access, "token_type", "Bearer",
-	                      "expires_at", exp, "refresh_token", refresh, "refresh_expires_at", rexp, "role",
-	                      c->role, "permissions", perms ? perms : json_array());
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "access_token", access, "token_type",
+	                      "Bearer", "expires_at", exp, "refresh_token", refresh, "refresh_expires_at",
+	                      rexp, "role", c->role, "permissions", perms ? perms : json_array());
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	if (o) {
 		json_t *rt = json_object_get(o, "refresh_token");
@@ -213,8 +213,8 @@ void kw_api_auth_login(kw_call *call)
 	if (kw_roles_find(call->app->roles, json_string_value(role)) == NULL) {
 		refuse(call, 400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login");
 	} else {
-		kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role), "api_key",
-		                     p.actor, false);
+		kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role),
+		                     "api_key", p.actor, false);
 	}
 	json_decref(body);
 }
@@ -228,7 +228,8 @@ static const char *body_refresh_token(kw_call *call, json_t **body)
 	*body = kw_api_body_object(call);
 	json_t *rt = json_object_get(*body, "refresh_token");
 	if (*body == NULL || !json_is_string(rt) || json_string_length(rt) > 4096) {
-		kw_respond_error(call, 400, "invalid_request", "the body must be {\"refresh_token\": string}");
+		kw_respond_error(call, 400, "invalid_request",
+		                 "the body must be {\"refresh_token\": string}");
 		return NULL;
 	}
 	return json_string_value(rt);
@@ -245,7 +246,8 @@ static void wipe_body_token(json_t *body)
 /* Finds and locks the row of a presented refresh token, trying every
  * pepper version from the active one down. Opens the tenant's
  * transaction; on any error it is rolled back. */
-static kw_err lock_presented(kw_call *call, const char *tenant, const char *token, bool lock, kw_refresh_row *row)
+static kw_err lock_presented(kw_call *call, const char *tenant, const char *token, bool lock,
+                             kw_refresh_row *row)
 {
 	kw_err err = kw_db_begin(call->res->db, tenant, NULL);
 	if (err != KW_OK)
@@ -257,7 +259,8 @@ static kw_err lock_presented(kw_call *call, const char *tenant, const char *toke
 		if (err == KW_ERR_NOT_FOUND)
 			continue; /* a retired pepper */
 		if (err == KW_OK)
-			err = lock ? kw_refresh_lock(call->res->db, mac, row) : kw_refresh_find(call->res->db, mac, row);
+			err = lock ? kw_refresh_lock(call->res->db, mac, row)
+			           : kw_refresh_find(call->res->db, mac, row);
 		OPENSSL_cleanse(mac, sizeof(mac));
 	}
 	if (err != KW_OK)
@@ -284,7 +287,8 @@ void kw_api_auth_refresh(kw_call *call)
 	}
 	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK) {
 		wipe_body_token(body);
-		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL, "auth.refresh");
+		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		       "auth.refresh");
 		return;
 	}
 	/* The child's secrets are made before any row is locked. */
@@ -297,7 +301,8 @@ void kw_api_auth_refresh(kw_call *call)
 		err = lock_presented(call, tenant, token, true, &row);
 	wipe_body_token(body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL, "auth.refresh");
+		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		       "auth.refresh");
 		goto done;
 	}
 	if (err != KW_OK) {
@@ -310,7 +315,8 @@ void kw_api_auth_refresh(kw_call *call)
 	if (row.family_revoked) {
 		bool reuse = strcmp(row.revoke_reason, "reuse") == 0;
 		code = reuse ? "token_family_compromised" : "refresh_token_revoked";
-		msg = reuse ? "this refresh token's session was revoked after a reuse" : "the session has been revoked";
+		msg = reuse ? "this refresh token's session was revoked after a reuse"
+		            : "the session has been revoked";
 	} else if (row.now >= row.absolute_exp || row.now >= row.sliding_exp) {
 		code = "refresh_token_expired";
 		msg = "the refresh token has expired";
@@ -323,13 +329,14 @@ void kw_api_auth_refresh(kw_call *call)
 		goto done;
 	}
 	if (row.used) {
-		bool grace = app->cfg->refresh_grace_s > 0 && row.used_ago_s <= (double)app->cfg->refresh_grace_s &&
-		             !row.has_used_child;
+		bool grace = app->cfg->refresh_grace_s > 0 &&
+		             row.used_ago_s <= (double)app->cfg->refresh_grace_s && !row.has_used_child;
 		if (!grace) {
 			/* A rotated token came back: someone holds a copy. */
 			bool newly = false;
 			int64_t rexp = 0;
-			err = kw_family_revoke(call->res->db, row.family_id, "reuse", app->access_ttl_max_s, &newly, &rexp);
+			err = kw_family_revoke(call->res->db, row.family_id, "reuse", app->access_ttl_max_s,
+			                       &newly, &rexp);
 			char *ctx = ctx_json("family", row.family_id, "subject", row.subject);
 			kw_api_audit_status_in_tx(call, tenant, actor, "auth.refresh.reuse", row.family_id,
 			                          "401 token_family_compromised", ctx, &err);
@@ -345,7 +352,8 @@ void kw_api_auth_refresh(kw_call *call)
 			char key[96];
 			snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
 			kw_rl_result r;
-			kw_ratelimit_take(app->rl, key, app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+			kw_ratelimit_take(app->rl, key, app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
+			                  &r);
 			kw_respond_error(call, 401, "token_family_compromised",
 			                 "this refresh token was already used; the session has been revoked");
 			goto done;
@@ -370,8 +378,8 @@ void kw_api_auth_refresh(kw_call *call)
 		if (!r.allowed) {
 			kw_db_rollback(call->res->db);
 			char v[32];
-			refuse(call, 429, "rate_limited", "too many refreshes for this subject; retry later", tenant,
-			       actor, "auth.refresh");
+			refuse(call, 429, "rate_limited", "too many refreshes for this subject; retry later",
+			       tenant, actor, "auth.refresh");
 			snprintf(v, sizeof(v), "%d", r.retry_after);
 			kw_respond_header(call, "Retry-After", v);
 			goto done;
@@ -380,15 +388,15 @@ void kw_api_auth_refresh(kw_call *call)
 	const kw_role *role = kw_roles_find(app->roles, row.role);
 	if (role == NULL) {
 		kw_db_rollback(call->res->db);
-		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", tenant, actor,
-		       "auth.refresh");
+		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", tenant,
+		       actor, "auth.refresh");
 		goto done;
 	}
 	int64_t sl_exp = 0;
 	kw_access_claims c;
 	char *access = NULL;
-	err = kw_refresh_rotate(call->res->db, tenant, &row, child_mac, pepper_id, app->cfg->refresh_sliding_ttl_s,
-	                        &sl_exp);
+	err = kw_refresh_rotate(call->res->db, tenant, &row, child_mac, pepper_id,
+	                        app->cfg->refresh_sliding_ttl_s, &sl_exp);
 	if (err == KW_OK)
 		err = new_access(call, tenant, row.subject, role, row.family_id, &c, &access);
 	char *ctx = ctx_json("family", row.family_id, row.used ? "grace" : NULL, "reuse within grace");
@@ -426,9 +434,11 @@ void kw_api_auth_logout(kw_call *call)
 	int64_t rexp = 0;
 	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
 	if (err == KW_OK) {
-		err = kw_jti_revoke(call->res->db, c.tid, c.sub, c.jti, c.exp + app->cfg->jwt_leeway_s, "logout");
+		err = kw_jti_revoke(call->res->db, c.tid, c.sub, c.jti, c.exp + app->cfg->jwt_leeway_s,
+		                    "logout");
 		if (err == KW_OK)
-			err = kw_family_revoke(call->res->db, c.sid, "logout", app->access_ttl_max_s, &newly, &rexp);
+			err = kw_family_revoke(call->res->db, c.sid, "logout", app->access_ttl_max_s, &newly,
+			                       &rexp);
 		char *ctx = ctx_json("family", c.sid, NULL, NULL);
 		kw_api_audit_in_tx(call, c.tid, actor, "auth.logout", c.sid, ctx, &err);
 		free(ctx);
@@ -502,8 +512,8 @@ void kw_api_auth_revoke_all(kw_call *call)
 	int64_t rexp = 0;
 	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
 	if (err == KW_OK) {
-		err = kw_family_revoke_subject(call->res->db, c.tid, c.sub, "revoke_all", app->access_ttl_max_s, &sids,
-		                               &n, &rexp);
+		err = kw_family_revoke_subject(call->res->db, c.tid, c.sub, "revoke_all",
+		                               app->access_ttl_max_s, &sids, &n, &rexp);
 		char count[24];
 		snprintf(count, sizeof(count), "%zu", n);
 		char *ctx = ctx_json("subject", c.sub, "families", count);
@@ -547,10 +557,12 @@ void kw_api_auth_sessions(kw_call *call)
 	json_t *items = json_array();
 	for (size_t i = 0; i < n; i++) {
 		kw_session_row *r = &rows[i];
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", r->id, "created_at", r->created_at, "last_used_at",
-		                      r->last_used_at, "absolute_expires_at", r->absolute_expires_at);
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s}", "id", r->id, "created_at", r->created_at,
+		              "last_used_at", r->last_used_at, "absolute_expires_at", r->absolute_expires_at);
 		json_object_set_new(o, "ip", r->ip[0] ? json_string(r->ip) : json_null());
-		json_object_set_new(o, "user_agent", r->user_agent[0] ? json_string(r->user_agent) : json_null());
+		json_object_set_new(o, "user_agent",
+		                    r->user_agent[0] ? json_string(r->user_agent) : json_null());
 		json_object_set_new(o, "current", json_boolean(strcmp(r->id, c.sid) == 0));
 		json_array_append_new(items, o);
 	}
@@ -561,9 +573,10 @@ void kw_api_auth_sessions(kw_call *call)
 static json_t *claims_json(const kw_access_claims *c)
 {
 	json_t *perms = json_loads(c->permissions, 0, NULL);
-	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:I, s:I, s:I}", "sub", c->sub, "tid", c->tid, "role",
-	                 c->role, "permissions", perms ? perms : json_array(), "jti", c->jti, "sid", c->sid, "iat",
-	                 (json_int_t)c->iat, "nbf", (json_int_t)c->nbf, "exp", (json_int_t)c->exp);
+	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:I, s:I, s:I}", "sub", c->sub, "tid", c->tid,
+	                 "role", c->role, "permissions", perms ? perms : json_array(), "jti", c->jti, "sid",
+	                 c->sid, "iat", (json_int_t)c->iat, "nbf", (json_int_t)c->nbf, "exp",
+	                 (json_int_t)c->exp);
 }
 
 /* Runs on the I/O thread; the token check defers to a worker when it
@@ -641,8 +654,9 @@ static void introspect_refresh(kw_call *call, const kw_principal *p, const char 
 	int64_t exp = row.sliding_exp < row.absolute_exp ? row.sliding_exp : row.absolute_exp;
 	kw_api_respond_object(call, 200,
 	                      json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "active", 1, "token_type",
-	                                "refresh_token", "sub", row.subject, "tid", tenant, "sid", row.family_id,
-	                                "role", row.role, "iat", (json_int_t)row.issued_at, "exp", (json_int_t)exp));
+	                                "refresh_token", "sub", row.subject, "tid", tenant, "sid",
+	                                row.family_id, "role", row.role, "iat", (json_int_t)row.issued_at,
+	                                "exp", (json_int_t)exp));
 }
 
 void kw_api_auth_introspect(kw_call *call)

@@ -74,8 +74,8 @@ static bool read_tenant_address(kw_call *call, json_t *body, char tenant[37],
 		return false;
 	}
 	if (err != KW_OK) {
-		wallet_refuse(call, 401, "invalid_address", "the address must be 0x followed by 40 hex digits",
-		              tenant, NULL);
+		wallet_refuse(call, 401, "invalid_address",
+		              "the address must be 0x followed by 40 hex digits", tenant, NULL);
 		return false;
 	}
 	kw_wallet_address_format(raw, address);
@@ -107,8 +107,8 @@ void kw_api_wallet_nonce(kw_call *call)
 		if (err == KW_OK && !exists)
 			err = KW_ERR_NOT_FOUND;
 		if (err == KW_OK)
-			err = kw_nonce_put(call->res->db, tenant, address, nonce, call->app->cfg->wallet_nonce_ttl_s,
-			                   &expires_at);
+			err = kw_nonce_put(call->res->db, tenant, address, nonce,
+			                   call->app->cfg->wallet_nonce_ttl_s, &expires_at);
 		char actor[64];
 		snprintf(actor, sizeof(actor), "wallet:%s", address);
 		kw_api_audit_in_tx(call, tenant, actor, "auth.wallet.nonce", address, NULL, &err);
@@ -126,8 +126,8 @@ void kw_api_wallet_nonce(kw_call *call)
 	wallet_message(msg, sizeof(msg), address, tenant, nonce, expires_at);
 	kw_time_rfc3339(expires_at, exp);
 	kw_api_respond_object(call, 200,
-	                      json_pack("{s:s, s:s, s:s, s:s}", "nonce", nonce, "message", msg, "expires_at", exp,
-	                                "address", address));
+	                      json_pack("{s:s, s:s, s:s, s:s}", "nonce", nonce, "message", msg, "expires_at",
+	                                exp, "address", address));
 }
 
 static bool nonce_shape_ok(const char *s, size_t n)
@@ -162,8 +162,8 @@ void kw_api_wallet_login(kw_call *call)
 	if (kw_wallet_signature_parse(json_string_value(s), json_string_length(s), sig) != KW_OK) {
 		json_decref(body);
 		wallet_refuse(call, 401, "invalid_signature",
-		              "the signature must be 65 bytes of hex (r, s, v with v 27/28 or 0/1, low s)", tenant,
-		              address);
+		              "the signature must be 65 bytes of hex (r, s, v with v 27/28 or 0/1, low s)",
+		              tenant, address);
 		return;
 	}
 	char nonce[KW_NONCE_HEX + 1];

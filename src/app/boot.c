@@ -147,7 +147,8 @@ static kw_err boot_tokens(kw_app *app, kw_config *cfg, char *errbuf, size_t errl
 	app->access_ttl_max_s = max_ttl + cfg->jwt_leeway_s;
 	kw_err err = kw_jwt_keyset_load(app->hsm, &app->jwks);
 	if (err != KW_OK)
-		return fail(errbuf, errlen, err, "cannot read the JWT keys from the token: %s", kw_err_str(err));
+		return fail(errbuf, errlen, err, "cannot read the JWT keys from the token: %s",
+		            kw_err_str(err));
 	app->tokcache = kw_tokcache_new((size_t)(cfg->token_cache_size > 0 ? cfg->token_cache_size : 1));
 	if (app->tokcache == NULL)
 		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory%s", "");

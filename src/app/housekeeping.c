@@ -38,11 +38,13 @@ static void *run(void *arg)
 			db = NULL;
 		if (db != NULL && kw_db_ensure(db) == KW_OK) {
 			kw_purge_counts n = {0};
-			kw_err err = kw_sessions_purge(db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
+			kw_err err =
+			    kw_sessions_purge(db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
 			if (err != KW_OK)
 				kw_warn("housekeeping: purge failed: %s", kw_err_str(err));
 			else if (n.revocations + n.nonces + n.tokens + n.families > 0)
-				kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh tokens, "
+				kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh "
+				        "tokens, "
 				        "%llu families",
 				        (unsigned long long)n.revocations, (unsigned long long)n.nonces,
 				        (unsigned long long)n.tokens, (unsigned long long)n.families);

@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,7 @@ struct kw_jwt_keyset {
 	size_t n;
 	struct timespec refreshed;
 	pthread_mutex_t refresh_lock;
+	_Atomic uint64_t generation;
 };
 
 static kw_err keyset_read(kw_hsm *hsm, kw_jwt_key *keys, size_t *n)
@@ -157,8 +159,8 @@ kw_err kw_jwt_keyset_refresh(kw_jwt_keyset *ks, kw_hsm *hsm, int min_interval_ms
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&ks->refresh_lock);
-	double since = (double)(now.tv_sec - ks->refreshed.tv_sec) +
-	               (double)(now.tv_nsec - ks->refreshed.tv_nsec) / 1e9;
+	double since =
+	    (double)(now.tv_sec - ks->refreshed.tv_sec) + (double)(now.tv_nsec - ks->refreshed.tv_nsec) / 1e9;
 	if (since * 1000.0 < (double)min_interval_ms) {
 		pthread_mutex_unlock(&ks->refresh_lock);
 		return KW_OK;
@@ -171,6 +173,15 @@ kw_err kw_jwt_keyset_refresh(kw_jwt_keyset *ks, kw_hsm *hsm, int min_interval_ms
 		err = keyset_read(hsm, fresh, &n);
 	if (err == KW_OK) {
 		pthread_rwlock_wrlock(&ks->lock);
+		bool removed = false;
+		for (size_t i = 0; i < ks->n; i++) {
+			bool kept = false;
+			for (size_t j = 0; j < n; j++)
+				kept |= strcmp(ks->keys[i].kid, fresh[j].kid) == 0;
+			removed |= !kept;
+		}
+		if (removed)
+			atomic_fetch_add(&ks->generation, 1);
 		for (size_t i = 0; i < ks->n; i++)
 			kw_jwt_key_release(&ks->keys[i]);
 		memcpy(ks->keys, fresh, n * sizeof(fresh[0]));
@@ -179,6 +190,11 @@ kw_err kw_jwt_keyset_refresh(kw_jwt_keyset *ks, kw_hsm *hsm, int min_interval_ms
 	}
 	pthread_mutex_unlock(&ks->refresh_lock);
 	return err;
+}
+
+uint64_t kw_jwt_keyset_generation(kw_jwt_keyset *ks)
+{
+	return atomic_load(&ks->generation);
 }
 
 char *kw_jwt_keyset_jwks(kw_jwt_keyset *ks)
@@ -283,10 +299,10 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 	if (err != KW_OK)
 		return err;
 	json_t *perms = json_loads(c->permissions, 0, NULL);
-	json_t *claims = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:s, s:s}", "iss", issuer, "sub",
-	                           c->sub, "tid", c->tid, "role", c->role, "permissions",
-	                           perms ? perms : json_array(), "iat", (json_int_t)c->iat, "nbf",
-	                           (json_int_t)c->nbf, "exp", (json_int_t)c->exp, "jti", c->jti, "sid", c->sid);
+	json_t *claims = json_pack(
+	    "{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:s, s:s}", "iss", issuer, "sub", c->sub, "tid", c->tid,
+	    "role", c->role, "permissions", perms ? perms : json_array(), "iat", (json_int_t)c->iat, "nbf",
+	    (json_int_t)c->nbf, "exp", (json_int_t)c->exp, "jti", c->jti, "sid", c->sid);
 	if (claims == NULL)
 		return KW_ERR_NOMEM;
 	err = kw_jwt_sign(s, k, kid, claims, token);
@@ -301,6 +317,7 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 typedef struct kw_tokentry {
 	unsigned char hash[32];
 	bool used;
+	uint64_t generation;
 	kw_access_claims claims;
 } kw_tokentry;
 
@@ -349,7 +366,8 @@ static size_t set_of(const kw_tokcache *c, const unsigned char hash[32])
 	return (size_t)(h % c->nsets);
 }
 
-bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, kw_access_claims *out)
+bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, uint64_t generation,
+                     kw_access_claims *out)
 {
 	size_t set = set_of(c, hash);
 	kw_tokshard *sh = &c->shards[set % KW_TOKCACHE_SHARDS];
@@ -359,8 +377,8 @@ bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, 
 	for (int w = 0; w < KW_TOKCACHE_WAYS; w++) {
 		if (!e[w].used || CRYPTO_memcmp(e[w].hash, hash, 32) != 0)
 			continue;
-		if (e[w].claims.exp <= now) {
-			e[w].used = false; /* dropped at its exp */
+		if (e[w].claims.exp <= now || e[w].generation != generation) {
+			e[w].used = false; /* dropped at its exp, or its key was retired */
 			break;
 		}
 		*out = e[w].claims;
@@ -371,7 +389,8 @@ bool kw_tokcache_get(kw_tokcache *c, const unsigned char hash[32], int64_t now, 
 	return hit;
 }
 
-void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], const kw_access_claims *claims)
+void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], uint64_t generation,
+                     const kw_access_claims *claims)
 {
 	size_t set = set_of(c, hash);
 	kw_tokshard *sh = &c->shards[set % KW_TOKCACHE_SHARDS];
@@ -389,6 +408,7 @@ void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], const kw_acce
 	}
 	memcpy(e[victim].hash, hash, 32);
 	e[victim].claims = *claims;
+	e[victim].generation = generation;
 	e[victim].used = true;
 	pthread_mutex_unlock(&sh->lock);
 }
@@ -403,8 +423,9 @@ static bool uuid_bytes(const char *uuid, unsigned char out[16])
 	for (size_t i = 0; uuid[i] && j < 32; i++) {
 		if (uuid[i] == '-')
 			continue;
-		unsigned v = isdigit((unsigned char)uuid[i]) ? (unsigned)(uuid[i] - '0')
-		                                             : (unsigned)(tolower((unsigned char)uuid[i]) - 'a' + 10);
+		unsigned v = isdigit((unsigned char)uuid[i])
+		                 ? (unsigned)(uuid[i] - '0')
+		                 : (unsigned)(tolower((unsigned char)uuid[i]) - 'a' + 10);
 		if (j % 2 == 0)
 			out[j / 2] = (unsigned char)(v << 4);
 		else

@@ -57,13 +57,13 @@ static void i64_text(int64_t v, char out[24])
 	snprintf(out, 24, "%" PRId64, v);
 }
 
-#define SQL_FAMILY_CREATE                                                                              \
-	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, " \
-	"user_agent) VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 second', $6, $7) "         \
-	"RETURNING id, absolute_expires_at) "                                                          \
-	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "   \
-	"SELECT f.id, $2, $8, $9, least(f.absolute_expires_at, now() + $10::bigint * interval '1 second') " \
-	"FROM f RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint, "                       \
+#define SQL_FAMILY_CREATE                                                                                    \
+	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, "   \
+	"user_agent) VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 second', $6, $7) "             \
+	"RETURNING id, absolute_expires_at) "                                                                \
+	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "      \
+	"SELECT f.id, $2, $8, $9, least(f.absolute_expires_at, now() + $10::bigint * interval '1 second') "  \
+	"FROM f RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint, "                           \
 	"(SELECT floor(extract(epoch FROM absolute_expires_at))::bigint FROM f)"
 
 kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp, int64_t *sliding_exp)
@@ -72,8 +72,11 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	i64_text(f->absolute_ttl_s, abs);
 	i64_text(f->sliding_ttl_s, sl);
 	i64_text(f->pepper_id, pep);
-	const char *vals[10] = {f->id,  f->tenant_id,  f->subject, f->role, abs, f->ip, f->user_agent,
-	                        (const char *)f->token_hmac, pep, sl};
+	const char *vals[10] = {f->id,         f->tenant_id,
+	                        f->subject,    f->role,
+	                        abs,           f->ip,
+	                        f->user_agent, (const char *)f->token_hmac,
+	                        pep,           sl};
 	int lens[10] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0};
 	int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
 	PGresult *res = NULL;
@@ -88,14 +91,15 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	return err;
 }
 
-#define SQL_REFRESH_SELECT                                                                              \
-	"SELECT t.id, t.family_id, f.subject, f.role, t.used_at IS NOT NULL, "                             \
-	"coalesce(extract(epoch FROM clock_timestamp() - t.used_at), 0), "                                 \
-	"EXISTS (SELECT 1 FROM refresh_tokens c WHERE c.parent_id = t.id AND c.used_at IS NOT NULL), "      \
-	"f.revoked_at IS NOT NULL, coalesce(f.revoke_reason, ''), "                                        \
-	"floor(extract(epoch FROM t.sliding_expires_at))::bigint, "                                        \
-	"floor(extract(epoch FROM f.absolute_expires_at))::bigint, "                                       \
-	"floor(extract(epoch FROM t.issued_at))::bigint, floor(extract(epoch FROM clock_timestamp()))::bigint " \
+#define SQL_REFRESH_SELECT                                                                                   \
+	"SELECT t.id, t.family_id, f.subject, f.role, t.used_at IS NOT NULL, "                               \
+	"coalesce(extract(epoch FROM clock_timestamp() - t.used_at), 0), "                                   \
+	"EXISTS (SELECT 1 FROM refresh_tokens c WHERE c.parent_id = t.id AND c.used_at IS NOT NULL), "       \
+	"f.revoked_at IS NOT NULL, coalesce(f.revoke_reason, ''), "                                          \
+	"floor(extract(epoch FROM t.sliding_expires_at))::bigint, "                                          \
+	"floor(extract(epoch FROM f.absolute_expires_at))::bigint, "                                         \
+	"floor(extract(epoch FROM t.issued_at))::bigint, floor(extract(epoch FROM "                          \
+	"clock_timestamp()))::bigint "                                                                       \
 	"FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hmac = $1"
 
 static kw_err refresh_select(kw_db *db, const char *sql, const unsigned char hmac[KW_HMAC_LEN],
@@ -109,10 +113,11 @@ static kw_err refresh_select(kw_db *db, const char *sql, const unsigned char hma
 		err = KW_ERR_NOT_FOUND;
 	kw_refresh_row r;
 	memset(&r, 0, sizeof(r));
-	if (err == KW_OK &&
-	    (!copy_text(res, 0, 0, r.id, sizeof(r.id)) || !copy_text(res, 0, 1, r.family_id, sizeof(r.family_id)) ||
-	     !copy_text(res, 0, 2, r.subject, sizeof(r.subject)) || !copy_text(res, 0, 3, r.role, sizeof(r.role)) ||
-	     !copy_text(res, 0, 8, r.revoke_reason, sizeof(r.revoke_reason))))
+	if (err == KW_OK && (!copy_text(res, 0, 0, r.id, sizeof(r.id)) ||
+	                     !copy_text(res, 0, 1, r.family_id, sizeof(r.family_id)) ||
+	                     !copy_text(res, 0, 2, r.subject, sizeof(r.subject)) ||
+	                     !copy_text(res, 0, 3, r.role, sizeof(r.role)) ||
+	                     !copy_text(res, 0, 8, r.revoke_reason, sizeof(r.revoke_reason))))
 		err = KW_ERR_DB;
 	if (err == KW_OK) {
 		r.used = get_bool(res, 0, 4);
@@ -139,17 +144,19 @@ kw_err kw_refresh_find(kw_db *db, const unsigned char hmac[KW_HMAC_LEN], kw_refr
 	return refresh_select(db, SQL_REFRESH_SELECT, hmac, out);
 }
 
-#define SQL_ROTATE                                                                                        \
-	"WITH u AS (UPDATE refresh_tokens SET used_at = coalesce(used_at, now()) WHERE id = $1 RETURNING id), " \
-	"f AS (UPDATE refresh_families SET last_used_at = now() WHERE id = $2 RETURNING absolute_expires_at) "  \
+#define SQL_ROTATE                                                                                           \
+	"WITH u AS (UPDATE refresh_tokens SET used_at = coalesce(used_at, now()) WHERE id = $1 RETURNING "   \
+	"id), "                                                                                              \
+	"f AS (UPDATE refresh_families SET last_used_at = now() WHERE id = $2 RETURNING "                    \
+	"absolute_expires_at) "                                                                              \
 	"INSERT INTO refresh_tokens (family_id, parent_id, tenant_id, token_hmac, pepper_id, "               \
-	"sliding_expires_at) SELECT $2, u.id, $3, $4, $5, "                                                 \
+	"sliding_expires_at) SELECT $2, u.id, $3, $4, $5, "                                                  \
 	"least(f.absolute_expires_at, now() + $6::bigint * interval '1 second') FROM u, f "                  \
 	"RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint"
 
 kw_err kw_refresh_rotate(kw_db *db, const char *tenant_id, const kw_refresh_row *parent,
-                         const unsigned char child_hmac[KW_HMAC_LEN], uint32_t pepper_id, int64_t sliding_ttl_s,
-                         int64_t *sliding_exp)
+                         const unsigned char child_hmac[KW_HMAC_LEN], uint32_t pepper_id,
+                         int64_t sliding_ttl_s, int64_t *sliding_exp)
 {
 	char pep[24], sl[24];
 	i64_text(pepper_id, pep);
@@ -166,14 +173,16 @@ kw_err kw_refresh_rotate(kw_db *db, const char *tenant_id, const kw_refresh_row 
 	return err;
 }
 
-#define SQL_FAMILY_REVOKE                                                                                \
-	"WITH old AS (SELECT id, revoked_at IS NULL AS live FROM refresh_families WHERE id = $1 FOR UPDATE), " \
-	"f AS (UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), "                     \
-	"revoke_reason = coalesce(revoke_reason, $2) WHERE id = $1 RETURNING id, tenant_id, subject), "    \
-	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "           \
+#define SQL_FAMILY_REVOKE                                                                                    \
+	"WITH old AS (SELECT id, revoked_at IS NULL AS live FROM refresh_families WHERE id = $1 FOR "        \
+	"UPDATE), "                                                                                          \
+	"f AS (UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), "                       \
+	"revoke_reason = coalesce(revoke_reason, $2) WHERE id = $1 RETURNING id, tenant_id, subject), "      \
+	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "             \
 	"SELECT f.id, f.tenant_id, f.subject, now() + $3::bigint * interval '1 second', $2 FROM f "          \
-	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                             \
-	"SELECT old.live, floor(extract(epoch FROM now() + $3::bigint * interval '1 second'))::bigint FROM old"
+	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                               \
+	"SELECT old.live, floor(extract(epoch FROM now() + $3::bigint * interval '1 second'))::bigint FROM " \
+	"old"
 
 kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, int64_t access_ttl_max_s,
                         bool *newly, int64_t *revocation_exp)
@@ -194,17 +203,18 @@ kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, in
 	return err;
 }
 
-#define SQL_SUBJECT_REVOKE                                                                              \
-	"WITH f AS (UPDATE refresh_families SET revoked_at = now(), revoke_reason = $3 "                   \
-	"WHERE tenant_id = $1 AND subject = $2 AND revoked_at IS NULL AND absolute_expires_at > now() "    \
-	"RETURNING id, tenant_id, subject), "                                                              \
-	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "           \
+#define SQL_SUBJECT_REVOKE                                                                                   \
+	"WITH f AS (UPDATE refresh_families SET revoked_at = now(), revoke_reason = $3 "                     \
+	"WHERE tenant_id = $1 AND subject = $2 AND revoked_at IS NULL AND absolute_expires_at > now() "      \
+	"RETURNING id, tenant_id, subject), "                                                                \
+	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "             \
 	"SELECT f.id, f.tenant_id, f.subject, now() + $4::bigint * interval '1 second', $3 FROM f "          \
-	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                             \
+	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                               \
 	"SELECT f.id, floor(extract(epoch FROM now() + $4::bigint * interval '1 second'))::bigint FROM f"
 
 kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject, const char *reason,
-                                int64_t access_ttl_max_s, char (**sids)[37], size_t *n, int64_t *revocation_exp)
+                                int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
+                                int64_t *revocation_exp)
 {
 	char ttl[24];
 	i64_text(access_ttl_max_s, ttl);
@@ -229,9 +239,10 @@ kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *su
 	return err;
 }
 
-#define SQL_JTI_REVOKE                                                                                 \
-	"INSERT INTO jwt_revocations (jti, tenant_id, subject, token_expires_at, reason) "                \
-	"VALUES ($1, $2, $3, to_timestamp($4::bigint), $5) ON CONFLICT (jti) WHERE jti IS NOT NULL DO NOTHING"
+#define SQL_JTI_REVOKE                                                                                       \
+	"INSERT INTO jwt_revocations (jti, tenant_id, subject, token_expires_at, reason) "                   \
+	"VALUES ($1, $2, $3, to_timestamp($4::bigint), $5) ON CONFLICT (jti) WHERE jti IS NOT NULL DO "      \
+	"NOTHING"
 
 kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, const char *jti, int64_t exp,
                      const char *reason)
@@ -242,13 +253,13 @@ kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, cons
 	return kw_db_exec(db, SQL_JTI_REVOKE, 5, vals, NULL, NULL, NULL);
 }
 
-#define SQL_SESSIONS                                                                                     \
+#define SQL_SESSIONS                                                                                         \
 	"SELECT f.id, to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "          \
 	"to_char(f.last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "                     \
 	"to_char(f.absolute_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), f.ip, "        \
-	"f.user_agent FROM refresh_families f WHERE f.subject = $1 AND f.revoked_at IS NULL "               \
-	"AND f.absolute_expires_at > now() AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE "               \
-	"t.family_id = f.id AND t.used_at IS NULL AND t.sliding_expires_at > now()) "                       \
+	"f.user_agent FROM refresh_families f WHERE f.subject = $1 AND f.revoked_at IS NULL "                \
+	"AND f.absolute_expires_at > now() AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE "                \
+	"t.family_id = f.id AND t.used_at IS NULL AND t.sliding_expires_at > now()) "                        \
 	"ORDER BY f.created_at DESC LIMIT 1000"
 
 kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n)
@@ -281,10 +292,10 @@ kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, s
 	return err;
 }
 
-#define SQL_NONCE_PUT                                                                                 \
-	"INSERT INTO wallet_nonces (tenant_id, address, nonce, expires_at) VALUES ($1, $2, $3, "         \
-	"date_trunc('second', now()) + $4::bigint * interval '1 second') ON CONFLICT (tenant_id, address) " \
-	"DO UPDATE SET nonce = EXCLUDED.nonce, issued_at = now(), expires_at = EXCLUDED.expires_at, "      \
+#define SQL_NONCE_PUT                                                                                        \
+	"INSERT INTO wallet_nonces (tenant_id, address, nonce, expires_at) VALUES ($1, $2, $3, "             \
+	"date_trunc('second', now()) + $4::bigint * interval '1 second') ON CONFLICT (tenant_id, address) "  \
+	"DO UPDATE SET nonce = EXCLUDED.nonce, issued_at = now(), expires_at = EXCLUDED.expires_at, "        \
 	"used_at = NULL RETURNING floor(extract(epoch FROM expires_at))::bigint"
 
 kw_err kw_nonce_put(kw_db *db, const char *tenant_id, const char *address, const char *nonce, int64_t ttl_s,
@@ -303,11 +314,11 @@ kw_err kw_nonce_put(kw_db *db, const char *tenant_id, const char *address, const
 	return err;
 }
 
-#define SQL_NONCE_LOCK                                                                                 \
-	"SELECT nonce, used_at IS NOT NULL, expires_at <= now(), "                                        \
-	"floor(extract(epoch FROM expires_at))::bigint FROM wallet_nonces "                               \
+#define SQL_NONCE_LOCK                                                                                       \
+	"SELECT nonce, used_at IS NOT NULL, expires_at <= now(), "                                           \
+	"floor(extract(epoch FROM expires_at))::bigint FROM wallet_nonces "                                  \
 	"WHERE tenant_id = $1 AND address = $2 FOR UPDATE"
-#define SQL_NONCE_USE                                                                                  \
+#define SQL_NONCE_USE                                                                                        \
 	"UPDATE wallet_nonces SET used_at = now() WHERE tenant_id = $1 AND address = $2 AND used_at IS NULL"
 
 kw_err kw_nonce_take(kw_db *db, const char *tenant_id, const char *address, const char *nonce,
@@ -320,7 +331,8 @@ kw_err kw_nonce_take(kw_db *db, const char *tenant_id, const char *address, cons
 		return err;
 	kw_nonce_state st = KW_NONCE_UNKNOWN;
 	const char *stored = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL;
-	if (stored != NULL && strlen(stored) == strlen(nonce) && CRYPTO_memcmp(stored, nonce, strlen(nonce)) == 0) {
+	if (stored != NULL && strlen(stored) == strlen(nonce) &&
+	    CRYPTO_memcmp(stored, nonce, strlen(nonce)) == 0) {
 		*expires_at = get_i64(res, 0, 3);
 		if (get_bool(res, 0, 1))
 			st = KW_NONCE_REUSED;
@@ -369,7 +381,8 @@ kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *
 			if ((err = kw_db_begin(db, NULL, NULL)) != KW_OK)
 				break;
 			PGresult *res = NULL;
-			err = kw_db_exec(db, "SELECT set_config('app.purge', 'on', true)", 0, NULL, NULL, NULL, NULL);
+			err = kw_db_exec(db, "SELECT set_config('app.purge', 'on', true)", 0, NULL, NULL,
+			                 NULL, NULL);
 			if (err == KW_OK)
 				err = kw_db_exec(db, purge_sql[t], 1, vals, NULL, NULL, &res);
 			uint64_t n = err == KW_OK ? strtoull(PQcmdTuples(res), NULL, 10) : 0;

@@ -379,7 +379,8 @@ static bool refuse_token(kw_call *call, const char *code, const char *msg, const
 	char key[96];
 	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
 	kw_rl_result r;
-	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
+	                  &r);
 	atomic_fetch_add(&st_401, 1);
 	kw_respond_error(call, 401, code, msg);
 	kw_respond_header(call, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
@@ -420,7 +421,9 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 	EVP_Digest(tok, len, hash, NULL, EVP_sha256(), NULL);
 	int64_t now = (int64_t)time(NULL);
 	kw_access_claims c;
-	if (!kw_tokcache_get(app->tokcache, hash, now - app->cfg->jwt_leeway_s, &c)) {
+	/* Read before verifying: a retirement racing with us re-verifies. */
+	uint64_t gen = kw_jwt_keyset_generation(app->jwks);
+	if (!kw_tokcache_get(app->tokcache, hash, now - app->cfg->jwt_leeway_s, gen, &c)) {
 		json_t *payload = NULL;
 		kw_err err = kw_jwt_keyset_verify(app->jwks, tok, len, &payload);
 		if (err == KW_ERR_VERIFY && !io) {
@@ -433,15 +436,17 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 		json_decref(payload);
 		if (err != KW_OK)
 			return io ? defer_to_worker(call)
-			          : refuse_token(call, "invalid_token", "the access token is not valid", NULL);
-		kw_tokcache_put(app->tokcache, hash, &c);
+			          : refuse_token(call, "invalid_token", "the access token is not valid",
+			                         NULL);
+		kw_tokcache_put(app->tokcache, hash, gen, &c);
 	}
 	if (c.exp + app->cfg->jwt_leeway_s <= now)
 		return io ? defer_to_worker(call)
 		          : refuse_token(call, "token_expired", "the access token has expired", c.tid);
 	if (c.nbf - app->cfg->jwt_leeway_s > now)
 		return io ? defer_to_worker(call)
-		          : refuse_token(call, "token_not_yet_valid", "the access token is not valid yet", c.tid);
+		          : refuse_token(call, "token_not_yet_valid", "the access token is not valid yet",
+		                         c.tid);
 	kw_err rerr = kw_revcache_check(app->revs, c.jti, c.sid, now);
 	if (rerr == KW_ERR_VERIFY && !allow_revoked)
 		return io ? defer_to_worker(call)

@@ -367,7 +367,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 				inline_done = p->call.defer == NULL; /* else: finish on a worker */
 			}
 			if (!inline_done) {
-				if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) == KW_OK)
+				if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) ==
+				    KW_OK)
 					return; /* on_worker_done brings it back */
 				kw_metrics_rejected_busy();
 				kw_respond_error(&p->call, 503, "overloaded",

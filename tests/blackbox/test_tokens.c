@@ -102,7 +102,8 @@ static void read_session(const kwt_resp *r, session *s)
 	json_decref(c);
 }
 
-static void login_as(const kwt_daemon *dd, const char *auth, const char *subject, const char *role, session *s)
+static void login_as(const kwt_daemon *dd, const char *auth, const char *subject, const char *role,
+                     session *s)
 {
 	char body[512];
 	snprintf(body, sizeof(body), "{\"subject\":\"%s\",\"role\":\"%s\"}", subject, role);
@@ -200,13 +201,14 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	kwt_resp_free(&r);
 	/* PyJWT (Debian's python3-jwt) with nothing but the published JWKS. */
 	char cmd[4096];
-	snprintf(cmd, sizeof(cmd),
-	         "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
-	         "h=jwt.get_unverified_header(sys.argv[1]); k=[x for x in ks if x[\"kid\"]==h[\"kid\"]][0]; "
-	         "assert k[\"alg\"]==\"ES256\" and k[\"use\"]==\"sig\" and k[\"crv\"]==\"P-256\"; "
-	         "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], issuer=\"keyward\"); "
-	         "print(c[\"sub\"], c[\"sid\"] != \"\")' '%s'",
-	         jwks_path, token);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
+	    "h=jwt.get_unverified_header(sys.argv[1]); k=[x for x in ks if x[\"kid\"]==h[\"kid\"]][0]; "
+	    "assert k[\"alg\"]==\"ES256\" and k[\"use\"]==\"sig\" and k[\"crv\"]==\"P-256\"; "
+	    "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], issuer=\"keyward\"); "
+	    "print(c[\"sub\"], c[\"sid\"] != \"\")' '%s'",
+	    jwks_path, token);
 	FILE *p = popen(cmd, "r");
 	char out[256] = "";
 	cr_assert_not_null(fgets(out, sizeof(out), p));
@@ -258,8 +260,9 @@ Test(tokens, whoami_accepts_the_token_and_nothing_else)
 	/* The refusals left audit rows; the token itself appears in none. */
 	cr_assert(audit_count("action = 'auth.token_refused'") >= (long long)(n / 7));
 	char sql[4200];
-	snprintf(sql, sizeof(sql), "position('%.40s' in concat_ws(' ', actor, action, target, status, context::text))"
-	                           " > 0",
+	snprintf(sql, sizeof(sql),
+	         "position('%.40s' in concat_ws(' ', actor, action, target, status, context::text))"
+	         " > 0",
 	         s.access + n - 40);
 	cr_assert_eq(audit_count(sql), 0);
 }
@@ -371,8 +374,8 @@ Test(tokens, login_needs_auth_issue_and_a_known_role)
 	kwt_api_key_create(&d, &ta, "reader", "[\"secrets:read\"]", 0, key, id);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", key);
 	kwt_resp r;
-	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/login", auth, "{\"subject\":\"a\",\"role\":\"track1\"}",
-	                          &r),
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/login", auth,
+	                          "{\"subject\":\"a\",\"role\":\"track1\"}", &r),
 	             0);
 	kwt_assert_json_error(&r, 403, "insufficient_scope");
 	kwt_resp_free(&r);
@@ -382,8 +385,11 @@ Test(tokens, login_needs_auth_issue_and_a_known_role)
 	kwt_assert_json_error(&r, 400, "unknown_role");
 	kwt_resp_free(&r);
 	cr_assert_eq(audit_count("action = 'auth.login' AND status = '400 unknown_role'"), 1);
-	const char *bad[] = {"{\"subject\":\"\",\"role\":\"track1\"}", "{\"role\":\"track1\"}",
-	                     "{\"subject\":5,\"role\":\"track1\"}", "[1]", "{\"subject\":\"a\\u0001\",\"role\":\"track1\"}",
+	const char *bad[] = {"{\"subject\":\"\",\"role\":\"track1\"}",
+	                     "{\"role\":\"track1\"}",
+	                     "{\"subject\":5,\"role\":\"track1\"}",
+	                     "[1]",
+	                     "{\"subject\":\"a\\u0001\",\"role\":\"track1\"}",
 	                     "not json"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/login", issuer_auth_a, bad[i], &r), 0);
@@ -419,15 +425,17 @@ Test(tokens, refresh_rotates_and_reuse_revokes_the_family_and_its_access_tokens)
 	kwt_assert_json_error(&r, 401, "token_family_compromised");
 	kwt_resp_free(&r);
 	char where[256];
-	snprintf(where, sizeof(where), "action = 'auth.refresh.reuse' AND target = '%s' AND context::text LIKE '%%%s%%'",
-	         s0.sid, s0.sid);
+	snprintf(where, sizeof(where),
+	         "action = 'auth.refresh.reuse' AND target = '%s' AND context::text LIKE '%%%s%%'", s0.sid,
+	         s0.sid);
 	cr_assert_eq(audit_count(where), 1);
 	/* Refresh tokens are stored only as HMACs. */
 	char sql[512];
-	snprintf(sql, sizeof(sql),
-	         "SELECT count(*) FROM refresh_tokens WHERE position(convert_to('%s', 'UTF8') in token_hmac) > 0 "
-	         "OR encode(token_hmac, 'escape') LIKE '%%%.20s%%'",
-	         s1.refresh, s1.refresh);
+	snprintf(
+	    sql, sizeof(sql),
+	    "SELECT count(*) FROM refresh_tokens WHERE position(convert_to('%s', 'UTF8') in token_hmac) > 0 "
+	    "OR encode(token_hmac, 'escape') LIKE '%%%.20s%%'",
+	    s1.refresh, s1.refresh);
 	char *v = kwt_db_admin_sql(&d.db, sql);
 	cr_assert_str_eq(v, "0");
 	free(v);
@@ -465,7 +473,10 @@ static void *race_one(void *p)
 	if (kwt_http_post(&d, "/api/v1/auth/refresh", body, &r) == 0) {
 		a->status = r.status;
 		json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
-		snprintf(a->code, sizeof(a->code), "%s", json_string_value(json_object_get(o, "error")) ? json_string_value(json_object_get(o, "error")) : "");
+		snprintf(a->code, sizeof(a->code), "%s",
+		         json_string_value(json_object_get(o, "error"))
+		             ? json_string_value(json_object_get(o, "error"))
+		             : "");
 		json_decref(o);
 		kwt_resp_free(&r);
 	}
@@ -490,7 +501,8 @@ Test(tokens, parallel_refreshes_of_one_token_let_exactly_one_through)
 		for (int i = 0; i < N; i++) {
 			pthread_join(th[i], NULL);
 			ok += args[i].status == 200;
-			compromised += args[i].status == 401 && strcmp(args[i].code, "token_family_compromised") == 0;
+			compromised +=
+			    args[i].status == 401 && strcmp(args[i].code, "token_family_compromised") == 0;
 		}
 		cr_assert_eq(ok, 1, "round %d: %d refreshes succeeded", round, ok);
 		cr_assert_eq(compromised, N - 1, "round %d", round);
@@ -522,8 +534,8 @@ Test(tokens, refresh_is_limited_per_subject)
 	/* The refused refresh changed nothing: the token is still unused. */
 	kwt_resp r;
 	char sql[256];
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM refresh_tokens WHERE family_id = '%s' AND used_at IS NULL",
-	         s.sid);
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM refresh_tokens WHERE family_id = '%s' AND used_at IS NULL", s.sid);
 	char *v = kwt_db_admin_sql(&d.db, sql);
 	cr_assert_str_eq(v, "1");
 	free(v);
@@ -761,7 +773,8 @@ Test(tokens, no_token_reaches_the_log_or_the_audit_trail)
 		cr_assert(strstr(log, secrets[i]) == NULL, "secret %zu in the log", i);
 		char sql[512];
 		snprintf(sql, sizeof(sql),
-		         "position('%s' in concat_ws(' ', actor, action, target, status, user_agent, context::text)) > 0",
+		         "position('%s' in concat_ws(' ', actor, action, target, status, user_agent, "
+		         "context::text)) > 0",
 		         secrets[i]);
 		cr_assert_eq(audit_count(sql), 0, "secret %zu in audit_log", i);
 	}

@@ -168,7 +168,8 @@ Test(migrate, new_migration_is_applied_once)
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 99);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0099 extra applied\n");
+	cr_assert_str_eq(
+	    s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0099 extra applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);

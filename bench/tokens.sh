@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Token issuance and verification, from one run on one machine:
+#   login/s (POST /api/v1/auth/login) next to the raw token ECDSA P-256 sign
+#   rate with 2 threads (goal: >= 35% of it), and requests/s on GET
+#   /api/v1/auth/whoami (a JWT-authenticated route) next to /healthz (goal:
+#   >= 50% of it).
+#   bench/tokens.sh [DURATION=10]   (seconds; "10s" works too)
+# Env: ROUNDS (default 3) whoami/healthz rounds; KEYWARD_HTTP_WORKERS is
+# passed through to keywardd if set. Needs a build in build/ (with
+# kw_bench_ecdsa) and wrk. Shares the token and cluster of bench/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-10}; dur=${dur%s}
+rounds=${ROUNDS:-3}
+port=18082 # not run.sh's 18080, so the two can run side by side
+base=http://127.0.0.1:$port
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+for b in keywardd keywardctl kw_bench_ecdsa; do
+  [ -x "build/$b" ] || { echo "build/$b is missing: cmake -S . -B build && cmake --build build" >&2; exit 1; }
+done
+mkdir -p .run/bench
+
+eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
+# Stop the cluster on exit only if this script started it (run.sh may share it).
+pg_was_up=false
+pidfile=.run/bench/pg/data/postmaster.pid
+[ -f "$pidfile" ] && kill -0 "$(head -n1 "$pidfile")" 2>/dev/null && pg_was_up=true
+eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  $pg_was_up || scripts/pg-cluster.sh stop .run/bench/pg
+}
+trap cleanup EXIT
+
+psql "$KEYWARD_PG_ADMIN" -qAt -c "SELECT 1 FROM pg_database WHERE datname='kwbench'" | grep -q 1 ||
+  psql "$KEYWARD_PG_ADMIN" -q -c "CREATE DATABASE kwbench"
+export KEYWARD_DB_ADMIN_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=postgres dbname=kwbench"
+export KEYWARD_DB_MIGRATIONS_DIR=$PWD/migrations
+build/keywardctl migrate up >/dev/null
+psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='keyward_svc') THEN CREATE ROLE keyward_svc LOGIN IN ROLE keyward_app; END IF; END \$\$;"
+build/keywardctl token init >/dev/null
+
+# a. The raw sign rate first, before keywardd exists: nothing else uses the token or the CPUs.
+ecdsa_line=$(build/kw_bench_ecdsa 2 "$dur")
+ecdsa_rate=$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$ecdsa_line")
+
+export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
+export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:$port KEYWARD_LOG_LEVEL=warn
+# The benchmark is one client address: lift its budgets to the config maximum (1 << 20).
+export KEYWARD_RATELIMIT_IP_PER_MINUTE=1048576 KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=1048576
+build/keywardd 2>.run/bench/tokens-keywardd.log & pids+=($!)
+for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "$base/healthz" >/dev/null || { echo "keywardd did not come up:" >&2; tail -n 20 .run/bench/tokens-keywardd.log >&2; exit 1; }
+
+# A tenant, and a login key whose own budget will not bind.
+admin=$(build/keywardctl tenant create "tokens-$(date +%s)-$$" 2>/dev/null | awk '/^api_key:/ { print $2 }')
+[ -n "$admin" ] || { echo "keywardctl tenant create failed" >&2; exit 1; }
+key=$(curl -sf -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  -d '{"name":"bench-login","scopes":["auth:issue"],"rate_limit_per_minute":1000000}' \
+  "$base/api/v1/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') ||
+  { echo "POST /api/v1/api-keys failed" >&2; exit 1; }
+
+# One login by hand: a broken route must fail loudly here, not show up as fast errors.
+login_status=$(curl -s -o .run/bench/tokens-login.json -w '%{http_code}' -H "Authorization: Bearer $key" \
+  -H 'Content-Type: application/json' -d '{"subject":"bench-probe","role":"track1"}' "$base/api/v1/auth/login")
+if [ "$login_status" != 200 ]; then
+  echo "POST /api/v1/auth/login answered $login_status: $(head -c 300 .run/bench/tokens-login.json)" >&2
+  exit 1
+fi
+access=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' .run/bench/tokens-login.json)
+rm -f .run/bench/tokens-login.json
+whoami_status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $access" "$base/api/v1/auth/whoami")
+[ "$whoami_status" = 200 ] || { echo "GET /api/v1/auth/whoami answered $whoami_status" >&2; exit 1; }
+
+# b. Logins: every one signs a JWT and commits a refresh family with its audit row.
+login_out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/login.lua "$base/api/v1/auth/login" \
+  -H "Authorization: Bearer $key")
+login_line=$(grep '^login ok=' <<<"$login_out")
+login_rate=$(sed -n 's/.* ok_per_sec=\([0-9.]*\).*/\1/p' <<<"$login_line")
+login_p99=$(awk '/^ +99%/ { print $2 }' <<<"$login_out")
+login_bad=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' <<<"$login_line")
+
+# c. whoami against /healthz. wrk counts non-2xx itself ("Non-2xx or 3xx
+# responses"), so neither side runs a Lua callback that would slow the client.
+run_wrk() { # URL [wrk args] -> "rps p99 non2xx"
+  local url=$1; shift
+  wrk -t2 -c64 -d"${dur}s" --latency "$@" "$url" | awk '
+    /Requests\/sec/ { rps = $2 }
+    /^ +99%/ { p99 = $2 }
+    /Non-2xx or 3xx responses/ { bad = $NF }
+    END { print rps, p99, bad + 0 }'
+}
+# A shared 2-core VM: alternate the two targets and compare medians, so a
+# noisy neighbour hits both alike.
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+: >.run/bench/whoami.txt; : >.run/bench/healthz.txt
+for _ in $(seq "$rounds"); do
+  run_wrk "$base/api/v1/auth/whoami" -H "Authorization: Bearer $access" >>.run/bench/whoami.txt
+  run_wrk "$base/healthz" >>.run/bench/healthz.txt
+done
+who_rps=$(awk '{ print $1 }' .run/bench/whoami.txt | median)
+hz_rps=$(awk '{ print $1 }' .run/bench/healthz.txt | median)
+who_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/whoami.txt)
+hz_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/healthz.txt)
+
+echo "$ecdsa_line"
+echo "$login_line p99=$login_p99 (wrk -t2 -c32 -d${dur}s)"
+printf '%-28s %12s   %s\n' "target (wrk -t2 -c64 -d${dur}s)" "median rps" "per-round rps | p99 | non-2xx"
+for f in whoami healthz; do
+  printf '%-28s %12s   %s| %s| %s\n' "GET $f" "$(awk '{ print $1 }' .run/bench/$f.txt | median)" \
+    "$(awk '{ printf "%s ", $1 }' .run/bench/$f.txt)" "$(awk '{ printf "%s ", $2 }' .run/bench/$f.txt)" \
+    "$(awk '{ printf "%s ", $3 }' .run/bench/$f.txt)"
+done
+echo
+[ "$login_bad" = 0 ] || echo "WARNING: $login_bad logins did not answer 200; login/s counts only the 200s"
+[ "$who_bad$hz_bad" = 00 ] || echo "WARNING: non-2xx answers: whoami $who_bad, healthz $hz_bad"
+awk -v x="$login_rate" -v y="$ecdsa_rate" 'BEGIN {
+  printf "login/s = %.0f, raw ECDSA sign/s (2 threads) = %.0f, ratio = %.2f (goal >= 0.35)\n", x, y, x / y }'
+awk -v a="$who_rps" -v b="$hz_rps" 'BEGIN {
+  printf "whoami req/s = %.0f, healthz req/s = %.0f, ratio = %.2f (goal >= 0.50)\n", a, b, a / b }'
