@@ -599,6 +599,7 @@ static void introspect_access(kw_call *call, const kw_principal *p, const char *
 	kw_app *app = call->app;
 	json_t *payload = NULL;
 	kw_access_claims c;
+	memset(&c, 0, sizeof(c));
 	kw_err err = kw_jwt_keyset_verify(app->jwks, token, strlen(token), &payload);
 	if (err == KW_OK)
 		err = kw_access_claims_read(payload, app->cfg->jwt_issuer, &c);
