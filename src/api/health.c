@@ -9,6 +9,7 @@
 #include "api.h"
 #include "keyward/app.h"
 #include "keyward/metrics.h"
+#include "keyward/revocation.h"
 
 void kw_api_healthz(kw_call *call)
 {
@@ -20,18 +21,24 @@ void kw_api_readyz(kw_call *call)
 	kw_worker_res *res = call->res;
 	bool hsm_ok = res->hsm != NULL && kw_hsm_session_ping(res->hsm) == KW_OK;
 	bool db_ok = res->db != NULL && kw_db_ping(res->db) == KW_OK;
-	if (hsm_ok && db_ok) {
-		kw_respond_json(call, 200, "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\"}");
+	/* Access tokens cannot be checked without a fresh revocation list. */
+	bool rev_ok = call->app->revs == NULL || kw_revcache_ready(call->app->revs);
+	if (hsm_ok && db_ok && rev_ok) {
+		kw_respond_json(
+		    call, 200,
+		    "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\",\"revocations\":\"ok\"}");
 		return;
 	}
 	const char *msg = !hsm_ok && !db_ok ? "hsm and database unavailable"
 	                  : !hsm_ok         ? "hsm unavailable"
-	                                    : "database unavailable";
-	char body[256];
+	                  : !db_ok          ? "database unavailable"
+	                                    : "revocation list not fresh";
+	char body[320];
 	snprintf(body, sizeof(body),
-	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\",\"request_"
-	         "id\":\"%s\"}",
-	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", call->req.request_id);
+	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\","
+	         "\"revocations\":\"%s\",\"request_id\":\"%s\"}",
+	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", rev_ok ? "ok" : "stale",
+	         call->req.request_id);
 	kw_respond_json(call, 503, body);
 	kw_respond_header(call, "Retry-After", "5");
 }

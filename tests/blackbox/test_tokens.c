@@ -745,6 +745,11 @@ Test(tokens, missing_revocation_table_answers_503_never_valid)
 	}
 	cr_assert_eq(st, 503, "got %d %s", st, code);
 	cr_assert_str_eq(code, "revocation_unavailable");
+	kwt_resp rz;
+	cr_assert_eq(kwt_http_get(&d, "/readyz", &rz), 0);
+	cr_assert_eq(rz.status, 503, "%s", rz.body);
+	cr_assert(strstr(rz.body, "\"revocations\":\"stale\""), "%s", rz.body);
+	kwt_resp_free(&rz);
 	/* It stays closed: a fresh login's token is not "valid" either. */
 	session s2;
 	login("jack", &s2);
