@@ -114,6 +114,14 @@ KW_MUST_CHECK kw_err kw_hsm_gcm_decrypt(kw_hsm_session *s, const kw_hsm_key *k,
                                         unsigned char *out);
 KW_MUST_CHECK kw_err kw_hsm_hmac(kw_hsm_session *s, const kw_hsm_key *k, const unsigned char *data,
                                  size_t len, unsigned char out[KW_HMAC_LEN]);
+/* HMAC-SHA256 in process under a subkey of k: HKDF-Expand(k, purpose)
+ * computed in the token the first time, then kept in locked memory for the
+ * process's life (per key version and purpose). For MACs computed on every
+ * request (refresh-token hashes, the audit chain), where a token call each
+ * would cost more than the request. The subkey never leaves the process;
+ * anyone able to read it could equally ask the token through our session. */
+KW_MUST_CHECK kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose,
+                                        const unsigned char *data, size_t len, unsigned char out[KW_HMAC_LEN]);
 /* RFC 5869 HKDF-Expand with the key as PRK; outlen <= 255 * 32. */
 KW_MUST_CHECK kw_err kw_hsm_hkdf_expand(kw_hsm_session *s, const kw_hsm_key *prk, const unsigned char *info,
                                         size_t infolen, unsigned char *out, size_t outlen);

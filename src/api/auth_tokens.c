@@ -60,13 +60,18 @@ static void refuse(kw_call *call, int status, const char *code, const char *msg,
 	kw_audit_refusal(call, tenant, actor, action, status, code);
 }
 
-/* HMAC(pepper) of a refresh token under the pepper of the given version. */
+/* HMAC of a refresh token under the pepper of the given version: keyed by
+ * the subkey HKDF-Expand(pepper, KW_REFRESH_SUBKEY), computed in process
+ * (kw_hsm_subkey_hmac), so a refresh costs no token call for it. */
+#define KW_REFRESH_SUBKEY "keyward:v1:refresh-token"
+
 static kw_err refresh_hmac(kw_call *call, uint32_t version, const char *token, unsigned char mac[KW_HMAC_LEN])
 {
 	const kw_hsm_key *pepper;
 	kw_err err = kw_hsm_key_get(call->app->hsm, KW_KEY_PEPPER, version, &pepper);
 	if (err == KW_OK)
-		err = kw_hsm_hmac(call->res->hsm, pepper, (const unsigned char *)token, strlen(token), mac);
+		err = kw_hsm_subkey_hmac(call->res->hsm, pepper, KW_REFRESH_SUBKEY, (const unsigned char *)token,
+		                         strlen(token), mac);
 	return err;
 }
 

@@ -56,6 +56,10 @@ typedef enum kw_audit_field {
 } kw_audit_field;
 
 /* mac = HMAC(k, prev || canonical(f)); f[i] NULL is SQL NULL. */
+/* Row and head MACs are HMAC-SHA256 under the in-process subkey
+ * HKDF-Expand(keyward/audit/<n>, KW_AUDIT_SUBKEY) (see kw_hsm_subkey_hmac):
+ * the audit key stays in the token, and a MAC costs no token call. */
+#define KW_AUDIT_SUBKEY "keyward:v1:audit-chain"
 KW_MUST_CHECK kw_err kw_audit_row_mac(kw_hsm_session *s, const kw_hsm_key *k,
                                       const unsigned char prev[KW_AUDIT_MAC_LEN],
                                       const char *const f[KW_AF_COUNT], unsigned char out[KW_AUDIT_MAC_LEN]);

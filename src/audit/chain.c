@@ -87,7 +87,7 @@ kw_err kw_audit_row_mac(kw_hsm_session *s, const kw_hsm_key *k, const unsigned c
 		memcpy(p + 4, f[i], lens[i]);
 		p += 4 + lens[i];
 	}
-	err = kw_hsm_hmac(s, k, buf, total, mac);
+	err = kw_hsm_subkey_hmac(s, k, KW_AUDIT_SUBKEY, buf, total, mac);
 	if (err != KW_OK)
 		goto done;
 	memcpy(out, mac, sizeof(mac));
@@ -109,7 +109,7 @@ kw_err kw_audit_head_mac(kw_hsm_session *s, const kw_hsm_key *k, const char *cha
 	for (int i = 0; i < 8; i++)
 		buf[tag + KW_AUDIT_UUID_LEN + i] = (unsigned char)(last_seq >> (56 - 8 * i));
 	memcpy(buf + tag + KW_AUDIT_UUID_LEN + 8, last_mac, KW_AUDIT_MAC_LEN);
-	return kw_hsm_hmac(s, k, buf, sizeof(buf), out);
+	return kw_hsm_subkey_hmac(s, k, KW_AUDIT_SUBKEY, buf, sizeof(buf), out);
 }
 
 kw_err kw_audit_event_check(const kw_audit_event *ev)

@@ -1,7 +1,8 @@
 /* db.c — one PostgreSQL connection per worker, and RLS-carrying transactions.
  *
- * Every statement with data goes through PQexecParams (or, in pipeline
- * mode, PQsendQueryParams): no SQL is ever built from data. The one
+ * Every statement with data goes through a prepared statement with
+ * parameters (PQprepare once per connection, then PQexecPrepared or, in
+ * pipeline mode, PQsendQueryPrepared): no SQL is ever built from data. The one
  * exception, kw_db_exec_script, runs trusted migration files that have no
  * parameters. Transactions set app.tenant_id / app.user_id with
  * set_config(..., true) so the settings die with the transaction; ids are
@@ -19,9 +20,59 @@
 
 #define KW_DB_MAX_USER_ID 256
 
+/* Statements are prepared once per connection (named kw<n>) and then
+ * executed by name: the server parses and plans each text once instead of
+ * on every request. Keyed by the SQL text; lost, and forgotten, when the
+ * connection is reset. Beyond the cap, texts run unprepared. */
+#define KW_DB_PREPARED_MAX 96
+
+typedef struct kw_prepared {
+	char *sql;
+	char name[16];
+} kw_prepared;
+
 struct kw_db {
 	PGconn *conn;
+	kw_prepared prepared[KW_DB_PREPARED_MAX];
+	size_t nprepared;
 };
+
+static void forget_prepared(kw_db *db)
+{
+	for (size_t i = 0; i < db->nprepared; i++)
+		free(db->prepared[i].sql);
+	db->nprepared = 0;
+}
+
+static kw_err map_error(kw_db *db, const PGresult *res);
+
+/* The name of sql's prepared statement, preparing it now if needed; NULL
+ * to run it unprepared (cache full). *err is set when preparing failed. */
+static const char *prepared_name(kw_db *db, const char *sql, int nparams, kw_err *err)
+{
+	*err = KW_OK;
+	for (size_t i = 0; i < db->nprepared; i++)
+		if (strcmp(db->prepared[i].sql, sql) == 0)
+			return db->prepared[i].name;
+	if (db->nprepared == KW_DB_PREPARED_MAX)
+		return NULL;
+	kw_prepared *p = &db->prepared[db->nprepared];
+	snprintf(p->name, sizeof(p->name), "kw%zu", db->nprepared);
+	PGresult *res = PQprepare(db->conn, p->name, sql, nparams, NULL);
+	if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		*err = map_error(db, res);
+		PQclear(res);
+		return NULL;
+	}
+	PQclear(res);
+	if ((p->sql = strdup(sql)) == NULL) {
+		/* Prepared but untracked: the name is never reused, so harmless. */
+		*err = KW_OK;
+		return NULL;
+	}
+	db->nprepared++;
+	return p->name;
+}
 
 static atomic_ullong kw_db_stmt_count;
 
@@ -79,6 +130,7 @@ void kw_db_close(kw_db *db)
 		return;
 	if (db->conn != NULL)
 		PQfinish(db->conn);
+	forget_prepared(db);
 	free(db);
 }
 
@@ -93,6 +145,7 @@ kw_err kw_db_ensure(kw_db *db)
 		return KW_OK;
 	kw_info("db: connection lost, reconnecting");
 	PQreset(db->conn);
+	forget_prepared(db);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		kw_warn("db: reconnect failed: %s", PQerrorMessage(db->conn));
 		return KW_ERR_DB_UNAVAILABLE;
@@ -147,7 +200,11 @@ kw_err kw_db_exec(kw_db *db, const char *sql, int nparams, const char *const *va
 	if (db == NULL || sql == NULL || nparams < 0 || (nparams > 0 && values == NULL))
 		kw_misuse("kw_db_exec: bad arguments");
 	count_statements(1);
-	res = PQexecParams(db->conn, sql, nparams, NULL, values, lengths, formats, 0);
+	const char *name = prepared_name(db, sql, nparams, &err);
+	if (err != KW_OK)
+		goto done;
+	res = name ? PQexecPrepared(db->conn, name, nparams, values, lengths, formats, 0)
+	           : PQexecParams(db->conn, sql, nparams, NULL, values, lengths, formats, 0);
 	if (res == NULL || !result_ok(res)) {
 		err = map_error(db, res);
 		goto done;
@@ -190,16 +247,29 @@ kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, size_t n, PGresul
 	if (n == 0)
 		return KW_OK;
 	got = calloc(n, sizeof(*got));
-	if (got == NULL)
+	const char **names = calloc(n, sizeof(*names));
+	if (got == NULL || names == NULL) {
+		free(got);
+		free(names);
 		return KW_ERR_NOMEM;
+	}
+	/* Preparing is synchronous; it happens once per text and connection. */
+	for (i = 0; i < n && err == KW_OK; i++)
+		names[i] = prepared_name(db, stmts[i].sql, stmts[i].nparams, &err);
+	i = 0;
+	if (err != KW_OK)
+		goto done;
 	if (PQenterPipelineMode(db->conn) != 1) {
 		err = map_error(db, NULL);
 		goto done;
 	}
 	for (sent = 0; sent < n; sent++) {
 		const kw_db_stmt *st = &stmts[sent];
-		if (PQsendQueryParams(db->conn, st->sql, st->nparams, NULL, st->values, st->lengths,
-		                      st->formats, 0) != 1)
+		int ok = names[sent] ? PQsendQueryPrepared(db->conn, names[sent], st->nparams, st->values,
+		                                           st->lengths, st->formats, 0)
+		                     : PQsendQueryParams(db->conn, st->sql, st->nparams, NULL, st->values,
+		                                         st->lengths, st->formats, 0);
+		if (ok != 1)
 			break;
 	}
 	count_statements(sent);
@@ -248,6 +318,7 @@ done:
 	for (i = 0; i < n; i++)
 		PQclear(got[i]);
 	free(got);
+	free(names);
 	return err;
 }
 

@@ -50,6 +50,19 @@ struct kw_hsm_session {
 	bool open;    /* h is a session we opened and have not seen die */
 	bool counted; /* counts against the cap (not the admin session) */
 	struct kw_hsm_key *session_keys;
+	/* Bytes from C_GenerateRandom not handed out yet (mlocked; each
+	 * handed-out byte is wiped here). */
+	kw_secret *rand_pool;
+	size_t rand_used;
+};
+
+/* An in-process HMAC key derived in the token (see kw_hsm_subkey). */
+struct kw_hsm_subkey {
+	kw_key_family family;
+	uint32_t version;
+	char purpose[64];
+	kw_secret *key; /* 32 bytes, mlocked */
+	struct kw_hsm_subkey *next;
 };
 
 struct kw_hsm {
@@ -69,6 +82,9 @@ struct kw_hsm {
 	 * kw_hsm_keys_refresh. */
 	kw_hsm_session admin;
 	pthread_mutex_t admin_lock;
+
+	pthread_mutex_t subkeys_lock;
+	struct kw_hsm_subkey *subkeys;
 
 	pthread_rwlock_t keys_lock;
 	pthread_mutex_t refresh_lock;

@@ -198,6 +198,7 @@ kw_err kw_hsm_open(const kw_hsm_options *opt, kw_hsm **out)
 	pthread_mutex_init(&hsm->admin_lock, NULL);
 	pthread_mutex_init(&hsm->refresh_lock, NULL);
 	pthread_rwlock_init(&hsm->keys_lock, NULL);
+	pthread_mutex_init(&hsm->subkeys_lock, NULL);
 	hsm->admin.hsm = hsm;
 
 	uri = p11_kit_uri_new();
@@ -277,6 +278,13 @@ void kw_hsm_close(kw_hsm *hsm)
 	if (hsm->f != NULL)
 		p11_kit_module_release(hsm->f);
 	kw_hsm_keys_free(hsm);
+	for (struct kw_hsm_subkey *sk = hsm->subkeys; sk != NULL;) {
+		struct kw_hsm_subkey *next = sk->next;
+		kw_secret_free(sk->key);
+		free(sk);
+		sk = next;
+	}
+	pthread_mutex_destroy(&hsm->subkeys_lock);
 	kw_secret_free(hsm->pin);
 	pthread_rwlock_destroy(&hsm->keys_lock);
 	pthread_mutex_destroy(&hsm->refresh_lock);

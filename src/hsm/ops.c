@@ -10,6 +10,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "hsm_internal.h"
@@ -80,24 +82,85 @@ static CK_RV random_attempt(kw_hsm_session *s, void *arg)
 	return kw_p11_GenerateRandom(s->hsm, s->h, c->buf, (CK_ULONG)c->len);
 }
 
+#define KW_RAND_POOL 4096
+
 kw_err kw_hsm_random(kw_hsm_session *s, unsigned char *buf, size_t len)
 {
 	kw_err err;
-	kw_secret *tmp = NULL;
 	random_ctx c = {.len = len};
 
 	if (len == 0)
 		return KW_OK;
-	/* Random bytes usually become keys or tokens: keep them locked. */
-	tmp = kw_secret_new(len);
-	if (tmp == NULL)
-		return KW_ERR_NOMEM;
-	c.buf = kw_secret_data(tmp);
-	err = kw_hsm_run(s, KW_HSM_OP_RANDOM, random_attempt, &c);
-	if (err == KW_OK)
-		memcpy(buf, c.buf, len);
-	kw_secret_free(tmp);
-	return err;
+	if (len > KW_RAND_POOL / 16) {
+		c.buf = buf;
+		err = kw_hsm_run(s, KW_HSM_OP_RANDOM, random_attempt, &c);
+		if (err != KW_OK)
+			OPENSSL_cleanse(buf, len);
+		return err;
+	}
+	/* Small requests (tokens, nonces, IVs) come from a per-session pool
+	 * filled by one C_GenerateRandom: one token call per ~100 requests. */
+	if (s->rand_pool == NULL || s->rand_used + len > KW_RAND_POOL) {
+		if (s->rand_pool == NULL && (s->rand_pool = kw_secret_new(KW_RAND_POOL)) == NULL)
+			return KW_ERR_NOMEM;
+		c.buf = kw_secret_data(s->rand_pool);
+		c.len = KW_RAND_POOL;
+		err = kw_hsm_run(s, KW_HSM_OP_RANDOM, random_attempt, &c);
+		if (err != KW_OK) {
+			s->rand_used = KW_RAND_POOL; /* nothing usable */
+			return err;
+		}
+		s->rand_used = 0;
+	}
+	unsigned char *p = kw_secret_data(s->rand_pool) + s->rand_used;
+	memcpy(buf, p, len);
+	OPENSSL_cleanse(p, len);
+	s->rand_used += len;
+	return KW_OK;
+}
+
+/* ---- in-process subkeys ------------------------------------------------ */
+
+kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose, const unsigned char *data,
+                          size_t len, unsigned char out[KW_HMAC_LEN])
+{
+	kw_hsm *hsm = s->hsm;
+	kw_key_family f = kw_hsm_key_family(k);
+	uint32_t v = kw_hsm_key_version(k);
+	if (strlen(purpose) >= sizeof(((struct kw_hsm_subkey *)0)->purpose))
+		return KW_ERR_INVALID;
+	pthread_mutex_lock(&hsm->subkeys_lock);
+	struct kw_hsm_subkey *sk = hsm->subkeys;
+	while (sk != NULL && (sk->family != f || sk->version != v || strcmp(sk->purpose, purpose) != 0))
+		sk = sk->next;
+	pthread_mutex_unlock(&hsm->subkeys_lock);
+	if (sk == NULL) {
+		/* Derive outside the lock; a racing thread derives the same bytes. */
+		struct kw_hsm_subkey *n = calloc(1, sizeof(*n));
+		kw_secret *key = n ? kw_secret_new(KW_HMAC_LEN) : NULL;
+		kw_err err = key ? kw_hsm_hkdf_expand(s, k, (const unsigned char *)purpose, strlen(purpose),
+		                                      kw_secret_data(key), KW_HMAC_LEN)
+		                 : KW_ERR_NOMEM;
+		if (err != KW_OK) {
+			kw_secret_free(key);
+			free(n);
+			return err;
+		}
+		n->family = f;
+		n->version = v;
+		snprintf(n->purpose, sizeof(n->purpose), "%s", purpose);
+		n->key = key;
+		pthread_mutex_lock(&hsm->subkeys_lock);
+		n->next = hsm->subkeys;
+		hsm->subkeys = n;
+		pthread_mutex_unlock(&hsm->subkeys_lock);
+		sk = n;
+	}
+	unsigned int ml = 0;
+	if (HMAC(EVP_sha256(), kw_secret_data(sk->key), KW_HMAC_LEN, data, len, out, &ml) == NULL ||
+	    ml != KW_HMAC_LEN)
+		return KW_ERR_INTERNAL;
+	return KW_OK;
 }
 
 /* ---- AES-256-GCM ----------------------------------------------------- */

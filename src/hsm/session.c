@@ -152,6 +152,7 @@ void kw_hsm_session_close(kw_hsm_session *s)
 	}
 	if (s->counted)
 		atomic_fetch_sub(&s->hsm->nsessions, 1);
+	kw_secret_free(s->rand_pool);
 	free(s);
 }
 
