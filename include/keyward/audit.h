@@ -67,6 +67,12 @@ typedef struct kw_audit_writer kw_audit_writer;
 KW_MUST_CHECK kw_err kw_audit_writer_start(kw_hsm *hsm, const char *conninfo, size_t max_batch,
                                            kw_audit_writer **out);
 KW_MUST_CHECK kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev);
+/* As kw_audit_writer_log, and the npre statements (parameters owned by the
+ * caller, who blocks) run in the same transaction just before the row,
+ * with app.tenant_id set to ev->tenant_id: the change and its audit row are
+ * durable together, or neither is. */
+KW_MUST_CHECK kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre,
+                                              size_t npre);
 /* Rows written and transactions committed so far (for tests and metrics). */
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
 void kw_audit_writer_stop(kw_audit_writer *w);

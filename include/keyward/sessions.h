@@ -31,6 +31,18 @@ typedef struct kw_family_new {
 KW_MUST_CHECK kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp,
                                       int64_t *sliding_exp);
 
+/* The same insert as a statement for kw_audit_writer_log_with (the new
+ * session and its audit row share the writer's group commit), with the
+ * expiry times given. out holds the parameter texts; keep it alive until
+ * the statement has run. */
+typedef struct kw_family_stmt {
+	char abs[24], sl[24], pep[24];
+	const char *vals[10];
+	int lens[10], fmts[10];
+	kw_db_stmt stmt;
+} kw_family_stmt;
+void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp, kw_family_stmt *out);
+
 typedef struct kw_refresh_row {
 	char id[37], family_id[37];
 	char subject[KW_SUBJECT_MAX + 1];

@@ -166,26 +166,45 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		err = new_refresh(call, tenant_id, refresh, mac, &pepper_id);
 	if (err == KW_OK)
 		err = new_access(call, tenant_id, subject, role, sid, &c, &access);
-	if (err == KW_OK && !in_tx)
-		err = kw_db_begin(call->res->db, tenant_id, NULL);
-	if (err == KW_OK || in_tx) {
-		kw_family_new f = {.id = sid,
-		                   .tenant_id = tenant_id,
-		                   .subject = subject,
-		                   .role = role_name,
-		                   .absolute_ttl_s = app->cfg->refresh_absolute_ttl_s,
-		                   .sliding_ttl_s = app->cfg->refresh_sliding_ttl_s,
-		                   .ip = call->req.client_ip,
-		                   .user_agent = user_agent(call),
-		                   .token_hmac = mac,
-		                   .pepper_id = pepper_id};
+	kw_family_new f = {.id = sid,
+	                   .tenant_id = tenant_id,
+	                   .subject = subject,
+	                   .role = role_name,
+	                   .absolute_ttl_s = app->cfg->refresh_absolute_ttl_s,
+	                   .sliding_ttl_s = app->cfg->refresh_sliding_ttl_s,
+	                   .ip = call->req.client_ip,
+	                   .user_agent = user_agent(call),
+	                   .token_hmac = mac,
+	                   .pepper_id = pepper_id};
+	char *ctx = ctx_json("subject", subject, "method", method);
+	if (in_tx) {
+		/* The caller's transaction (it consumed a nonce) carries it all. */
 		if (err == KW_OK)
 			err = kw_family_create(call->res->db, &f, &abs_exp, &sl_exp);
-		char *ctx = ctx_json("subject", subject, "method", method);
 		kw_api_audit_in_tx(call, tenant_id, actor, "auth.login", sid, ctx, &err);
-		free(ctx);
 		err = kw_api_finish_tx(call, err);
+	} else if (err == KW_OK) {
+		/* The session's rows and the audit row go through the group-commit
+		 * writer: one transaction, shared with other logins. */
+		int64_t now = (int64_t)time(NULL);
+		abs_exp = now + app->cfg->refresh_absolute_ttl_s;
+		sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp ? now + app->cfg->refresh_sliding_ttl_s : abs_exp;
+		kw_family_stmt fs;
+		kw_family_stmt_build(&f, abs_exp, sl_exp, &fs);
+		kw_audit_event ev = {.tenant_id = tenant_id,
+		                     .actor = actor,
+		                     .action = "auth.login",
+		                     .target = sid,
+		                     .status = "ok",
+		                     .ip = call->req.client_ip,
+		                     .user_agent = user_agent(call),
+		                     .request_id = call->req.request_id,
+		                     .context = ctx};
+		err = app->audit ? kw_audit_writer_log_with(app->audit, &ev, &fs.stmt, 1) : KW_ERR_DB_UNAVAILABLE;
+		if (err == KW_ERR_BUSY)
+			err = KW_ERR_DB_UNAVAILABLE;
 	}
+	free(ctx);
 	OPENSSL_cleanse(mac, sizeof(mac));
 	if (err == KW_ERR_CONFIG) {
 		refuse(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");

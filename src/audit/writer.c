@@ -9,6 +9,11 @@
  * durable commits per second stops bounding the number of audited
  * requests. A caller is answered only after its row is durable.
  *
+ * A caller may also hand over statements of its own (kw_audit_writer_log_with,
+ * e.g. the rows of a new session): they run in the same transaction, just
+ * before its audit row and under its tenant's scope, so the change and its
+ * audit row commit together — and many callers' changes share one commit.
+ *
  * Failure: if the connection was lost before COMMIT, the thread reconnects
  * and retries the batch once; if it was lost during COMMIT, the outcome is
  * unknown, so the callers get KW_ERR_DB_UNAVAILABLE and the chain restarts
@@ -33,6 +38,8 @@
 typedef struct wreq {
 	struct wreq *next;
 	const kw_audit_event *ev; /* the caller's: it blocks until done */
+	const kw_db_stmt *pre;    /* the caller's change, run just before its row */
+	size_t npre;
 	kw_err result;
 	bool done;
 	pthread_cond_t cv;
@@ -75,9 +82,12 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	bool first = true;
 
 	*sent_commit = false;
+	size_t cap = 2 * n + 1;
+	for (size_t i = 0; i < n; i++)
+		cap += reqs[i]->npre;
 	rows = calloc(n, sizeof(*rows));
-	stmts = calloc(2 * n + 1, sizeof(*stmts));
-	res = calloc(2 * n + 1, sizeof(*res));
+	stmts = calloc(cap, sizeof(*stmts));
+	res = calloc(cap, sizeof(*res));
 	if (rows == NULL || stmts == NULL || res == NULL) {
 		err = KW_ERR_NOMEM;
 		goto done;
@@ -98,13 +108,15 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 		bool same =
 		    !first && ((tenant == NULL && prev_tenant == NULL) ||
 		               (tenant != NULL && prev_tenant != NULL && strcmp(tenant, prev_tenant) == 0));
-		if (!same && !(first && tenant == NULL)) {
+		if (!same && !(first && tenant == NULL && reqs[i]->npre == 0)) {
 			stmts[nst++] = (kw_db_stmt){SQL_SET_TENANT, 1,
 			                            tenant != NULL ? &rows[i].f[KW_AF_TENANT_ID] : no_tenant,
 			                            NULL, NULL};
 		}
 		first = false;
 		prev_tenant = tenant;
+		for (size_t k = 0; k < reqs[i]->npre; k++)
+			stmts[nst++] = reqs[i]->pre[k];
 		stmts[nst++] = rows[i].stmt;
 	}
 	err = kw_audit_stage_head(w->chain, w->session, &head);
@@ -130,7 +142,7 @@ done:
 			kw_audit_chain_restart(w->chain);
 		kw_audit_chain_rolled_back(w->chain);
 	}
-	for (size_t i = 0; res != NULL && i < 2 * n + 1; i++)
+	for (size_t i = 0; res != NULL && i < cap; i++)
 		PQclear(res[i]);
 	for (size_t i = 0; rows != NULL && i < n; i++)
 		kw_audit_row_clear(&rows[i]);
@@ -258,6 +270,11 @@ done:
 
 kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev)
 {
+	return kw_audit_writer_log_with(w, ev, NULL, 0);
+}
+
+kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre)
+{
 	kw_err err = KW_OK;
 	wreq *r = NULL;
 
@@ -270,6 +287,8 @@ kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev)
 	if (r == NULL)
 		return KW_ERR_NOMEM;
 	r->ev = ev;
+	r->pre = pre;
+	r->npre = npre;
 	r->result = KW_ERR_INTERNAL;
 	pthread_cond_init(&r->cv, NULL);
 	pthread_mutex_lock(&w->mu);
