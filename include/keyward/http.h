@@ -68,7 +68,18 @@ struct kw_call {
 	 * (it needs the token or the database, e.g. to audit a refusal): the
 	 * server then runs this on a worker, with no answer written yet. */
 	kw_handler_fn defer;
+	/* Set by the pool: finishes the call (hands the reply to its loop). */
+	void (*finish)(kw_call *call, void *arg);
+	void *finish_arg;
 };
+
+/* A worker handler that hands its call to another thread (e.g. the audit
+ * writer) calls this first, and then must not touch the call or the
+ * worker's resources again: the other thread answers it and calls
+ * kw_call_finish() exactly once. */
+void kw_call_detach(kw_call *call);
+void kw_call_finish(kw_call *call);
+extern _Thread_local bool kw_call_detached;
 
 typedef struct kw_route {
 	const char *method;

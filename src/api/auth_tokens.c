@@ -148,75 +148,123 @@ static bool subject_ok(const char *s, size_t n)
 
 /* --- login -------------------------------------------------------------- */
 
+/* A login whose rows are in the group-commit writer's hands: it answers
+ * the call on the writer's thread once they are durable. */
+typedef struct login_job {
+	kw_call *call;
+	kw_access_claims c;
+	char *access;
+	char refresh[KW_REFRESH_TEXT_LEN + 1];
+	unsigned char mac[KW_HMAC_LEN];
+	int64_t sl_exp;
+	char sid[37], tenant[37], subject[KW_SUBJECT_MAX + 1], role[KW_ROLE_MAX + 1], actor[256];
+	char *ctx;
+	kw_family_new f;
+	kw_family_stmt fs;
+	kw_audit_event ev;
+} login_job;
+
+static void login_job_free(login_job *j)
+{
+	if (j->access) {
+		OPENSSL_cleanse(j->access, strlen(j->access));
+		free(j->access);
+	}
+	free(j->ctx);
+	OPENSSL_cleanse(j, sizeof(*j));
+	free(j);
+}
+
+static void login_committed(void *arg, kw_err err)
+{
+	login_job *j = arg;
+	kw_call *call = j->call;
+	if (err != KW_OK)
+		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
+	else
+		respond_tokens(call, 200, &j->c, j->access, j->refresh, j->sl_exp);
+	login_job_free(j);
+	kw_call_finish(call);
+}
+
 void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject, const char *role_name,
                           const char *method, const char *actor, bool in_tx)
 {
 	kw_app *app = call->app;
 	const kw_role *role = kw_roles_find(app->roles, role_name);
-	char refresh[KW_REFRESH_TEXT_LEN + 1] = "", sid[37];
-	unsigned char mac[KW_HMAC_LEN];
+	login_job *j = calloc(1, sizeof(*j));
 	uint32_t pepper_id = 0;
-	kw_access_claims c;
-	char *access = NULL;
-	int64_t abs_exp = 0, sl_exp = 0;
-	kw_err err = role ? KW_OK : KW_ERR_CONFIG;
+	int64_t abs_exp = 0;
+	kw_err err = j == NULL ? KW_ERR_NOMEM : role ? KW_OK : KW_ERR_CONFIG;
+	if (err == KW_OK) {
+		j->call = call;
+		snprintf(j->tenant, sizeof(j->tenant), "%s", tenant_id);
+		snprintf(j->subject, sizeof(j->subject), "%s", subject);
+		snprintf(j->role, sizeof(j->role), "%s", role_name);
+		snprintf(j->actor, sizeof(j->actor), "%s", actor);
+		err = kw_random_uuid(j->sid);
+	}
 	if (err == KW_OK)
-		err = kw_random_uuid(sid);
+		err = new_refresh(call, tenant_id, j->refresh, j->mac, &pepper_id);
 	if (err == KW_OK)
-		err = new_refresh(call, tenant_id, refresh, mac, &pepper_id);
-	if (err == KW_OK)
-		err = new_access(call, tenant_id, subject, role, sid, &c, &access);
-	kw_family_new f = {.id = sid,
-	                   .tenant_id = tenant_id,
-	                   .subject = subject,
-	                   .role = role_name,
-	                   .absolute_ttl_s = app->cfg->refresh_absolute_ttl_s,
-	                   .sliding_ttl_s = app->cfg->refresh_sliding_ttl_s,
-	                   .ip = call->req.client_ip,
-	                   .user_agent = user_agent(call),
-	                   .token_hmac = mac,
-	                   .pepper_id = pepper_id};
-	char *ctx = ctx_json("subject", subject, "method", method);
+		err = new_access(call, tenant_id, subject, role, j->sid, &j->c, &j->access);
+	if (err == KW_OK && (j->ctx = ctx_json("subject", subject, "method", method)) == NULL)
+		err = KW_ERR_NOMEM;
+	if (err == KW_OK) {
+		j->f = (kw_family_new){.id = j->sid,
+		                       .tenant_id = j->tenant,
+		                       .subject = j->subject,
+		                       .role = j->role,
+		                       .absolute_ttl_s = app->cfg->refresh_absolute_ttl_s,
+		                       .sliding_ttl_s = app->cfg->refresh_sliding_ttl_s,
+		                       .ip = call->req.client_ip,
+		                       .user_agent = user_agent(call),
+		                       .token_hmac = j->mac,
+		                       .pepper_id = pepper_id};
+		j->ev = (kw_audit_event){.tenant_id = j->tenant,
+		                         .actor = j->actor,
+		                         .action = "auth.login",
+		                         .target = j->sid,
+		                         .status = "ok",
+		                         .ip = call->req.client_ip,
+		                         .user_agent = user_agent(call),
+		                         .request_id = call->req.request_id,
+		                         .context = j->ctx};
+	}
 	if (in_tx) {
 		/* The caller's transaction (it consumed a nonce) carries it all. */
 		if (err == KW_OK)
-			err = kw_family_create(call->res->db, &f, &abs_exp, &sl_exp);
-		kw_api_audit_in_tx(call, tenant_id, actor, "auth.login", sid, ctx, &err);
+			err = kw_family_create(call->res->db, &j->f, &abs_exp, &j->sl_exp);
+		if (err == KW_OK)
+			kw_api_audit_in_tx(call, j->tenant, j->actor, "auth.login", j->sid, j->ctx, &err);
 		err = kw_api_finish_tx(call, err);
-	} else if (err == KW_OK) {
+	} else if (err == KW_OK && app->audit != NULL) {
 		/* The session's rows and the audit row go through the group-commit
-		 * writer: one transaction, shared with other logins. */
+		 * writer: one transaction, shared with other logins; the writer
+		 * answers once they are durable, so this worker moves on. */
 		int64_t now = (int64_t)time(NULL);
 		abs_exp = now + app->cfg->refresh_absolute_ttl_s;
-		sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp ? now + app->cfg->refresh_sliding_ttl_s : abs_exp;
-		kw_family_stmt fs;
-		kw_family_stmt_build(&f, abs_exp, sl_exp, &fs);
-		kw_audit_event ev = {.tenant_id = tenant_id,
-		                     .actor = actor,
-		                     .action = "auth.login",
-		                     .target = sid,
-		                     .status = "ok",
-		                     .ip = call->req.client_ip,
-		                     .user_agent = user_agent(call),
-		                     .request_id = call->req.request_id,
-		                     .context = ctx};
-		err = app->audit ? kw_audit_writer_log_with(app->audit, &ev, &fs.stmt, 1) : KW_ERR_DB_UNAVAILABLE;
-		if (err == KW_ERR_BUSY)
-			err = KW_ERR_DB_UNAVAILABLE;
+		j->sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp ? now + app->cfg->refresh_sliding_ttl_s
+		                                                             : abs_exp;
+		kw_family_stmt_build(&j->f, abs_exp, j->sl_exp, &j->fs);
+		kw_call_detach(call);
+		err = kw_audit_writer_submit(app->audit, &j->ev, &j->fs.stmt, 1, login_committed, j);
+		if (err == KW_OK)
+			return; /* login_committed answers */
+		/* Not queued: answer here, as the writer would have. */
+		login_committed(j, err);
+		return;
+	} else if (err == KW_OK) {
+		err = KW_ERR_DB_UNAVAILABLE;
 	}
-	free(ctx);
-	OPENSSL_cleanse(mac, sizeof(mac));
-	if (err == KW_ERR_CONFIG) {
+	if (err == KW_ERR_CONFIG)
 		refuse(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
-	} else if (err != KW_OK) {
+	else if (err != KW_OK)
 		kw_respond_failure(call, err);
-	} else {
-		respond_tokens(call, 200, &c, access, refresh, sl_exp);
-	}
-	OPENSSL_cleanse(refresh, sizeof(refresh));
-	if (access)
-		OPENSSL_cleanse(access, strlen(access));
-	free(access);
+	else
+		respond_tokens(call, 200, &j->c, j->access, j->refresh, j->sl_exp);
+	if (j)
+		login_job_free(j);
 }
 
 void kw_api_auth_login(kw_call *call)

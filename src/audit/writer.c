@@ -40,6 +40,8 @@ typedef struct wreq {
 	const kw_audit_event *ev; /* the caller's: it blocks until done */
 	const kw_db_stmt *pre;    /* the caller's change, run just before its row */
 	size_t npre;
+	kw_audit_done_fn cb; /* async: called on the writer thread, then r is freed */
+	void *cb_arg;
 	kw_err result;
 	bool done;
 	pthread_cond_t cv;
@@ -194,8 +196,18 @@ static void *writer_main(void *arg)
 
 		write_batch(w, w->batch, n);
 
+		/* Asynchronous callers are answered here, outside the lock. */
+		for (size_t i = 0; i < n; i++) {
+			if (w->batch[i]->cb == NULL)
+				continue;
+			w->batch[i]->cb(w->batch[i]->cb_arg, w->results[i]);
+			free(w->batch[i]);
+			w->batch[i] = NULL;
+		}
 		pthread_mutex_lock(&w->mu);
 		for (size_t i = 0; i < n; i++) {
+			if (w->batch[i] == NULL)
+				continue;
 			w->batch[i]->result = w->results[i];
 			w->batch[i]->done = true;
 			pthread_cond_signal(&w->batch[i]->cv);
@@ -309,6 +321,41 @@ kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, co
 	}
 	pthread_mutex_unlock(&w->mu);
 	pthread_cond_destroy(&r->cv);
+	free(r);
+	return err;
+}
+
+kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre,
+                              kw_audit_done_fn cb, void *arg)
+{
+	kw_err err = KW_OK;
+	if (w == NULL || cb == NULL)
+		kw_misuse("kw_audit_writer_submit: NULL writer or callback");
+	if ((err = kw_audit_event_check(ev)) != KW_OK)
+		return err;
+	wreq *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return KW_ERR_NOMEM;
+	r->ev = ev;
+	r->pre = pre;
+	r->npre = npre;
+	r->cb = cb;
+	r->cb_arg = arg;
+	r->result = KW_ERR_INTERNAL;
+	pthread_mutex_lock(&w->mu);
+	if (w->stopping || w->queued >= KW_WRITER_MAX_QUEUE) {
+		err = KW_ERR_BUSY;
+	} else {
+		if (w->tail != NULL)
+			w->tail->next = r;
+		else
+			w->head = r;
+		w->tail = r;
+		w->queued++;
+		pthread_cond_signal(&w->wake);
+		r = NULL; /* the writer owns it now */
+	}
+	pthread_mutex_unlock(&w->mu);
 	free(r);
 	return err;
 }

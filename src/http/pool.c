@@ -61,6 +61,21 @@ static void worker_prepare(kw_pool *pool, kw_worker_res *res)
 	}
 }
 
+_Thread_local bool kw_call_detached;
+
+void kw_call_detach(kw_call *call)
+{
+	if (call->res == NULL || call->finish == NULL)
+		kw_misuse("kw_call_detach: not on a worker");
+	call->res = NULL;
+	kw_call_detached = true;
+}
+
+void kw_call_finish(kw_call *call)
+{
+	call->finish(call, call->finish_arg);
+}
+
 static void *worker_main(void *arg)
 {
 	kw_worker *w = arg;
@@ -82,9 +97,14 @@ static void *worker_main(void *arg)
 
 		worker_prepare(pool, &w->res);
 		job.call->res = &w->res;
+		job.call->finish = job.done;
+		job.call->finish_arg = job.arg;
 		kw_handler_fn fn = job.call->defer ? job.call->defer : kw_routes[job.route].fn;
 		job.call->defer = NULL;
+		kw_call_detached = false;
 		fn(job.call);
+		if (kw_call_detached)
+			continue; /* someone else finishes it; it may be gone already */
 		job.call->res = NULL;
 		job.done(job.call, job.arg);
 	}

@@ -627,10 +627,3 @@ Test(tokens, random_ids)
 	cr_assert_eq(kw_random_hex128(hb), KW_OK);
 	cr_assert_str_neq(ha, hb);
 }
-
-Test(tokens, zz_leak_probe)
-{
-	char *volatile p = malloc(77);
-	p[0] = 1;
-	p = NULL;
-}
