@@ -302,7 +302,8 @@ static int cmd_jwt_retire(kw_ctl *c)
 	for (size_t i = 0; i < roles.n; i++)
 		if (roles.roles[i].ttl_s > max_ttl)
 			max_ttl = roles.roles[i].ttl_s;
-	max_ttl += c->cfg.jwt_leeway_s;
+	/* Running instances switch signing keys within a housekeeping interval. */
+	max_ttl += c->cfg.jwt_leeway_s + c->cfg.housekeeping_interval_s;
 	char vs[24], ttl[24];
 	snprintf(vs, sizeof(vs), "%lu", v);
 	snprintf(ttl, sizeof(ttl), "%" PRId64, max_ttl);

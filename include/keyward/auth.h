@@ -32,6 +32,10 @@ void kw_keycache_forget(kw_keycache *c, const char *prefix);
 
 /* The per-IP budget of /api/ routes; false = 429 written and audited. */
 bool kw_auth_ip_budget(kw_call *call);
+/* The IP's budget of failed authentications (checked, not spent), for
+ * routes whose credential is in the body (refresh, wallet sign-in);
+ * false = 429 written and audited. */
+bool kw_auth_fail_budget(kw_call *call);
 /* Authenticates "Authorization: Bearer kw_..." and checks that the key
  * holds every scope in need (kw_scope bits). Applies the IP budget, the
  * failed-authentication budget and the key's own budget. */

@@ -348,7 +348,7 @@ static void actor_of(const char *subject, char *out, size_t cap)
 void kw_api_auth_refresh(kw_call *call)
 {
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
+	if (!kw_auth_ip_budget(call) || !kw_auth_fail_budget(call) || !kw_api_resources_ready(call))
 		return;
 	json_t *body = NULL;
 	const char *token = body_refresh_token(call, &body);
@@ -389,7 +389,9 @@ void kw_api_auth_refresh(kw_call *call)
 		code = reuse ? "token_family_compromised" : "refresh_token_revoked";
 		msg = reuse ? "this refresh token's session was revoked after a reuse"
 		            : "the session has been revoked";
-	} else if (row.now >= row.absolute_exp || row.now >= row.sliding_exp) {
+	} else if (row.now >= row.absolute_exp || (!row.used && row.now >= row.sliding_exp)) {
+		/* A used token that comes back is a reuse even past its own
+		 * sliding expiry: only the family's end makes it harmless. */
 		code = "refresh_token_expired";
 		msg = "the refresh token has expired";
 	}

@@ -143,7 +143,7 @@ static bool nonce_shape_ok(const char *s, size_t n)
 void kw_api_wallet_login(kw_call *call)
 {
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
+	if (!kw_auth_ip_budget(call) || !kw_auth_fail_budget(call) || !kw_api_resources_ready(call))
 		return;
 	json_t *body = kw_api_body_object(call);
 	char tenant[37], address[KW_WALLET_ADDR_TEXT + 1];

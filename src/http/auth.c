@@ -230,6 +230,18 @@ static bool refuse_401(kw_call *call, const char *tenant, const char *actor)
 	return false;
 }
 
+bool kw_auth_fail_budget(kw_call *call)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	kw_rl_result r;
+	kw_ratelimit_peek(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+	if (r.allowed)
+		return true;
+	refuse_429(call, &r, NULL, NULL, "too many failed authentications from this address");
+	return false;
+}
+
 /* "Bearer <token>" with exactly one Authorization header; token into
  * tok and len (pointing into the request). */
 static bool bearer(const kw_request *req, const char **tok, size_t *len)

@@ -786,3 +786,23 @@ Test(tokens, no_token_reaches_the_log_or_the_audit_trail)
 	cr_assert(strstr(log, "family") != NULL, "the reuse warning names the family");
 	free(log);
 }
+
+Test(tokens, a_rotated_token_replayed_after_its_own_expiry_is_still_a_reuse)
+{
+	session s0, s1;
+	login("late", &s0);
+	kwt_resp r;
+	cr_assert_eq(refresh(s0.refresh, &r), 0);
+	read_session(&r, &s1);
+	kwt_resp_free(&r);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "UPDATE refresh_tokens SET sliding_expires_at = now() - interval '1 second' WHERE family_id = '%s' "
+	         "AND used_at IS NOT NULL",
+	         s0.sid);
+	free(kwt_db_admin_sql(&d.db, sql));
+	cr_assert_eq(refresh(s0.refresh, &r), 0);
+	kwt_assert_json_error(&r, 401, "token_family_compromised");
+	kwt_resp_free(&r);
+	cr_assert_eq(whoami_status(&d, s1.access, NULL, 0), 401);
+}
