@@ -71,15 +71,16 @@ KW_MUST_CHECK kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_even
  * caller, who blocks) run in the same transaction just before the row,
  * with app.tenant_id set to ev->tenant_id: the change and its audit row are
  * durable together, or neither is. */
-KW_MUST_CHECK kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre,
-                                              size_t npre);
+KW_MUST_CHECK kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev,
+                                              const kw_db_stmt *pre, size_t npre);
 /* Asynchronous form: queues and returns at once (KW_ERR_BUSY when full,
  * then cb is never called); cb(arg, outcome) runs later on the writer's
  * thread once the row (and pre) is durable or failed. ev and pre must stay
  * valid until then. */
 typedef void (*kw_audit_done_fn)(void *arg, kw_err result);
-KW_MUST_CHECK kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre,
-                                            size_t npre, kw_audit_done_fn cb, void *arg);
+KW_MUST_CHECK kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev,
+                                            const kw_db_stmt *pre, size_t npre, kw_audit_done_fn cb,
+                                            void *arg);
 /* Rows written and transactions committed so far (for tests and metrics). */
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
 void kw_audit_writer_stop(kw_audit_writer *w);

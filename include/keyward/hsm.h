@@ -121,7 +121,8 @@ KW_MUST_CHECK kw_err kw_hsm_hmac(kw_hsm_session *s, const kw_hsm_key *k, const u
  * would cost more than the request. The subkey never leaves the process;
  * anyone able to read it could equally ask the token through our session. */
 KW_MUST_CHECK kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose,
-                                        const unsigned char *data, size_t len, unsigned char out[KW_HMAC_LEN]);
+                                        const unsigned char *data, size_t len,
+                                        unsigned char out[KW_HMAC_LEN]);
 /* RFC 5869 HKDF-Expand with the key as PRK; outlen <= 255 * 32. */
 KW_MUST_CHECK kw_err kw_hsm_hkdf_expand(kw_hsm_session *s, const kw_hsm_key *prk, const unsigned char *info,
                                         size_t infolen, unsigned char *out, size_t outlen);

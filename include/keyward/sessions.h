@@ -41,7 +41,8 @@ typedef struct kw_family_stmt {
 	int lens[10], fmts[10];
 	kw_db_stmt stmt;
 } kw_family_stmt;
-void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp, kw_family_stmt *out);
+void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp,
+                          kw_family_stmt *out);
 
 typedef struct kw_refresh_row {
 	char id[37], family_id[37];

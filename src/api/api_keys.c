@@ -36,7 +36,6 @@ static json_t *row_json(const kw_apikey_row *r)
 	return o;
 }
 
-
 /* Parses {name, scopes[], rate_limit_per_minute?}; false = 400 written. */
 static bool parse_create(kw_call *call, kw_apikey_row *row)
 {
@@ -102,14 +101,12 @@ bad:
 	return false;
 }
 
-
-
-
 void kw_api_keys_create(kw_call *call)
 {
 	kw_principal p;
 	kw_apikey_row row;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call) || !parse_create(call, &row))
+	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call) ||
+	    !parse_create(call, &row))
 		return;
 	kw_worker_res *res = call->res;
 	char key[KW_APIKEY_LEN + 1] = "";

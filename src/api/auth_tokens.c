@@ -70,8 +70,8 @@ static kw_err refresh_hmac(kw_call *call, uint32_t version, const char *token, u
 	const kw_hsm_key *pepper;
 	kw_err err = kw_hsm_key_get(call->app->hsm, KW_KEY_PEPPER, version, &pepper);
 	if (err == KW_OK)
-		err = kw_hsm_subkey_hmac(call->res->hsm, pepper, KW_REFRESH_SUBKEY, (const unsigned char *)token,
-		                         strlen(token), mac);
+		err = kw_hsm_subkey_hmac(call->res->hsm, pepper, KW_REFRESH_SUBKEY,
+		                         (const unsigned char *)token, strlen(token), mac);
 	return err;
 }
 
@@ -244,8 +244,9 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		 * answers once they are durable, so this worker moves on. */
 		int64_t now = (int64_t)time(NULL);
 		abs_exp = now + app->cfg->refresh_absolute_ttl_s;
-		j->sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp ? now + app->cfg->refresh_sliding_ttl_s
-		                                                             : abs_exp;
+		j->sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp
+		                ? now + app->cfg->refresh_sliding_ttl_s
+		                : abs_exp;
 		kw_family_stmt_build(&j->f, abs_exp, j->sl_exp, &j->fs);
 		kw_call_detach(call);
 		err = kw_audit_writer_submit(app->audit, &j->ev, &j->fs.stmt, 1, login_committed, j);

@@ -285,7 +285,8 @@ kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev)
 	return kw_audit_writer_log_with(w, ev, NULL, 0);
 }
 
-kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre)
+kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre,
+                                size_t npre)
 {
 	kw_err err = KW_OK;
 	wreq *r = NULL;
@@ -325,8 +326,8 @@ kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, co
 	return err;
 }
 
-kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre,
-                              kw_audit_done_fn cb, void *arg)
+kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, const kw_db_stmt *pre,
+                              size_t npre, kw_audit_done_fn cb, void *arg)
 {
 	kw_err err = KW_OK;
 	if (w == NULL || cb == NULL)

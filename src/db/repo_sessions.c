@@ -91,20 +91,22 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	return err;
 }
 
-#define SQL_FAMILY_INSERT                                                                                  \
-	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, "     \
-	"user_agent) VALUES ($1, $2, $3, $4, to_timestamp($5::bigint), $6, $7) RETURNING id) "                \
-	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "       \
+#define SQL_FAMILY_INSERT                                                                                    \
+	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, "   \
+	"user_agent) VALUES ($1, $2, $3, $4, to_timestamp($5::bigint), $6, $7) RETURNING id) "               \
+	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "      \
 	"SELECT f.id, $2, $8, $9, to_timestamp($10::bigint) FROM f"
 
-void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp, kw_family_stmt *out)
+void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp,
+                          kw_family_stmt *out)
 {
 	memset(out, 0, sizeof(*out));
 	i64_text(absolute_exp, out->abs);
 	i64_text(sliding_exp, out->sl);
 	i64_text(f->pepper_id, out->pep);
-	const char *vals[10] = {f->id,     f->tenant_id,  f->subject, f->role, out->abs, f->ip, f->user_agent,
-	                        (const char *)f->token_hmac, out->pep, out->sl};
+	const char *vals[10] = {f->id,    f->tenant_id, f->subject,    f->role,
+	                        out->abs, f->ip,        f->user_agent, (const char *)f->token_hmac,
+	                        out->pep, out->sl};
 	memcpy(out->vals, vals, sizeof(vals));
 	out->lens[7] = KW_HMAC_LEN;
 	out->fmts[7] = 1;

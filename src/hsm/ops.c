@@ -9,9 +9,9 @@
  * only on success; every secret temporary is wiped with OPENSSL_cleanse. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <stdlib.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hsm_internal.h"
@@ -121,8 +121,8 @@ kw_err kw_hsm_random(kw_hsm_session *s, unsigned char *buf, size_t len)
 
 /* ---- in-process subkeys ------------------------------------------------ */
 
-kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose, const unsigned char *data,
-                          size_t len, unsigned char out[KW_HMAC_LEN])
+kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose,
+                          const unsigned char *data, size_t len, unsigned char out[KW_HMAC_LEN])
 {
 	kw_hsm *hsm = s->hsm;
 	kw_key_family f = kw_hsm_key_family(k);

@@ -235,7 +235,8 @@ bool kw_auth_fail_budget(kw_call *call)
 	char key[96];
 	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
 	kw_rl_result r;
-	kw_ratelimit_peek(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+	kw_ratelimit_peek(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
+	                  &r);
 	if (r.allowed)
 		return true;
 	refuse_429(call, &r, NULL, NULL, "too many failed authentications from this address");

@@ -797,7 +797,8 @@ Test(tokens, a_rotated_token_replayed_after_its_own_expiry_is_still_a_reuse)
 	kwt_resp_free(&r);
 	char sql[256];
 	snprintf(sql, sizeof(sql),
-	         "UPDATE refresh_tokens SET sliding_expires_at = now() - interval '1 second' WHERE family_id = '%s' "
+	         "UPDATE refresh_tokens SET sliding_expires_at = now() - interval '1 second' WHERE family_id "
+	         "= '%s' "
 	         "AND used_at IS NOT NULL",
 	         s0.sid);
 	free(kwt_db_admin_sql(&d.db, sql));
