@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 	sliding_expires_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family_id);
-CREATE INDEX IF NOT EXISTS refresh_tokens_parent ON refresh_tokens (parent_id);
+-- Only used children are ever looked up by parent (reuse detection): a
+-- partial index costs nothing when a token is issued.
+CREATE INDEX IF NOT EXISTS refresh_tokens_used_child ON refresh_tokens (parent_id) WHERE used_at IS NOT NULL;
 
 -- Per-tenant rows, isolated by app.tenant_id. Housekeeping runs in a
 -- transaction that declares app.purge = 'on' and may then see and delete

@@ -84,7 +84,7 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	bool first = true;
 
 	*sent_commit = false;
-	size_t cap = 2 * n + 1;
+	size_t cap = 2 * n + 2;
 	for (size_t i = 0; i < n; i++)
 		cap += reqs[i]->npre;
 	rows = calloc(n, sizeof(*rows));
@@ -97,9 +97,8 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	err = kw_db_ensure(w->db);
 	if (err != KW_OK)
 		goto done;
-	err = kw_db_begin(w->db, NULL, NULL);
-	if (err != KW_OK)
-		goto done;
+	/* BEGIN travels in the same pipeline as the rows: one round trip. */
+	stmts[nst++] = (kw_db_stmt){"BEGIN", 0, NULL, NULL, NULL};
 	for (size_t i = 0; i < n; i++) {
 		err = kw_audit_stage_row(w->chain, w->session, reqs[i]->ev, &rows[i]);
 		if (err != KW_OK)
