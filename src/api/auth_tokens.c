@@ -102,7 +102,7 @@ static kw_err new_access(kw_call *call, const char *tenant, const char *subject,
 	snprintf(c->role, sizeof(c->role), "%s", role->name);
 	snprintf(c->permissions, sizeof(c->permissions), "%s", role->permissions);
 	snprintf(c->sid, sizeof(c->sid), "%s", sid);
-	kw_err err = kw_random_hex128(c->jti);
+	kw_err err = kw_random_ids(call->res->hsm, c->jti, NULL);
 	c->iat = c->nbf = (int64_t)time(NULL);
 	c->exp = c->iat + role->ttl_s;
 	if (err == KW_OK)
@@ -202,7 +202,7 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		snprintf(j->subject, sizeof(j->subject), "%s", subject);
 		snprintf(j->role, sizeof(j->role), "%s", role_name);
 		snprintf(j->actor, sizeof(j->actor), "%s", actor);
-		err = kw_random_uuid(j->sid);
+		err = kw_random_ids(call->res->hsm, j->c.jti, j->sid); /* jti is redrawn below */
 	}
 	if (err == KW_OK)
 		err = new_refresh(call, tenant_id, j->refresh, j->mac, &pepper_id);

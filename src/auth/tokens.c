@@ -485,3 +485,20 @@ kw_err kw_random_uuid(char out[37])
 	uuid_text(b, out);
 	return KW_OK;
 }
+
+kw_err kw_random_ids(kw_hsm_session *s, char jti[33], char sid[37])
+{
+	unsigned char b[32];
+	kw_err err = kw_hsm_random(s, b, sid ? 32 : 16);
+	if (err != KW_OK)
+		return err;
+	for (size_t i = 0; i < 16; i++)
+		snprintf(jti + 2 * i, 3, "%02x", b[i]);
+	if (sid) {
+		b[16 + 6] = (unsigned char)((b[16 + 6] & 0x0f) | 0x40);
+		b[16 + 8] = (unsigned char)((b[16 + 8] & 0x3f) | 0x80);
+		uuid_text(b + 16, sid);
+	}
+	OPENSSL_cleanse(b, sizeof(b));
+	return KW_OK;
+}

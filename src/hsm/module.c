@@ -12,6 +12,7 @@
  * kw_hsm keeps one session of its own open for its whole life: PKCS#11
  * logs an application out when its last session closes, and worker
  * sessions come and go. */
+#include <openssl/evp.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 #include <stdlib.h>
@@ -280,6 +281,7 @@ void kw_hsm_close(kw_hsm *hsm)
 	kw_hsm_keys_free(hsm);
 	for (struct kw_hsm_subkey *sk = hsm->subkeys; sk != NULL;) {
 		struct kw_hsm_subkey *next = sk->next;
+		EVP_MAC_CTX_free(sk->mac);
 		kw_secret_free(sk->key);
 		free(sk);
 		sk = next;

@@ -9,7 +9,7 @@
  * only on success; every secret temporary is wiped with OPENSSL_cleanse. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,15 +150,31 @@ kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *pu
 		n->version = v;
 		snprintf(n->purpose, sizeof(n->purpose), "%s", purpose);
 		n->key = key;
+		/* A keyed HMAC context, so each MAC is a cheap copy of it. */
+		EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
+		OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+		                        OSSL_PARAM_construct_end()};
+		EVP_MAC_free(m);
+		if (mc == NULL || EVP_MAC_init(mc, kw_secret_data(key), KW_HMAC_LEN, params) != 1) {
+			EVP_MAC_CTX_free(mc);
+			kw_secret_free(key);
+			free(n);
+			return KW_ERR_INTERNAL;
+		}
+		n->mac = mc;
 		pthread_mutex_lock(&hsm->subkeys_lock);
 		n->next = hsm->subkeys;
 		hsm->subkeys = n;
 		pthread_mutex_unlock(&hsm->subkeys_lock);
 		sk = n;
 	}
-	unsigned int ml = 0;
-	if (HMAC(EVP_sha256(), kw_secret_data(sk->key), KW_HMAC_LEN, data, len, out, &ml) == NULL ||
-	    ml != KW_HMAC_LEN)
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(sk->mac);
+	size_t ml = 0;
+	bool ok = ctx != NULL && EVP_MAC_update(ctx, data, len) == 1 &&
+	          EVP_MAC_final(ctx, out, &ml, KW_HMAC_LEN) == 1 && ml == KW_HMAC_LEN;
+	EVP_MAC_CTX_free(ctx);
+	if (!ok)
 		return KW_ERR_INTERNAL;
 	return KW_OK;
 }
