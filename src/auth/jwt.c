@@ -102,40 +102,43 @@ kw_err kw_jwt_key_from_hsm(kw_hsm *hsm, const kw_hsm_key *k, kw_jwt_key *out)
 	return err;
 }
 
-kw_err kw_jwt_sign(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, json_t *claims, char **out)
+kw_err kw_jwt_sign_text(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, const char *payload, size_t pl,
+                        char **out)
 {
-	kw_err err = KW_ERR_NOMEM;
-	json_t *hdr = json_pack("{s:s, s:s, s:s}", "alg", "ES256", "typ", "JWT", "kid", kid);
-	char *h = hdr ? json_dumps(hdr, JSON_COMPACT) : NULL;
-	char *p = json_is_object(claims) ? json_dumps(claims, JSON_COMPACT) : NULL;
-	char *tok = NULL;
-	if (h == NULL || p == NULL)
-		goto done;
-	size_t hl = strlen(h), pl = strlen(p);
+	/* kid is base64url (checked), so the header needs no escaping. */
+	char h[128];
+	size_t kl = strlen(kid);
+	if (kl == 0 || kl > KW_JWK_KID_LEN || strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != kl)
+		return KW_ERR_INVALID;
+	size_t hl = (size_t)snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
 	size_t cap = (hl + pl) * 4 / 3 + 8 + 4 * ((KW_ECDSA_SIG_LEN + 2) / 3) + 8;
-	if (cap > KW_JWT_MAX_LEN) {
-		err = KW_ERR_INVALID;
-		goto done;
-	}
-	tok = malloc(cap);
+	if (cap > KW_JWT_MAX_LEN)
+		return KW_ERR_INVALID;
+	char *tok = malloc(cap);
 	if (tok == NULL)
-		goto done;
+		return KW_ERR_NOMEM;
 	size_t n = kw_b64url_encode((const unsigned char *)h, hl, tok);
 	tok[n++] = '.';
-	n += kw_b64url_encode((const unsigned char *)p, pl, tok + n);
+	n += kw_b64url_encode((const unsigned char *)payload, pl, tok + n);
 	unsigned char sig[KW_ECDSA_SIG_LEN];
-	if ((err = kw_hsm_ecdsa_sign(s, k, (const unsigned char *)tok, n, sig)) != KW_OK)
-		goto done;
+	kw_err err = kw_hsm_ecdsa_sign(s, k, (const unsigned char *)tok, n, sig);
+	if (err != KW_OK) {
+		free(tok);
+		return err;
+	}
 	tok[n++] = '.';
 	kw_b64url_encode(sig, sizeof(sig), tok + n);
 	*out = tok;
-	tok = NULL;
-	err = KW_OK;
-done:
-	free(tok);
-	free(h);
+	return KW_OK;
+}
+
+kw_err kw_jwt_sign(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, json_t *claims, char **out)
+{
+	char *p = json_is_object(claims) ? json_dumps(claims, JSON_COMPACT) : NULL;
+	if (p == NULL)
+		return KW_ERR_NOMEM;
+	kw_err err = kw_jwt_sign_text(s, k, kid, p, strlen(p), out);
 	free(p);
-	json_decref(hdr);
 	return err;
 }
 

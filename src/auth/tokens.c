@@ -298,15 +298,28 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 		err = kw_hsm_key_get(hsm, KW_KEY_JWT, version, &k);
 	if (err != KW_OK)
 		return err;
-	json_t *perms = json_loads(c->permissions, 0, NULL);
-	json_t *claims = json_pack(
-	    "{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:I, s:s, s:s}", "iss", issuer, "sub", c->sub, "tid", c->tid,
-	    "role", c->role, "permissions", perms ? perms : json_array(), "iat", (json_int_t)c->iat, "nbf",
-	    (json_int_t)c->nbf, "exp", (json_int_t)c->exp, "jti", c->jti, "sid", c->sid);
-	if (claims == NULL)
+	/* Serialised by hand around two strings jansson escapes: tid, sid and
+	 * jti are checked UUIDs / hex, role and permissions come from the
+	 * checked configuration, the times are integers. Saves building and
+	 * freeing a JSON tree on every login. */
+	json_t *js = json_string(c->sub), *ji = json_string(issuer);
+	char *sub = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL, *iss = ji ? json_dumps(ji, JSON_ENCODE_ANY) : NULL;
+	json_decref(js);
+	json_decref(ji);
+	char *payload = NULL;
+	int n = -1;
+	if (sub != NULL && iss != NULL && kw_db_is_uuid(c->tid) && kw_db_is_uuid(c->sid) && is_hex32(c->jti))
+		n = asprintf(&payload,
+		             "{\"iss\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,\"iat\":%lld,"
+		             "\"nbf\":%lld,\"exp\":%lld,\"jti\":\"%s\",\"sid\":\"%s\"}",
+		             iss, sub, c->tid, c->role, c->permissions[0] ? c->permissions : "[]", (long long)c->iat,
+		             (long long)c->nbf, (long long)c->exp, c->jti, c->sid);
+	free(sub);
+	free(iss);
+	if (n < 0)
 		return KW_ERR_NOMEM;
-	err = kw_jwt_sign(s, k, kid, claims, token);
-	json_decref(claims);
+	err = kw_jwt_sign_text(s, k, kid, payload, (size_t)n, token);
+	free(payload);
 	return err;
 }
 
