@@ -50,8 +50,8 @@ KW_MUST_CHECK kw_err kw_jwt_key_from_hsm(kw_hsm *hsm, const kw_hsm_key *k, kw_jw
 KW_MUST_CHECK kw_err kw_jwt_sign(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, json_t *claims,
                                  char **out);
 /* The same with the payload already serialised (a JSON object's text). */
-KW_MUST_CHECK kw_err kw_jwt_sign_text(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, const char *payload,
-                                      size_t len, char **out);
+KW_MUST_CHECK kw_err kw_jwt_sign_text(kw_hsm_session *s, const kw_hsm_key *k, const char *kid,
+                                      const char *payload, size_t len, char **out);
 /* Verifies signature and shape against keys; on success *claims is the
  * payload object (caller json_decref()s). KW_ERR_INVALID for a malformed
  * token, KW_ERR_VERIFY for an unknown kid or a bad signature. */

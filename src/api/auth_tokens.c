@@ -122,10 +122,11 @@ static void respond_tokens(kw_call *call, int status, const kw_access_claims *c,
 	 * dots), times are formatted here, role and permissions come from the
 	 * checked configuration. */
 	char *text = NULL;
-	if (asprintf(&text,
-	             "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":\"%s\",\"refresh_token\":"
-	             "\"%s\",\"refresh_expires_at\":\"%s\",\"role\":\"%s\",\"permissions\":%s}",
-	             access, exp, refresh, rexp, c->role, c->permissions[0] ? c->permissions : "[]") < 0)
+	if (asprintf(
+	        &text,
+	        "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_at\":\"%s\",\"refresh_token\":"
+	        "\"%s\",\"refresh_expires_at\":\"%s\",\"role\":\"%s\",\"permissions\":%s}",
+	        access, exp, refresh, rexp, c->role, c->permissions[0] ? c->permissions : "[]") < 0)
 		text = NULL;
 	if (text == NULL) {
 		kw_respond_error(call, 500, "internal", "out of memory");

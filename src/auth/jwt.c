@@ -102,13 +102,14 @@ kw_err kw_jwt_key_from_hsm(kw_hsm *hsm, const kw_hsm_key *k, kw_jwt_key *out)
 	return err;
 }
 
-kw_err kw_jwt_sign_text(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, const char *payload, size_t pl,
-                        char **out)
+kw_err kw_jwt_sign_text(kw_hsm_session *s, const kw_hsm_key *k, const char *kid, const char *payload,
+                        size_t pl, char **out)
 {
 	/* kid is base64url (checked), so the header needs no escaping. */
 	char h[128];
 	size_t kl = strlen(kid);
-	if (kl == 0 || kl > KW_JWK_KID_LEN || strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != kl)
+	if (kl == 0 || kl > KW_JWK_KID_LEN ||
+	    strspn(kid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != kl)
 		return KW_ERR_INVALID;
 	size_t hl = (size_t)snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
 	size_t cap = (hl + pl) * 4 / 3 + 8 + 4 * ((KW_ECDSA_SIG_LEN + 2) / 3) + 8;

@@ -303,17 +303,19 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 	 * checked configuration, the times are integers. Saves building and
 	 * freeing a JSON tree on every login. */
 	json_t *js = json_string(c->sub), *ji = json_string(issuer);
-	char *sub = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL, *iss = ji ? json_dumps(ji, JSON_ENCODE_ANY) : NULL;
+	char *sub = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL,
+	     *iss = ji ? json_dumps(ji, JSON_ENCODE_ANY) : NULL;
 	json_decref(js);
 	json_decref(ji);
 	char *payload = NULL;
 	int n = -1;
 	if (sub != NULL && iss != NULL && kw_db_is_uuid(c->tid) && kw_db_is_uuid(c->sid) && is_hex32(c->jti))
-		n = asprintf(&payload,
-		             "{\"iss\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,\"iat\":%lld,"
-		             "\"nbf\":%lld,\"exp\":%lld,\"jti\":\"%s\",\"sid\":\"%s\"}",
-		             iss, sub, c->tid, c->role, c->permissions[0] ? c->permissions : "[]", (long long)c->iat,
-		             (long long)c->nbf, (long long)c->exp, c->jti, c->sid);
+		n = asprintf(
+		    &payload,
+		    "{\"iss\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,\"iat\":%lld,"
+		    "\"nbf\":%lld,\"exp\":%lld,\"jti\":\"%s\",\"sid\":\"%s\"}",
+		    iss, sub, c->tid, c->role, c->permissions[0] ? c->permissions : "[]", (long long)c->iat,
+		    (long long)c->nbf, (long long)c->exp, c->jti, c->sid);
 	free(sub);
 	free(iss);
 	if (n < 0)

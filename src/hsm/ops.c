@@ -7,9 +7,9 @@
  * session is revived and the whole operation retried once. Results land in
  * a temporary buffer (mlocked when secret) and reach the caller's buffer
  * only on success; every secret temporary is wiped with OPENSSL_cleanse. */
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
