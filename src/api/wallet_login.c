@@ -22,7 +22,8 @@
 #include "keyward/sessions.h"
 #include "keyward/wallet.h"
 
-#define KW_NONCE_HEX 32
+#define KW_NONCE_HEX         32
+#define KW_NONCES_PER_MINUTE 10 /* per tenant and address, per instance */
 
 /* The text the wallet signs; rebuilt byte for byte at verification. */
 static int wallet_message(char *out, size_t cap, const char *address, const char *tenant, const char *nonce,
@@ -93,6 +94,20 @@ void kw_api_wallet_nonce(kw_call *call)
 		return;
 	}
 	json_decref(body);
+	/* A new nonce replaces the outstanding one: without a budget per
+	 * address, anyone could keep a wallet from ever signing in. */
+	char key[128];
+	snprintf(key, sizeof(key), "nonce:%s:%s", tenant, address);
+	kw_rl_result rl;
+	kw_ratelimit_take(call->app->rl, key, KW_NONCES_PER_MINUTE, kw_ratelimit_now(), &rl);
+	if (!rl.allowed) {
+		char ra[16];
+		snprintf(ra, sizeof(ra), "%d", rl.retry_after);
+		wallet_refuse(call, 429, "rate_limited", "too many nonces for this address; retry later",
+		              tenant, address);
+		kw_respond_header(call, "Retry-After", ra);
+		return;
+	}
 	unsigned char rnd[16];
 	char nonce[KW_NONCE_HEX + 1];
 	kw_err err = kw_hsm_random(call->res->hsm, rnd, sizeof(rnd));

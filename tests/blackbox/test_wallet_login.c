@@ -239,6 +239,27 @@ Test(wallet, hostile_inputs_get_distinct_401s_and_audit_rows)
 	free(log);
 }
 
+Test(wallet, nonces_per_address_are_limited)
+{
+	const char *addr = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+	char body[256];
+	snprintf(body, sizeof(body), "{\"tenant\":\"%s\",\"address\":\"%s\"}", ta.id, addr);
+	int ok = 0;
+	kwt_resp r;
+	for (int i = 0; i < 11; i++) {
+		cr_assert_eq(kwt_http_post(&d, "/api/v1/auth/wallet/nonce", body, &r), 0);
+		if (r.status == 200)
+			ok++;
+		else
+			kwt_assert_json_error(&r, 429, "rate_limited");
+		kwt_resp_free(&r);
+	}
+	cr_assert_eq(ok, 10);
+	/* Another address is not affected. */
+	challenge c;
+	get_nonce(ta.id, ADDR1, &c);
+}
+
 /* --- refresh policy ----------------------------------------------------- */
 
 static char issuer_auth[200];
