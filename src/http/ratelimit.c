@@ -6,6 +6,8 @@
  * client addresses evicts idle buckets instead of growing the table. */
 #include "keyward/ratelimit.h"
 
+#include "keyward/error.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -16,7 +18,7 @@
 
 #define KW_RL_SHARDS 16
 #define KW_RL_PROBE  8
-#define KW_RL_KEY    80
+#define KW_RL_KEY    128 /* longer keys are a caller's bug (they would never match) */
 
 typedef struct kw_bucket {
 	char key[KW_RL_KEY];
@@ -102,6 +104,8 @@ static void step(kw_ratelimit *rl, const char *key, int per_minute, double now, 
 {
 	double cap = per_minute > 0 ? per_minute : 1;
 	double rate = cap / 60.0;
+	if (strlen(key) >= KW_RL_KEY)
+		kw_misuse("kw_ratelimit: key too long");
 	uint64_t h = hash(key);
 	kw_shard *sh = &rl->shards[h % KW_RL_SHARDS];
 	pthread_mutex_lock(&sh->lock);

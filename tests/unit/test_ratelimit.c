@@ -103,3 +103,23 @@ Test(clientip, forwarded_for_walk)
 	cr_assert_str_eq(out, "127.0.0.1");
 	kw_cidr_list_free(t);
 }
+
+Test(ratelimit, keys_up_to_127_bytes_are_told_apart)
+{
+	kw_ratelimit *rl = kw_ratelimit_new(1024);
+	char a[128], b[128];
+	memset(a, 'a', 127);
+	a[127] = '\0';
+	memcpy(b, a, sizeof(a));
+	b[126] = 'b';
+	kw_rl_result r;
+	for (int i = 0; i < 3; i++) {
+		kw_ratelimit_take(rl, a, 3, 100.0, &r);
+		cr_assert(r.allowed);
+	}
+	kw_ratelimit_take(rl, a, 3, 100.0, &r);
+	cr_assert_not(r.allowed, "a 127-byte key was never limited");
+	kw_ratelimit_take(rl, b, 3, 100.0, &r);
+	cr_assert(r.allowed);
+	kw_ratelimit_free(rl);
+}
