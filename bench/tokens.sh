@@ -76,7 +76,7 @@ whoami_status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer
 [ "$whoami_status" = 200 ] || { echo "GET /api/v1/auth/whoami answered $whoami_status" >&2; exit 1; }
 
 # b. Logins: every one signs a JWT and commits a refresh family with its audit row.
-login_out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/login.lua "$base/api/v1/auth/login" \
+login_out=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/login.lua "$base/api/v1/auth/login" \
   -H "Authorization: Bearer $key")
 login_line=$(grep '^login ok=' <<<"$login_out")
 login_rate=$(sed -n 's/.* ok_per_sec=\([0-9.]*\).*/\1/p' <<<"$login_line")
@@ -107,7 +107,7 @@ who_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/whoami.txt)
 hz_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/healthz.txt)
 
 echo "$ecdsa_line"
-echo "$login_line p99=$login_p99 (wrk -t2 -c32 -d${dur}s)"
+echo "$login_line p99=$login_p99 (wrk -t2 -c64 -d${dur}s)"
 printf '%-28s %12s   %s\n' "target (wrk -t2 -c64 -d${dur}s)" "median rps" "per-round rps | p99 | non-2xx"
 for f in whoami healthz; do
   printf '%-28s %12s   %s| %s| %s\n' "GET $f" "$(awk '{ print $1 }' .run/bench/$f.txt | median)" \
