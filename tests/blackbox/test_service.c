@@ -224,9 +224,10 @@ Test(service, unix_socket_listener)
 Test(service, keep_alive_serves_many_requests)
 {
 	char req[4096] = "";
+	size_t n = 0;
 	for (int i = 0; i < 20; i++)
-		strcat(req, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-	strcat(req, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+		n += (size_t)snprintf(req + n, sizeof(req) - n, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+	snprintf(req + n, sizeof(req) - n, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 	kwt_resp r;
 	cr_assert_eq(kwt_http_raw(&d, false, req, strlen(req), &r), 0);
 	cr_assert_eq(r.status, 200);

@@ -807,3 +807,59 @@ Test(tokens, a_rotated_token_replayed_after_its_own_expiry_is_still_a_reuse)
 	kwt_resp_free(&r);
 	cr_assert_eq(whoami_status(&d, s1.access, NULL, 0), 401);
 }
+
+Test(tokens, malformed_and_oversize_bodies_and_credentials_get_json_4xx)
+{
+	kwt_resp r;
+	const char *bad[] = {
+	    "", "not json", "[]", "{\"token\":5}", "{\"token\":\"\"}", "{\"token\":\"a\\u0000b\"}"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/introspect", issuer_auth_a, bad[i], &r),
+		             0);
+		kwt_assert_json_error(&r, 400, "invalid_request");
+		kwt_resp_free(&r);
+	}
+	/* A token longer than any JWT we accept. */
+	char *big = malloc(20000);
+	cr_assert_not_null(big);
+	int n = snprintf(big, 20000, "{\"token\":\"");
+	memset(big + n, 'A', 10000);
+	snprintf(big + n + 10000, 20000 - (size_t)n - 10000, "\"}");
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/introspect", issuer_auth_a, big, &r), 0);
+	kwt_assert_json_error(&r, 400, "invalid_request");
+	kwt_resp_free(&r);
+	/* An oversize bearer token on a JWT route: 401, not a crash. */
+	char *hdr = malloc(20000);
+	cr_assert_not_null(hdr);
+	n = snprintf(hdr, 20000, "Authorization: Bearer ");
+	memset(hdr + n, 'a', 12000);
+	snprintf(hdr + n + 12000, 20000 - (size_t)n - 12000, "\r\n");
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/logout", hdr, NULL, &r), 0);
+	kwt_assert_json_error(&r, 401, "invalid_token");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/logout", NULL, NULL, &r), 0);
+	kwt_assert_json_error(&r, 401, "invalid_token");
+	kwt_resp_free(&r);
+	/* Two Authorization headers. */
+	char two[256];
+	snprintf(two, sizeof(two), "Authorization: Bearer x\r\nAuthorization: Bearer y\r\n");
+	cr_assert_eq(kwt_http_req(&d, "GET", "/api/v1/auth/sessions", two, NULL, &r), 0);
+	kwt_assert_json_error(&r, 401, "invalid_token");
+	kwt_resp_free(&r);
+	/* Oversize refresh token and a non-string one. */
+	memset(big, 0, 20000);
+	n = snprintf(big, 20000, "{\"refresh_token\":\"");
+	memset(big + n, 'A', 5000);
+	snprintf(big + n + 5000, 20000 - (size_t)n - 5000, "\"}");
+	cr_assert_eq(kwt_http_post(&d, "/api/v1/auth/refresh", big, &r), 0);
+	kwt_assert_json_error(&r, 400, "invalid_request");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_post(&d, "/api/v1/auth/revoke", "{\"refresh_token\":[1]}", &r), 0);
+	kwt_assert_json_error(&r, 400, "invalid_request");
+	kwt_resp_free(&r);
+	free(big);
+	free(hdr);
+	cr_assert_eq(kwt_http_get(&d, "/healthz", &r), 0); /* still serving */
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+}

@@ -218,8 +218,8 @@ Test(wallet, signature_parse_accepts)
 		unsigned char want;
 	} vs[] = {{"1b", 0}, {"1c", 1}, {"00", 0}, {"01", 1}};
 	for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
-		char hex[2 + 2 * KW_WALLET_SIG_LEN + 1] = "0x" R_V27 S_V27;
-		strcat(hex, vs[i].v);
+		char hex[2 + 2 * KW_WALLET_SIG_LEN + 1];
+		snprintf(hex, sizeof(hex), "0x" R_V27 S_V27 "%s", vs[i].v);
 		cr_assert_eq(sig_parse(hex, sig), KW_OK, "v=%s", vs[i].v);
 		cr_assert_eq(sig[64], vs[i].want, "v=%s", vs[i].v);
 		cr_assert_eq(sig_parse(hex + 2, sig), KW_OK, "v=%s without 0x", vs[i].v);
