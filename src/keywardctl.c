@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #include "keyward/apikey.h"
 #include "keyward/audit.h"
@@ -21,6 +22,7 @@
 #include "keyward/log.h"
 #include "keyward/migrate.h"
 #include "keyward/tokens.h"
+#include "keyward/vault.h"
 
 typedef struct kw_ctl {
 	kw_config cfg;
@@ -344,6 +346,166 @@ static int cmd_jwt_retire(kw_ctl *c)
 	return 0;
 }
 
+/* --- KEK: rotate, rewrap, retire ------------------------------------------ */
+
+static kw_err ctl_both(kw_ctl *c)
+{
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	return err;
+}
+
+static int cmd_kek_rotate(kw_ctl *c)
+{
+	const kw_hsm_key *active;
+	kw_err err = ctl_both(c);
+	if (err != KW_OK)
+		return 1;
+	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
+		return ctl_fail("kek rotate: no active KEK (run keywardctl token init)", err);
+	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
+	char label[64], ctx[64];
+	err = kw_hsm_key_generate(c->session, KW_KEY_KEK, next);
+	if (err == KW_OK)
+		err = kw_hsm_keys_refresh(c->hsm);
+	if (err != KW_OK)
+		return ctl_fail("kek rotate", err);
+	snprintf(label, sizeof(label), "keyward/kek/%" PRIu32, next);
+	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
+	if ((err = ctl_audit(c, "kek.rotate", label, ctx)) != KW_OK)
+		return ctl_fail("kek rotate: the key was created but the audit row failed", err);
+	printf("active: %s (previous: keyward/kek/%" PRIu32 ", still unwraps its rows)\n", label, prev);
+	printf("running keywardd instances wrap with it within %" PRId64
+	       " s; then run: keywardctl kek rewrap\n",
+	       c->cfg.housekeeping_interval_s);
+	return 0;
+}
+
+static int cmd_kek_rewrap(kw_ctl *c)
+{
+	unsigned long batch = 500;
+	char *end = NULL;
+	if (c->argc == 2 && strcmp(c->argv[0], "--batch") == 0)
+		batch = strtoul(c->argv[1], &end, 10);
+	if ((c->argc != 0 && c->argc != 2) || (c->argc == 2 && (end == NULL || *end != '\0')) || batch == 0 ||
+	    batch > 100000) {
+		fprintf(stderr, "keywardctl: kek rewrap [--batch N]  (1 <= N <= 100000, default 500)\n");
+		return 2;
+	}
+	kw_err err = ctl_both(c);
+	if (err != KW_OK)
+		return 1;
+	const kw_hsm_key *active;
+	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
+		return ctl_fail("kek rewrap: no active KEK", err);
+	uint32_t v = kw_hsm_key_version(active);
+	kw_audit_chain *chain = NULL;
+	if ((err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
+		return ctl_fail("kek rewrap", err);
+	unsigned long long total = 0;
+	int idle = 0;
+	for (;;) {
+		size_t done = 0;
+		err = kw_vault_rewrap_batch(c->hsm, c->session, c->db, chain, batch, &done);
+		if (err != KW_OK)
+			break;
+		total += done;
+		if (done > 0) {
+			idle = 0;
+			continue;
+		}
+		/* Nothing was free: done, or every row left is held by a request. */
+		long long left = 0;
+		if ((err = kw_vault_count_kek(c->db, 0, v, &left)) != KW_OK || left == 0)
+			break;
+		if (++idle > 600) {
+			fprintf(stderr, "keywardctl: kek rewrap: %lld rows stayed locked for a minute\n",
+			        left);
+			err = KW_ERR_BUSY;
+			break;
+		}
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	kw_audit_chain_free(chain);
+	if (err != KW_OK) {
+		fprintf(stderr,
+		        "keywardctl: kek rewrap stopped after %llu rows: %s (run it again to go on)\n", total,
+		        kw_err_str(err));
+		return 1;
+	}
+	printf("rewrapped: %llu rows; every vault is now under keyward/kek/%" PRIu32 "\n", total, v);
+	return 0;
+}
+
+static int cmd_kek_retire(kw_ctl *c)
+{
+	char *end = NULL;
+	unsigned long v = c->argc == 1 ? strtoul(c->argv[0], &end, 10) : 0;
+	if (c->argc != 1 || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
+		fprintf(stderr, "keywardctl: kek retire N\n");
+		return 2;
+	}
+	const kw_hsm_key *active, *k;
+	kw_err err = ctl_both(c);
+	if (err != KW_OK)
+		return 1;
+	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
+		return ctl_fail("kek retire", err);
+	if (kw_hsm_key_version(active) == v) {
+		fprintf(stderr, "keywardctl: keyward/kek/%lu is the active KEK; rotate first\n", v);
+		return 1;
+	}
+	if (kw_hsm_key_get(c->hsm, KW_KEY_KEK, (uint32_t)v, &k) != KW_OK) {
+		fprintf(stderr, "keywardctl: no key keyward/kek/%lu in the token\n", v);
+		return 1;
+	}
+	long long rows = 0;
+	if ((err = kw_vault_count_kek(c->db, (uint32_t)v, 0, &rows)) != KW_OK)
+		return ctl_fail("kek retire: cannot count the rows it wraps", err);
+	if (rows > 0) {
+		fprintf(
+		    stderr,
+		    "keywardctl: %lld vault rows are still wrapped by keyward/kek/%lu; run keywardctl kek "
+		    "rewrap first\n",
+		    rows, v);
+		return 1;
+	}
+	/* Instances that have not yet re-read the token may still wrap with it
+	 * for up to one housekeeping interval after the rotation. */
+	char vs[24], wait_s[24];
+	snprintf(vs, sizeof(vs), "%lu", v);
+	snprintf(wait_s, sizeof(wait_s), "%" PRId64, c->cfg.housekeeping_interval_s + 5);
+	const char *vals[2] = {vs, wait_s};
+	PGresult *res = NULL;
+	err =
+	    kw_db_exec(c->db,
+	               "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
+	               "::bigint FROM audit_log WHERE action = 'kek.rotate' AND (context->>'previous') = $1",
+	               2, vals, NULL, NULL, &res);
+	if (err != KW_OK)
+		return ctl_fail("kek retire: cannot read the rotation time", err);
+	long long wait = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	if (wait > 0) {
+		fprintf(stderr,
+		        "keywardctl: running instances may still wrap with keyward/kek/%lu for %lld more "
+		        "seconds; "
+		        "retire it after that (and after a last kek rewrap)\n",
+		        v, wait);
+		return 1;
+	}
+	char label[64];
+	snprintf(label, sizeof(label), "keyward/kek/%lu", v);
+	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_KEK, (uint32_t)v)) != KW_OK)
+		return ctl_fail("kek retire", err);
+	if ((err = ctl_audit(c, "kek.retire", label, NULL)) != KW_OK)
+		return ctl_fail("kek retire: the key was destroyed but the audit row failed", err);
+	printf("retired: %s (destroyed in the token)\n", label);
+	return 0;
+}
+
 typedef struct kw_ctl_cmd {
 	const char *group, *verb;
 	int (*fn)(kw_ctl *c);
@@ -359,6 +521,9 @@ static const kw_ctl_cmd commands[] = {
     {"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
     {"jwt", "rotate", cmd_jwt_rotate, "create keyward/jwt/<n+1> and make it the signing key"},
     {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
+    {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
+    {"kek", "rewrap", cmd_kek_rewrap, "[--batch N]: re-wrap every vault under the active KEK (resumable)"},
+    {"kek", "retire", cmd_kek_retire, "N: destroy keyward/kek/N once no vault row uses it"},
 };
 
 static void usage(void)

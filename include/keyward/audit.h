@@ -31,6 +31,10 @@ typedef struct kw_audit_event {
 	const char *user_agent; /* NULL if none; truncated to 256 bytes */
 	const char *request_id; /* NULL if none */
 	const char *context;    /* a JSON object as text, or NULL for {} */
+	/* Not part of the row: the app.user_id scope its INSERT runs under.
+	 * A vault.* row is admitted only when this is the user its actor
+	 * names (see migration 0004). NULL for none. */
+	const char *user_id;
 } kw_audit_event;
 
 typedef struct kw_audit_chain kw_audit_chain;

@@ -69,6 +69,13 @@ KW_MUST_CHECK kw_err kw_hsm_session_ping(kw_hsm_session *s);
 /* Key lookup. Active = the highest version of the family. */
 KW_MUST_CHECK kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out);
 KW_MUST_CHECK kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out);
+/* As kw_hsm_key_get, but a version this process has not seen (made by
+ * keywardctl since it last looked) makes it re-read the token's key list
+ * first — at most every KW_HSM_MISS_REFRESH_MS, so a flood of unknown
+ * versions costs the token little. */
+#define KW_HSM_MISS_REFRESH_MS 100
+KW_MUST_CHECK kw_err kw_hsm_key_get_fresh(kw_hsm *hsm, kw_key_family f, uint32_t version,
+                                          const kw_hsm_key **out);
 uint32_t kw_hsm_key_version(const kw_hsm_key *k);
 kw_key_family kw_hsm_key_family(const kw_hsm_key *k);
 /* Re-reads the key objects from the token (after a rotation elsewhere). */

@@ -40,6 +40,10 @@ void kw_api_auth_revoke_all(kw_call *call);
 void kw_api_auth_sessions(kw_call *call);
 void kw_api_auth_introspect(kw_call *call);
 void kw_api_auth_whoami(kw_call *call);
+/* vault.c */
+void kw_api_vault_init(kw_call *call);
+void kw_api_vault_key(kw_call *call);
+void kw_api_vault_rotate(kw_call *call);
 /* wallet_login.c */
 void kw_api_wallet_nonce(kw_call *call);
 void kw_api_wallet_login(kw_call *call);

@@ -23,5 +23,8 @@ const kw_route kw_routes[] = {
     {"GET", "/api/v1/auth/sessions", kw_api_auth_sessions, true, "auth_sessions"},
     {"GET", "/api/v1/auth/whoami", kw_api_auth_whoami, false, "auth_whoami"},
     {"POST", "/api/v1/auth/introspect", kw_api_auth_introspect, true, "auth_introspect"},
+    {"POST", "/api/v1/me/encryption-vault/init", kw_api_vault_init, true, "vault_init"},
+    {"GET", "/api/v1/me/encryption-vault/key", kw_api_vault_key, true, "vault_key"},
+    {"POST", "/api/v1/me/encryption-vault/rotate", kw_api_vault_rotate, true, "vault_rotate"},
 };
 const size_t kw_routes_count = sizeof(kw_routes) / sizeof(kw_routes[0]);

@@ -434,7 +434,7 @@ kw_err kw_audit_write_one(kw_audit_chain *c, kw_hsm_session *s, kw_db *db, const
 	if (err != KW_OK)
 		return err;
 	/* The row's own tenant scope, so the INSERT policy admits it. */
-	err = kw_db_begin(db, ev->tenant_id, NULL);
+	err = kw_db_begin(db, ev->tenant_id, ev->user_id);
 	if (err != KW_OK)
 		return err;
 	err = kw_audit_append(c, s, db, ev);

@@ -67,8 +67,12 @@ struct kw_audit_writer {
 	atomic_ullong rows, commits;
 };
 
-#define SQL_SET_TENANT "SELECT set_config('app.tenant_id', $1, true)"
-static const char *const no_tenant[1] = {""};
+#define SQL_SET_SCOPE "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"
+
+static bool same_str(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
 
 /* One transaction for n events. *sent_commit tells whether COMMIT went out
  * (then a lost connection leaves the outcome unknown). */
@@ -80,7 +84,8 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	PGresult **res = NULL;
 	kw_audit_head head = {0};
 	size_t nst = 0;
-	const char *prev_tenant = NULL;
+	const char *prev_tenant = NULL, *prev_user = NULL;
+	const char **scope = NULL;
 	bool first = true;
 
 	*sent_commit = false;
@@ -90,7 +95,8 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	rows = calloc(n, sizeof(*rows));
 	stmts = calloc(cap, sizeof(*stmts));
 	res = calloc(cap, sizeof(*res));
-	if (rows == NULL || stmts == NULL || res == NULL) {
+	scope = calloc(2 * n, sizeof(*scope));
+	if (rows == NULL || stmts == NULL || res == NULL || scope == NULL) {
 		err = KW_ERR_NOMEM;
 		goto done;
 	}
@@ -103,19 +109,19 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 		err = kw_audit_stage_row(w->chain, w->session, reqs[i]->ev, &rows[i]);
 		if (err != KW_OK)
 			goto done;
-		/* The INSERT policy checks each row's tenant against app.tenant_id:
-		 * set it per row (a NULL tenant passes with any setting). */
-		const char *tenant = rows[i].f[KW_AF_TENANT_ID];
-		bool same =
-		    !first && ((tenant == NULL && prev_tenant == NULL) ||
-		               (tenant != NULL && prev_tenant != NULL && strcmp(tenant, prev_tenant) == 0));
-		if (!same && !(first && tenant == NULL && reqs[i]->npre == 0)) {
-			stmts[nst++] = (kw_db_stmt){SQL_SET_TENANT, 1,
-			                            tenant != NULL ? &rows[i].f[KW_AF_TENANT_ID] : no_tenant,
-			                            NULL, NULL};
+		/* The INSERT policies check each row's tenant (and, for vault
+		 * rows, user) against app.tenant_id and app.user_id: set them per
+		 * row (a NULL tenant passes with any setting). */
+		const char *tenant = rows[i].f[KW_AF_TENANT_ID], *user = reqs[i]->ev->user_id;
+		bool same = !first && same_str(tenant, prev_tenant) && same_str(user, prev_user);
+		if (!same && !(first && tenant == NULL && user == NULL && reqs[i]->npre == 0)) {
+			scope[2 * i] = tenant != NULL ? tenant : "";
+			scope[2 * i + 1] = user != NULL ? user : "";
+			stmts[nst++] = (kw_db_stmt){SQL_SET_SCOPE, 2, &scope[2 * i], NULL, NULL};
 		}
 		first = false;
 		prev_tenant = tenant;
+		prev_user = user;
 		for (size_t k = 0; k < reqs[i]->npre; k++)
 			stmts[nst++] = reqs[i]->pre[k];
 		stmts[nst++] = rows[i].stmt;
@@ -150,6 +156,7 @@ done:
 	free(res);
 	free(stmts);
 	free(rows);
+	free(scope);
 	return err;
 }
 

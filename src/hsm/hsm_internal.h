@@ -89,6 +89,10 @@ struct kw_hsm {
 
 	pthread_rwlock_t keys_lock;
 	pthread_mutex_t refresh_lock;
+	/* kw_hsm_key_get_fresh: when the key list was last re-read for a
+	 * version nobody here had seen. */
+	pthread_mutex_t miss_lock;
+	struct timespec miss_refreshed;
 	struct kw_hsm_key **keys;
 	size_t nkeys, keys_cap;
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hsm_internal.h"
 #include "keyward/log.h"
@@ -377,6 +378,28 @@ kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_h
 		return KW_ERR_NOT_FOUND;
 	*out = found;
 	return KW_OK;
+}
+
+kw_err kw_hsm_key_get_fresh(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out)
+{
+	kw_err err = kw_hsm_key_get(hsm, f, version, out);
+	if (err != KW_ERR_NOT_FOUND)
+		return err;
+	pthread_mutex_lock(&hsm->miss_lock);
+	/* Whoever held the lock before may have found it already. */
+	err = kw_hsm_key_get(hsm, f, version, out);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t since_ms = (int64_t)(now.tv_sec - hsm->miss_refreshed.tv_sec) * 1000 +
+	                   (now.tv_nsec - hsm->miss_refreshed.tv_nsec) / 1000000;
+	if (err == KW_ERR_NOT_FOUND && since_ms >= KW_HSM_MISS_REFRESH_MS) {
+		hsm->miss_refreshed = now;
+		err = kw_hsm_keys_refresh(hsm);
+		if (err == KW_OK)
+			err = kw_hsm_key_get(hsm, f, version, out);
+	}
+	pthread_mutex_unlock(&hsm->miss_lock);
+	return err;
 }
 
 uint32_t kw_hsm_key_version(const kw_hsm_key *k)

@@ -198,6 +198,7 @@ kw_err kw_hsm_open(const kw_hsm_options *opt, kw_hsm **out)
 	pthread_mutex_init(&hsm->login_lock, NULL);
 	pthread_mutex_init(&hsm->admin_lock, NULL);
 	pthread_mutex_init(&hsm->refresh_lock, NULL);
+	pthread_mutex_init(&hsm->miss_lock, NULL);
 	pthread_rwlock_init(&hsm->keys_lock, NULL);
 	pthread_mutex_init(&hsm->subkeys_lock, NULL);
 	hsm->admin.hsm = hsm;
@@ -290,6 +291,7 @@ void kw_hsm_close(kw_hsm *hsm)
 	kw_secret_free(hsm->pin);
 	pthread_rwlock_destroy(&hsm->keys_lock);
 	pthread_mutex_destroy(&hsm->refresh_lock);
+	pthread_mutex_destroy(&hsm->miss_lock);
 	pthread_mutex_destroy(&hsm->admin_lock);
 	pthread_mutex_destroy(&hsm->login_lock);
 	free(hsm);

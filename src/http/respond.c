@@ -5,6 +5,7 @@
  * a code, a fixed human message and the request id: never input echoed
  * back, never a secret. */
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +67,8 @@ const char *kw_request_header(const kw_request *req, const char *name, int *coun
 
 static void set_body(kw_call *call, int status, const char *ctype, char *body, size_t len)
 {
+	if (call->resp.body)
+		OPENSSL_cleanse(call->resp.body, call->resp.body_len);
 	free(call->resp.body);
 	call->resp.status = status;
 	call->resp.content_type = ctype;

@@ -158,6 +158,13 @@ static void response_free(kw_response *r)
 	free(r->body);
 }
 
+static void body_sent(const void *data, size_t len, void *extra)
+{
+	(void)extra;
+	OPENSSL_cleanse((void *)data, len);
+	free((void *)data);
+}
+
 static void pending_free(kw_pending *p)
 {
 	request_free(&p->call.req);
@@ -187,8 +194,11 @@ static void send_reply(kw_pending *p)
 		evhttp_add_header(oh, r->headers[i].name, r->headers[i].value);
 	if (atomic_load(&srv->draining))
 		evhttp_add_header(oh, "Connection", "close");
-	if (r->body_len > 0)
-		evbuffer_add(evhttp_request_get_output_buffer(p->ereq), r->body, r->body_len);
+	/* The body is handed over by reference, not copied, so the one copy
+	 * (which may hold a key or a credential) is wiped when it is sent. */
+	if (r->body_len > 0 && evbuffer_add_reference(evhttp_request_get_output_buffer(p->ereq), r->body,
+	                                              r->body_len, body_sent, NULL) == 0)
+		r->body = NULL;
 	evhttp_send_reply(p->ereq, r->status, reason_phrase(r->status), NULL);
 	kw_metrics_observe(p->route, r->status, elapsed_since(&p->start));
 	atomic_fetch_sub(&srv->in_flight, 1);

@@ -99,14 +99,14 @@ static kw_audit_chain *three_rows(void)
 	kw_audit_chain *c = NULL;
 	cr_assert_eq(kw_audit_chain_new(hsm, "test:three", &c), KW_OK);
 	cr_assert_eq(kw_db_begin(app, TENANT_A, NULL), KW_OK);
-	kw_audit_event ev = event(TENANT_A, "vault.init");
+	kw_audit_event ev = event(TENANT_A, "secret.create");
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
 	ev = event(NULL, "auth.login");
 	ev.target = NULL;
 	ev.ip = NULL;
 	ev.context = NULL;
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
-	ev = event(TENANT_A, "vault.rotate");
+	ev = event(TENANT_A, "secret.update");
 	ev.status = "denied";
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
 	cr_assert_eq(kw_db_commit(app), KW_OK);
@@ -157,7 +157,7 @@ Test(audit, empty_log_verifies)
 Test(audit, rollback_keeps_the_committed_head)
 {
 	kw_audit_chain *c = three_rows();
-	kw_audit_event ev = event(TENANT_A, "vault.init");
+	kw_audit_event ev = event(TENANT_A, "secret.create");
 	cr_assert_eq(kw_db_begin(app, TENANT_A, NULL), KW_OK);
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
@@ -196,7 +196,7 @@ Test(audit, failed_append_leaves_the_head)
 {
 	kw_audit_chain *c = three_rows();
 	/* A row of another tenant than the transaction's is refused by RLS. */
-	kw_audit_event ev = event(TENANT_B, "vault.init");
+	kw_audit_event ev = event(TENANT_B, "secret.create");
 	cr_assert_eq(kw_db_begin(app, TENANT_A, NULL), KW_OK);
 	cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_ERR_DB);
 	kw_db_rollback(app);
@@ -205,7 +205,7 @@ Test(audit, failed_append_leaves_the_head)
 	ev = event(NULL, "x");
 	ev.context = "{not json";
 	cr_assert_eq(kw_audit_write_one(c, sess, app, &ev), KW_ERR_DB);
-	ev = event(TENANT_B, "vault.init");
+	ev = event(TENANT_B, "secret.create");
 	cr_assert_eq(kw_audit_write_one(c, sess, app, &ev), KW_OK);
 	expect_ok(4, 1);
 	kw_audit_chain_free(c);
@@ -348,7 +348,7 @@ Test(audit, tamper_forged_row_at_the_end)
 	const char *id = kw_audit_chain_id(c);
 	free(sqlf(
 	    "INSERT INTO audit_log (chain_id, seq, at, actor, action, status, key_version, prev_mac, mac) "
-	    "SELECT chain_id, 4, now(), 'mallory', 'vault.read', 'ok', key_version, mac, "
+	    "SELECT chain_id, 4, now(), 'mallory', 'secret.read', 'ok', key_version, mac, "
 	    "sha256(mac) FROM audit_log WHERE chain_id = '%s' AND seq = 3",
 	    id));
 	expect_broken(id, "4", "beyond the chain head");
@@ -361,7 +361,7 @@ Test(audit, tamper_forged_row_and_head)
 	const char *id = kw_audit_chain_id(c);
 	free(sqlf(
 	    "INSERT INTO audit_log (chain_id, seq, at, actor, action, status, key_version, prev_mac, mac) "
-	    "SELECT chain_id, 4, now(), 'mallory', 'vault.read', 'ok', key_version, mac, "
+	    "SELECT chain_id, 4, now(), 'mallory', 'secret.read', 'ok', key_version, mac, "
 	    "sha256(mac) FROM audit_log WHERE chain_id = '%1$s' AND seq = 3; "
 	    "UPDATE audit_chains SET last_seq = 4, last_mac = (SELECT mac FROM audit_log "
 	    "WHERE chain_id = '%1$s' AND seq = 4) WHERE chain_id = '%1$s'",
@@ -405,7 +405,7 @@ Test(audit, verify_pages_through_long_chains)
 	enum { ROWS = 2100, CHAINS = 1001 };
 	kw_audit_chain *c = NULL;
 	cr_assert_eq(kw_audit_chain_new(hsm, "test:long", &c), KW_OK);
-	kw_audit_event ev = event(NULL, "vault.read");
+	kw_audit_event ev = event(NULL, "secret.read");
 	cr_assert_eq(kw_db_begin(app, NULL, NULL), KW_OK);
 	for (int i = 0; i < ROWS; i++)
 		cr_assert_eq(kw_audit_append(c, sess, app, &ev), KW_OK);
@@ -457,7 +457,10 @@ static void *chain_worker(void *p)
 	if (a->err == KW_OK)
 		a->err = kw_audit_chain_new(hsm, name, &c);
 	for (int i = 0; i < a->n && a->err == KW_OK; i++) {
-		kw_audit_event ev = event(i % 3 == 0 ? NULL : i % 3 == 1 ? TENANT_A : TENANT_B, "vault.read");
+		kw_audit_event ev = event(i % 3 == 0   ? NULL
+		                          : i % 3 == 1 ? TENANT_A
+		                                       : TENANT_B,
+		                          "secret.read");
 		a->err = kw_audit_write_one(c, s, d, &ev);
 	}
 	kw_audit_chain_free(c);
@@ -505,7 +508,7 @@ static void *log_worker(void *p)
 		kw_audit_event ev = event((a->idx + i) % 3 == 0   ? NULL
 		                          : (a->idx + i) % 3 == 1 ? TENANT_A
 		                                                  : TENANT_B,
-		                          "vault.read");
+		                          "secret.read");
 		ev.request_id = rid;
 		kw_err err = kw_audit_writer_log(a->w, &ev);
 		if (err != KW_OK) {
@@ -619,7 +622,7 @@ Test(audit, writer_survives_a_killed_connection)
 {
 	kw_audit_writer *w = NULL;
 	cr_assert_eq(kw_audit_writer_start(hsm, tdb.app, 16, &w), KW_OK);
-	kw_audit_event ev = event(TENANT_A, "vault.read");
+	kw_audit_event ev = event(TENANT_A, "secret.read");
 	int ok = 0;
 	for (int i = 0; i < 5; i++)
 		ok += kw_audit_writer_log(w, &ev) == KW_OK;

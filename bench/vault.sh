@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The encryption vault's hot path, from one run on one machine:
+#   GET /api/v1/me/encryption-vault/key (each fetch: token check, one
+#   database read, one C_Decrypt in the token, and its audit row durable
+#   before the answer) under wrk -t2 -c32, next to the raw token
+#   AES-256-GCM decrypt rate (48 bytes, the KEK, 2 threads). Goal: >= 40%.
+#   bench/vault.sh [DURATION=10]   (seconds; "10s" works too)
+# Env: USERS (default 256) vault owners the requests rotate through;
+# KEYWARD_HTTP_WORKERS is passed through to keywardd if set. Needs a build
+# in build/ (with kw_bench_gcm) and wrk. Shares the token and cluster of
+# bench/run.sh and bench/tokens.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-10}; dur=${dur%s}
+users=${USERS:-256}
+port=18084
+base=http://127.0.0.1:$port
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+for b in keywardd keywardctl kw_bench_gcm; do
+  [ -x "build/$b" ] || { echo "build/$b is missing: cmake -S . -B build && cmake --build build" >&2; exit 1; }
+done
+mkdir -p .run/bench
+
+eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
+pg_was_up=false
+pidfile=.run/bench/pg/data/postmaster.pid
+[ -f "$pidfile" ] && kill -0 "$(head -n1 "$pidfile")" 2>/dev/null && pg_was_up=true
+eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  $pg_was_up || scripts/pg-cluster.sh stop .run/bench/pg
+}
+trap cleanup EXIT
+
+psql "$KEYWARD_PG_ADMIN" -qAt -c "SELECT 1 FROM pg_database WHERE datname='kwbench'" | grep -q 1 ||
+  psql "$KEYWARD_PG_ADMIN" -q -c "CREATE DATABASE kwbench"
+export KEYWARD_DB_ADMIN_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=postgres dbname=kwbench"
+export KEYWARD_DB_MIGRATIONS_DIR=$PWD/migrations
+build/keywardctl migrate up >/dev/null
+psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='keyward_svc') THEN CREATE ROLE keyward_svc LOGIN IN ROLE keyward_app; END IF; END \$\$;"
+build/keywardctl token init >/dev/null
+
+# a. The raw decrypt rate first, before keywardd exists: nothing else uses the token or the CPUs.
+gcm_line=$(build/kw_bench_gcm 2 "$dur")
+gcm_rate=$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$gcm_line")
+
+export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
+export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:$port KEYWARD_LOG_LEVEL=warn
+export KEYWARD_RATELIMIT_IP_PER_MINUTE=1048576 KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=1048576
+build/keywardd 2>.run/bench/vault-keywardd.log & pids+=($!)
+for _ in $(seq 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "$base/healthz" >/dev/null || { echo "keywardd did not come up:" >&2; tail -n 20 .run/bench/vault-keywardd.log >&2; exit 1; }
+
+admin=$(build/keywardctl tenant create "vault-$(date +%s)-$$" 2>/dev/null | awk '/^api_key:/ { print $2 }')
+[ -n "$admin" ] || { echo "keywardctl tenant create failed" >&2; exit 1; }
+key=$(curl -sf -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  -d '{"name":"bench-login","scopes":["auth:issue"],"rate_limit_per_minute":1000000}' \
+  "$base/api/v1/api-keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])') ||
+  { echo "POST /api/v1/api-keys failed" >&2; exit 1; }
+
+# b. Users, each with a vault. Every one is checked: a broken route must
+# fail loudly here, not show up as fast errors.
+export KW_BENCH_TOKENS=$PWD/.run/bench/vault-tokens.txt
+python3 - "$base" "$key" "$users" >"$KW_BENCH_TOKENS" <<'PY'
+import json, sys, urllib.request
+base, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def call(method, path, auth, body=None):
+    req = urllib.request.Request(base + path, method=method, data=body,
+                                 headers={"Authorization": "Bearer " + auth, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return r.status, json.load(r)
+for i in range(n):
+    st, o = call("POST", "/api/v1/auth/login", key, json.dumps({"subject": "vault-user-%d" % i, "role": "track1"}).encode())
+    tok = o["access_token"]
+    st, v = call("POST", "/api/v1/me/encryption-vault/init", tok, b"")
+    assert st in (200, 201), st
+    st, g = call("GET", "/api/v1/me/encryption-vault/key", tok)
+    assert st == 200 and g["master_key"] == v["master_key"], (st, g)
+    print(tok)
+PY
+
+# c. Fetches.
+out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/vault_key.lua "$base/api/v1/me/encryption-vault/key")
+rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
+p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
+bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
+rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
+
+echo "$gcm_line"
+echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
+echo "audit rows vault.key ok in the database (all runs): $rows"
+[ "$bad" = 0 ] || echo "WARNING: $bad fetches did not answer 2xx"
+awk -v x="$rps" -v y="$gcm_rate" 'BEGIN {
+  printf "key fetches/s = %.0f, raw GCM decrypt/s (2 threads) = %.0f, ratio = %.2f (goal >= 0.40)\n", x, y, x / y }'

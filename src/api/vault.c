@@ -1,0 +1,343 @@
+/* vault.c — the per-user encryption vault (DESIGN §5.3):
+ *   POST /api/v1/me/encryption-vault/init    201 new / 200 existing
+ *   GET  /api/v1/me/encryption-vault/key     200, or 404 vault_not_found
+ *   POST /api/v1/me/encryption-vault/rotate  200 with a fresh key
+ *
+ * The user is the access token's `sub`, the tenant its `tid`; nothing in
+ * the request can name another. Init and rotate need the `vault:write`
+ * permission, key `vault:read`. Every call leaves an audit row (actor
+ * "user:<sub>", action vault.*), failures included; a state change commits
+ * together with its row, and a key is answered only once the row of its
+ * fetch is durable. No master key reaches a log line or an audit row;
+ * answers carrying one are wiped when sent. */
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "keyward/app.h"
+#include "keyward/auth.h"
+#include "keyward/log.h"
+#include "keyward/tokens.h"
+#include "keyward/vault.h"
+
+typedef struct vault_req {
+	kw_call *call;
+	kw_access_claims c;
+	char actor[5 + KW_SUBJECT_MAX + 1];
+	const char *action;
+} vault_req;
+
+static const char *user_agent(kw_call *call)
+{
+	return kw_request_header(&call->req, "User-Agent", NULL);
+}
+
+static kw_audit_event vault_event(vault_req *v, const char *status, const char *context)
+{
+	kw_call *call = v->call;
+	return (kw_audit_event){.tenant_id = v->c.tid,
+	                        .actor = v->actor,
+	                        .action = v->action,
+	                        .target = "encryption_vault",
+	                        .status = status,
+	                        .ip = call->req.client_ip,
+	                        .user_agent = user_agent(call),
+	                        .request_id = call->req.request_id,
+	                        .context = context,
+	                        .user_id = v->c.sub};
+}
+
+/* An audit row for a call that changed nothing, written before the answer
+ * (group-commit writer; the worker's own chain if there is none). */
+static kw_err audit_now(vault_req *v, const char *status, const char *context)
+{
+	kw_call *call = v->call;
+	kw_audit_event ev = vault_event(v, status, context);
+	if (call->app->audit != NULL)
+		return kw_audit_writer_log(call->app->audit, &ev);
+	if (call->res == NULL || call->res->audit == NULL || call->res->db == NULL)
+		return KW_ERR_DB_UNAVAILABLE;
+	return kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, &ev);
+}
+
+static void refuse(vault_req *v, int status, const char *code, const char *msg)
+{
+	char st[64];
+	snprintf(st, sizeof(st), "%d %s", status, code);
+	kw_err err = audit_now(v, st, NULL);
+	if (err != KW_OK)
+		kw_warn("audit: vault refusal of request %s not recorded: %s", v->call->req.request_id,
+		        kw_err_str(err));
+	kw_respond_error(v->call, status, code, msg);
+	if (status == 503)
+		kw_respond_header(v->call, "Retry-After", "1");
+}
+
+/* Answers a failure of the token, the database or the stored blob. */
+static void fail(vault_req *v, kw_err err)
+{
+	switch (err) {
+	case KW_ERR_VERIFY:
+	case KW_ERR_INVALID:
+		/* Never a 500: the row exists but is not this user's key. */
+		refuse(v, 409, "vault_corrupt",
+		       "the stored vault does not unwrap for this user; the operator has been told");
+		kw_err_log("vault: the vault of a user of tenant %s does not unwrap (request %s)", v->c.tid,
+		           v->call->req.request_id);
+		break;
+	case KW_ERR_NOT_FOUND:
+		refuse(v, 503, "kek_unavailable", "the key that wrapped this vault is not in the key store");
+		break;
+	case KW_ERR_HSM_UNAVAILABLE:
+	case KW_ERR_HSM:
+		refuse(v, 503, "hsm_unavailable", "the key store is unavailable");
+		break;
+	case KW_ERR_DB_UNAVAILABLE:
+		refuse(v, 503, "db_unavailable", "the database is unavailable");
+		break;
+	default:
+		kw_respond_failure(v->call, err);
+		break;
+	}
+}
+
+/* The access token, the worker's resources and the permission; false when
+ * the call is answered already. */
+static bool vault_begin(kw_call *call, const char *action, const char *permission, vault_req *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->call = call;
+	v->action = action;
+	if (!kw_auth_access_token(call, false, &v->c))
+		return false;
+	snprintf(v->actor, sizeof(v->actor), "user:%s", v->c.sub);
+	if (!kw_api_resources_ready(call))
+		return false;
+	char quoted[64];
+	snprintf(quoted, sizeof(quoted), "\"%s\"", permission);
+	if (strstr(v->c.permissions, quoted) == NULL) {
+		refuse(v, 403, "insufficient_permission", "the access token's role may not do this");
+		return false;
+	}
+	return true;
+}
+
+/* Unwraps (kw_vault_unwrap re-reads the token's keys for a KEK version
+ * this process has not seen yet: a rotation by keywardctl). */
+static kw_err unwrap(kw_call *call, const kw_vault_row *row, unsigned char mk[KW_MK_LEN])
+{
+	return kw_vault_unwrap(call->app->hsm, call->res->hsm, row, mk);
+}
+
+/* {"master_key": base64, "format_version": n, "kek_id": n} */
+static char *key_body(const unsigned char mk[KW_MK_LEN], const kw_vault_row *row, size_t *len)
+{
+	unsigned char b64[((KW_MK_LEN + 2) / 3) * 4 + 1];
+	EVP_EncodeBlock(b64, mk, KW_MK_LEN);
+	size_t cap = sizeof(b64) + 80;
+	char *body = malloc(cap);
+	if (body != NULL) {
+		int n = snprintf(body, cap,
+		                 "{\"master_key\":\"%s\",\"format_version\":%d,\"kek_id\":%" PRIu32 "}",
+		                 (const char *)b64, row->format_version, row->kek_id);
+		*len = (size_t)n;
+	}
+	OPENSSL_cleanse(b64, sizeof(b64));
+	return body;
+}
+
+static void respond_key(kw_call *call, int status, const unsigned char mk[KW_MK_LEN], const kw_vault_row *row)
+{
+	size_t len = 0;
+	char *body = key_body(mk, row, &len);
+	if (body == NULL)
+		kw_respond_error(call, 500, "internal", "out of memory");
+	else
+		kw_respond_text(call, status, "application/json", body, len);
+}
+
+static char *kek_context(const kw_vault_row *row, const char *extra)
+{
+	char *s = malloc(96);
+	if (s != NULL)
+		snprintf(s, 96, "{\"kek_id\":%" PRIu32 "%s}", row->kek_id, extra ? extra : "");
+	return s;
+}
+
+/* --- init and rotate: a change and its audit row in one transaction ----- */
+
+void kw_api_vault_init(kw_call *call)
+{
+	vault_req v;
+	if (!vault_begin(call, "vault.init", "vault:write", &v))
+		return;
+	kw_app *app = call->app;
+	kw_db *db = call->res->db;
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row row;
+	memset(&row, 0, sizeof(row));
+	snprintf(row.tenant_id, sizeof(row.tenant_id), "%s", v.c.tid);
+	snprintf(row.user_id, sizeof(row.user_id), "%s", v.c.sub);
+	bool created = false;
+	kw_err err = kw_db_begin(db, v.c.tid, v.c.sub);
+	if (err == KW_OK)
+		err = kw_vault_get(db, v.c.tid, v.c.sub, false, &row);
+	if (err == KW_ERR_NOT_FOUND) {
+		err = kw_vault_new_mk(call->res->hsm, mk);
+		if (err == KW_OK)
+			err = kw_vault_wrap(app->hsm, call->res->hsm, mk, &row);
+		if (err == KW_OK)
+			err = kw_vault_insert(db, &row);
+		created = err == KW_OK;
+		if (err == KW_ERR_EXISTS) /* a concurrent first call won: answer its key */
+			err = kw_vault_get(db, v.c.tid, v.c.sub, false, &row);
+	}
+	if (err == KW_OK && !created)
+		err = unwrap(call, &row, mk);
+	kw_err db_err = err;
+	char *ctx =
+	    err == KW_OK ? kek_context(&row, created ? ",\"created\":true" : ",\"created\":false") : NULL;
+	if (err == KW_OK && ctx == NULL)
+		err = KW_ERR_NOMEM;
+	kw_api_audit_in_tx(call, v.c.tid, v.actor, v.action, "encryption_vault", ctx, &err);
+	/* The in-transaction row must satisfy the vault audit policy: the
+	 * transaction is scoped to this user, so it does. */
+	err = kw_api_finish_tx(call, err);
+	free(ctx);
+	if (err == KW_OK)
+		respond_key(call, created ? 201 : 200, mk, &row);
+	else
+		fail(&v, db_err != KW_OK ? db_err : err);
+	OPENSSL_cleanse(mk, sizeof(mk));
+	OPENSSL_cleanse(&row, sizeof(row));
+}
+
+void kw_api_vault_rotate(kw_call *call)
+{
+	vault_req v;
+	if (!vault_begin(call, "vault.rotate", "vault:write", &v))
+		return;
+	kw_db *db = call->res->db;
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row row;
+	memset(&row, 0, sizeof(row));
+	kw_err err = kw_db_begin(db, v.c.tid, v.c.sub);
+	if (err == KW_OK)
+		err = kw_vault_get(db, v.c.tid, v.c.sub, true, &row);
+	if (err == KW_ERR_NOT_FOUND) {
+		(void)kw_api_finish_tx(call, err);
+		refuse(&v, 404, "vault_not_found", "this user has no encryption vault; init one first");
+		return;
+	}
+	uint32_t old_kek = row.kek_id;
+	if (err == KW_OK)
+		err = kw_vault_new_mk(call->res->hsm, mk);
+	if (err == KW_OK)
+		err = kw_vault_wrap(call->app->hsm, call->res->hsm, mk, &row);
+	if (err == KW_OK)
+		err = kw_vault_replace(db, &row);
+	kw_err db_err = err;
+	char extra[48];
+	snprintf(extra, sizeof(extra), ",\"previous_kek_id\":%" PRIu32, old_kek);
+	char *ctx = err == KW_OK ? kek_context(&row, extra) : NULL;
+	if (err == KW_OK && ctx == NULL)
+		err = KW_ERR_NOMEM;
+	kw_api_audit_in_tx(call, v.c.tid, v.actor, v.action, "encryption_vault", ctx, &err);
+	err = kw_api_finish_tx(call, err);
+	free(ctx);
+	if (err == KW_OK)
+		respond_key(call, 200, mk, &row);
+	else
+		fail(&v, db_err != KW_OK ? db_err : err);
+	OPENSSL_cleanse(mk, sizeof(mk));
+	OPENSSL_cleanse(&row, sizeof(row));
+}
+
+/* --- key: one read, one unwrap, the audit row through the writer -------- */
+
+typedef struct key_job {
+	vault_req v;
+	char *body;
+	size_t body_len;
+	char ctx[48];
+	kw_audit_event ev;
+} key_job;
+
+static void key_job_free(key_job *j)
+{
+	if (j->body != NULL) {
+		OPENSSL_cleanse(j->body, j->body_len);
+		free(j->body);
+	}
+	OPENSSL_cleanse(j, sizeof(*j));
+	free(j);
+}
+
+/* On the writer's thread, once the fetch's audit row is durable (or not). */
+static void key_logged(void *arg, kw_err err)
+{
+	key_job *j = arg;
+	kw_call *call = j->v.call;
+	if (err == KW_OK) {
+		kw_respond_text(call, 200, "application/json", j->body, j->body_len);
+		j->body = NULL; /* the response owns it now */
+	} else {
+		/* Unrecorded, so unanswered: the key is not handed out. */
+		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
+	}
+	key_job_free(j);
+	kw_call_finish(call);
+}
+
+void kw_api_vault_key(kw_call *call)
+{
+	key_job *j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		kw_respond_failure(call, KW_ERR_NOMEM);
+		return;
+	}
+	if (!vault_begin(call, "vault.key", "vault:read", &j->v)) {
+		key_job_free(j);
+		return;
+	}
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row row;
+	kw_err err = kw_vault_fetch(call->res->db, j->v.c.tid, j->v.c.sub, &row);
+	if (err == KW_ERR_NOT_FOUND) {
+		refuse(&j->v, 404, "vault_not_found", "this user has no encryption vault");
+		key_job_free(j);
+		return;
+	}
+	if (err == KW_OK)
+		err = unwrap(call, &row, mk);
+	if (err == KW_OK && (j->body = key_body(mk, &row, &j->body_len)) == NULL)
+		err = KW_ERR_NOMEM;
+	OPENSSL_cleanse(mk, sizeof(mk));
+	if (err != KW_OK) {
+		fail(&j->v, err);
+		key_job_free(j);
+		return;
+	}
+	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row.kek_id);
+	OPENSSL_cleanse(&row, sizeof(row));
+	j->ev = vault_event(&j->v, "ok", j->ctx);
+	if (call->app->audit == NULL) {
+		err = audit_now(&j->v, "ok", j->ctx);
+		if (err == KW_OK) {
+			kw_respond_text(call, 200, "application/json", j->body, j->body_len);
+			j->body = NULL;
+		} else {
+			kw_respond_failure(call, err);
+		}
+		key_job_free(j);
+		return;
+	}
+	kw_call_detach(call);
+	err = kw_audit_writer_submit(call->app->audit, &j->ev, NULL, 0, key_logged, j);
+	if (err != KW_OK)
+		key_logged(j, err); /* not queued: answer as the writer would have */
+}
