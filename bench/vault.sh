@@ -83,12 +83,14 @@ for i in range(n):
 PY
 
 # c. Fetches.
+[ -n "${KW_BENCH_PERF:-}" ] && { perf record -a -g -o .run/bench/vault.perf -- sleep $((dur - 2)) >/dev/null 2>&1 & }
 out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/vault_key.lua "$base/api/v1/me/encryption-vault/key")
 rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
 p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
 bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
 rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
 
+curl -s "$base/metrics" | grep -E "^keyward_audit_(group_commits|rows)" >.run/bench/vault-metrics.txt || true
 echo "$gcm_line"
 echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
 echo "audit rows vault.key ok in the database (all runs): $rows"
