@@ -134,6 +134,10 @@ int main(int argc, char **argv)
 out:
 	kw_pool_stop(app.pool);
 	app.pool = NULL;
+	/* The writer's last rows answer their requests through the server's
+	 * loops: flush it while they still exist. */
+	kw_audit_writer_stop(app.audit);
+	app.audit = NULL;
 	kw_server_free(app.server);
 	app.server = NULL;
 	kw_app_shutdown(&app);

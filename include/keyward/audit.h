@@ -53,6 +53,9 @@ KW_MUST_CHECK kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db
                                      const kw_audit_event *ev);
 void kw_audit_chain_committed(kw_audit_chain *c);
 void kw_audit_chain_rolled_back(kw_audit_chain *c);
+/* The COMMIT itself was lost (KW_ERR_DB_UNAVAILABLE): the rows may or may
+ * not be in, so the chain goes on under a new id rather than fork. */
+void kw_audit_chain_commit_unknown(kw_audit_chain *c);
 
 /* Convenience: BEGIN (scoped to ev->tenant_id, so the INSERT policy admits
  * the row; system scope when it is NULL), append, COMMIT, and the chain's

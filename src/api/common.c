@@ -49,6 +49,7 @@ void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char 
 kw_err kw_api_finish_tx(kw_call *call, kw_err err)
 {
 	kw_db *db = call->res->db;
+	bool committing = err == KW_OK;
 	if (err == KW_OK)
 		err = kw_db_commit(db);
 	else if (kw_db_in_tx(db))
@@ -56,6 +57,8 @@ kw_err kw_api_finish_tx(kw_call *call, kw_err err)
 	if (call->res->audit) {
 		if (err == KW_OK)
 			kw_audit_chain_committed(call->res->audit);
+		else if (committing && err == KW_ERR_DB_UNAVAILABLE)
+			kw_audit_chain_commit_unknown(call->res->audit);
 		else
 			kw_audit_chain_rolled_back(call->res->audit);
 	}

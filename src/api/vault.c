@@ -82,12 +82,15 @@ static void fail(vault_req *v, kw_err err)
 {
 	switch (err) {
 	case KW_ERR_VERIFY:
-	case KW_ERR_INVALID:
 		/* Never a 500: the row exists but is not this user's key. */
 		refuse(v, 409, "vault_corrupt",
 		       "the stored vault does not unwrap for this user; the operator has been told");
 		kw_err_log("vault: the vault of a user of tenant %s does not unwrap (request %s)", v->c.tid,
 		           v->call->req.request_id);
+		break;
+	case KW_ERR_INVALID:
+		/* Before any row is read: ids the vault cannot be keyed by. */
+		refuse(v, 400, "invalid_subject", "the access token's subject or tenant cannot own a vault");
 		break;
 	case KW_ERR_NOT_FOUND:
 		refuse(v, 503, "kek_unavailable", "the key that wrapped this vault is not in the key store");
@@ -100,7 +103,8 @@ static void fail(vault_req *v, kw_err err)
 		refuse(v, 503, "db_unavailable", "the database is unavailable");
 		break;
 	default:
-		kw_respond_failure(v->call, err);
+		kw_err_log("vault: request %s failed: %s", v->call->req.request_id, kw_err_str(err));
+		refuse(v, 500, "internal", "internal error");
 		break;
 	}
 }
@@ -115,11 +119,15 @@ static bool vault_begin(kw_call *call, const char *action, const char *permissio
 	if (!kw_auth_access_token(call, false, &v->c))
 		return false;
 	snprintf(v->actor, sizeof(v->actor), "user:%s", v->c.sub);
-	if (!kw_api_resources_ready(call))
+	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
+		refuse(v, 503, "db_unavailable", "the database is unavailable");
 		return false;
-	char quoted[64];
-	snprintf(quoted, sizeof(quoted), "\"%s\"", permission);
-	if (strstr(v->c.permissions, quoted) == NULL) {
+	}
+	if (call->res->hsm == NULL) {
+		refuse(v, 503, "hsm_unavailable", "the key store is unavailable");
+		return false;
+	}
+	if (!kw_access_permits(&v->c, permission)) {
 		refuse(v, 403, "insufficient_permission", "the access token's role may not do this");
 		return false;
 	}
@@ -130,7 +138,10 @@ static bool vault_begin(kw_call *call, const char *action, const char *permissio
  * this process has not seen yet: a rotation by keywardctl). */
 static kw_err unwrap(kw_call *call, const kw_vault_row *row, unsigned char mk[KW_MK_LEN])
 {
-	return kw_vault_unwrap(call->app->hsm, call->res->hsm, row, mk);
+	kw_err err = kw_vault_unwrap(call->app->hsm, call->res->hsm, row, mk);
+	/* A stored row this build cannot read (format, ids) is as unusable
+	 * as one whose tag fails. */
+	return err == KW_ERR_INVALID ? KW_ERR_VERIFY : err;
 }
 
 /* {"master_key": base64, "format_version": n, "kek_id": n} */

@@ -224,6 +224,12 @@ void kw_audit_chain_rolled_back(kw_audit_chain *c)
 		kw_audit_chain_restart(c);
 }
 
+void kw_audit_chain_commit_unknown(kw_audit_chain *c)
+{
+	c->desync = true;
+	kw_audit_chain_rolled_back(c);
+}
+
 void kw_audit_row_clear(kw_audit_row *row)
 {
 	free(row->text);
@@ -448,8 +454,9 @@ done:
 	} else {
 		kw_db_rollback(db);
 		if (committing && err == KW_ERR_DB_UNAVAILABLE)
-			c->desync = true;
-		kw_audit_chain_rolled_back(c);
+			kw_audit_chain_commit_unknown(c);
+		else
+			kw_audit_chain_rolled_back(c);
 	}
 	return err;
 }

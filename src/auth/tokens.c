@@ -258,6 +258,23 @@ static bool get_time(json_t *o, const char *name, int64_t *out)
 	return true;
 }
 
+bool kw_access_permits(const kw_access_claims *c, const char *permission)
+{
+	json_t *perms = json_loads(c->permissions, JSON_REJECT_DUPLICATES, NULL);
+	bool ok = false;
+	size_t i;
+	json_t *p;
+	json_array_foreach(perms, i, p)
+	{
+		if (json_is_string(p) && strcmp(json_string_value(p), permission) == 0) {
+			ok = true;
+			break;
+		}
+	}
+	json_decref(perms);
+	return ok;
+}
+
 kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_claims *out)
 {
 	kw_access_claims c;

@@ -55,6 +55,28 @@ kw_err kw_vault_wrap(kw_hsm *hsm, kw_hsm_session *s, const unsigned char mk[KW_M
 	return KW_OK;
 }
 
+/* Tokens report a failed GCM tag and a failing device alike (SoftHSM says
+ * CKR_GENERAL_ERROR for both). Before a row is called corrupt, the same
+ * KEK must round-trip a block of its own: if it cannot, the token is at
+ * fault (KW_ERR_HSM) and the row may be fine. */
+static kw_err kek_self_test(kw_hsm_session *s, const kw_hsm_key *kek)
+{
+	static const unsigned char aad[] = "keyward:v1:kek-self-test";
+	unsigned char pt[KW_MK_LEN] = {0}, ct[KW_MK_LEN + KW_GCM_TAG_LEN], back[KW_MK_LEN], iv[KW_GCM_IV_LEN];
+	kw_err err = kw_hsm_gcm_encrypt(s, kek, aad, sizeof(aad) - 1, pt, sizeof(pt), iv, ct);
+	if (err == KW_OK)
+		err = kw_hsm_gcm_decrypt(s, kek, iv, aad, sizeof(aad) - 1, ct, sizeof(ct), back);
+	if (err == KW_OK && CRYPTO_memcmp(back, pt, sizeof(pt)) != 0)
+		err = KW_ERR_HSM;
+	if (err != KW_OK) {
+		kw_err_log("hsm: KEK %" PRIu32 " fails its own round trip (%s): the token, not the row, "
+		           "is at fault",
+		           kw_hsm_key_version(kek), kw_err_str(err));
+		return err == KW_ERR_VERIFY ? KW_ERR_HSM : err;
+	}
+	return KW_ERR_VERIFY;
+}
+
 kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_vault_row *row, unsigned char mk[KW_MK_LEN])
 {
 	const kw_hsm_key *kek;
@@ -67,8 +89,11 @@ kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_vault_row *row, 
 	size_t alen = kw_vault_aad(aad, sizeof(aad), row->tenant_id, row->user_id, row->kek_id);
 	if (alen == 0)
 		return KW_ERR_INVALID;
-	return kw_hsm_gcm_decrypt(s, kek, row->iv, (const unsigned char *)aad, alen, row->wrapped,
-	                          KW_VAULT_WRAPPED_LEN, mk);
+	err = kw_hsm_gcm_decrypt(s, kek, row->iv, (const unsigned char *)aad, alen, row->wrapped,
+	                         KW_VAULT_WRAPPED_LEN, mk);
+	if (err == KW_ERR_VERIFY)
+		err = kek_self_test(s, kek);
+	return err;
 }
 
 /* --- rows ------------------------------------------------------------------ */

@@ -760,15 +760,19 @@ Test(kek, rewrap_killed_half_way_resumes, .timeout = 240)
 
 Test(fault, hsm_unavailable_fails_closed, .timeout = 120)
 {
-	char fault[64], shim_env[600], real_env[600], fault_env[128];
+	char fault[64], decrypt_fault[64], shim_env[600], real_env[600], fault_env[128], dfault_env[128];
 	snprintf(fault, sizeof(fault), "/tmp/kwt_vault_fault_%d", (int)getpid());
+	snprintf(decrypt_fault, sizeof(decrypt_fault), "/tmp/kwt_vault_dfault_%d", (int)getpid());
 	unlink(fault);
+	unlink(decrypt_fault);
+	snprintf(dfault_env, sizeof(dfault_env), "KWT_P11_DECRYPT_FAULT_FILE=%s", decrypt_fault);
 	snprintf(shim_env, sizeof(shim_env), "KEYWARD_HSM_MODULE=%s", KWT_P11FAULT_PATH);
 	snprintf(real_env, sizeof(real_env), "KWT_P11_REAL_MODULE=%s", kwt_env("KEYWARD_HSM_MODULE"));
 	snprintf(fault_env, sizeof(fault_env), "KWT_P11_FAULT_FILE=%s", fault);
 	const char *env[] = {shim_env,
 	                     real_env,
 	                     fault_env,
+	                     dfault_env,
 	                     "KEYWARD_RATELIMIT_IP_PER_MINUTE=100000",
 	                     "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000",
 	                     NULL};
@@ -820,6 +824,20 @@ Test(fault, hsm_unavailable_fails_closed, .timeout = 120)
 	cr_assert_eq(kwt_http_get(&d, "/readyz", &resp), 0);
 	cr_assert_eq(resp.status, 200, "%s", resp.body);
 	kwt_resp_free(&resp);
+
+	/* A token that fails every decryption, with the error SoftHSM also
+	 * gives for a bad tag: the row is not called corrupt. */
+	f = fopen(decrypt_fault, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	r = vcall(&d, "key", t1);
+	cr_assert_eq(r.status, 503);
+	cr_assert_str_eq(r.error, "hsm_unavailable");
+	unlink(decrypt_fault);
+	back = vcall(&d, "key", t1);
+	cr_assert_eq(back.status, 200);
+	cr_assert_str_eq(back.mk_b64, k.mk_b64);
+	cr_assert_eq(sql_long(&d.db, "SELECT count(*) FROM audit_log WHERE status LIKE '409%'"), 0);
 	free(before);
 	kwt_daemon_stop(&d);
 }

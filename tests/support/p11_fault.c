@@ -10,7 +10,10 @@
  *   - C_GetTokenInfo and C_OpenSession fail with CKR_TOKEN_NOT_PRESENT;
  *   - C_GetSlotList(tokenPresent = TRUE) lists no slot, as the spec says
  *     for a slot without a token.
- * When the file is absent every call is forwarded unchanged. C_Initialize,
+ * While the file named by KWT_P11_DECRYPT_FAULT_FILE exists, the token is
+ * present but every C_Decrypt fails with CKR_GENERAL_ERROR (what SoftHSM
+ * also answers for a bad GCM tag).
+ * When the files are absent every call is forwarded unchanged. C_Initialize,
  * C_Finalize, C_GetInfo and C_CloseSession always forward (closing lets
  * the real module release the session). The real sessions and the login
  * survive a fault, so removing the file is a token coming back as it was.
@@ -22,6 +25,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define KWT_DEFAULT_REAL_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -69,9 +73,6 @@ WRAP(C_Encrypt, CKR_DEVICE_REMOVED,
      (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen),
      (h, in, inlen, out, outlen))
 WRAP(C_DecryptInit, CKR_DEVICE_REMOVED, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), (h, m, k))
-WRAP(C_Decrypt, CKR_DEVICE_REMOVED,
-     (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen),
-     (h, in, inlen, out, outlen))
 WRAP(C_SignInit, CKR_DEVICE_REMOVED, (CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), (h, m, k))
 WRAP(C_Sign, CKR_DEVICE_REMOVED,
      (CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out, CK_ULONG_PTR outlen),
@@ -85,6 +86,31 @@ WRAP(C_GenerateKeyPair, CKR_DEVICE_REMOVED,
      (h, m, pt, pn, vt, vn, pk, vk))
 WRAP(C_GenerateRandom, CKR_DEVICE_REMOVED, (CK_SESSION_HANDLE h, CK_BYTE_PTR buf, CK_ULONG len), (h, buf, len))
 /* clang-format on */
+
+/* A token that is present but whose decryptions fail the way SoftHSM
+ * reports a bad GCM tag: CKR_GENERAL_ERROR. */
+static CK_RV w_C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
+                         CK_ULONG_PTR outlen)
+{
+	if (faulted())
+		return CKR_DEVICE_REMOVED;
+	const char *file = getenv("KWT_P11_DECRYPT_FAULT_FILE");
+	if (file != NULL && file[0] != '\0' && access(file, F_OK) == 0) {
+		/* End the real operation, as a failed decrypt does, into scratch
+		 * the caller never sees. */
+		CK_ULONG n = inlen;
+		CK_BYTE_PTR scratch = calloc(1, inlen + 1);
+		if (scratch != NULL) {
+			(void)real->C_Decrypt(h, in, inlen, scratch, &n);
+			explicit_bzero(scratch, inlen + 1);
+			free(scratch);
+		}
+		(void)out;
+		(void)outlen;
+		return CKR_GENERAL_ERROR;
+	}
+	return real->C_Decrypt(h, in, inlen, out, outlen);
+}
 
 /* A slot whose token is gone is not listed when only slots with a token
  * are asked for. */
