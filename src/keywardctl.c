@@ -234,6 +234,19 @@ static kw_err ctl_audit(kw_ctl *c, const char *action, const char *target, const
 	return err;
 }
 
+/* Two rotations at once would both create version n+1: serialise them on
+ * the database, then re-read the token. Held for the session. */
+static kw_err ctl_rotation_lock(kw_ctl *c, const char *family)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "keyward:rotate:%s", family);
+	const char *vals[1] = {name};
+	kw_err err = kw_db_exec(c->db, "SELECT pg_advisory_lock(hashtext($1))", 1, vals, NULL, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_hsm_keys_refresh(c->hsm);
+	return err;
+}
+
 static int cmd_jwt_rotate(kw_ctl *c)
 {
 	const kw_hsm_key *active;
@@ -242,6 +255,8 @@ static int cmd_jwt_rotate(kw_ctl *c)
 		err = ctl_db(c);
 	if (err != KW_OK)
 		return 1;
+	if ((err = ctl_rotation_lock(c, "jwt")) != KW_OK)
+		return ctl_fail("jwt rotate: cannot take the rotation lock", err);
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
 		return ctl_fail("jwt rotate: no active JWT key (run keywardctl token init)", err);
 	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
@@ -362,6 +377,8 @@ static int cmd_kek_rotate(kw_ctl *c)
 	kw_err err = ctl_both(c);
 	if (err != KW_OK)
 		return 1;
+	if ((err = ctl_rotation_lock(c, "kek")) != KW_OK)
+		return ctl_fail("kek rotate: cannot take the rotation lock", err);
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
 		return ctl_fail("kek rotate: no active KEK (run keywardctl token init)", err);
 	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
@@ -382,6 +399,18 @@ static int cmd_kek_rotate(kw_ctl *c)
 	return 0;
 }
 
+/* Lists (some of) the rows a rewrap run set aside. */
+static void print_set_aside(kw_ctl *c)
+{
+	PGresult *res = NULL;
+	if (kw_db_exec(c->db, "SELECT tenant_id, user_id FROM pg_temp.kek_rewrap_skip ORDER BY 1, 2 LIMIT 20",
+	               0, NULL, NULL, NULL, &res) != KW_OK)
+		return;
+	for (int i = 0; i < PQntuples(res); i++)
+		fprintf(stderr, "  tenant %s user %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+	PQclear(res);
+}
+
 static int cmd_kek_rewrap(kw_ctl *c)
 {
 	unsigned long batch = 500;
@@ -396,28 +425,32 @@ static int cmd_kek_rewrap(kw_ctl *c)
 	kw_err err = ctl_both(c);
 	if (err != KW_OK)
 		return 1;
+	if ((err = kw_vault_maintenance_check(c->db)) != KW_OK)
+		return ctl_fail("kek rewrap: this role cannot see every vault (use db.admin_conninfo)", err);
 	const kw_hsm_key *active;
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
 		return ctl_fail("kek rewrap: no active KEK", err);
 	uint32_t v = kw_hsm_key_version(active);
 	kw_audit_chain *chain = NULL;
-	if ((err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
+	if ((err = kw_vault_rewrap_start(c->db)) != KW_OK ||
+	    (err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
 		return ctl_fail("kek rewrap", err);
-	unsigned long long total = 0;
+	unsigned long long total = 0, bad = 0;
 	int idle = 0;
 	for (;;) {
-		size_t done = 0;
-		err = kw_vault_rewrap_batch(c->hsm, c->session, c->db, chain, batch, &done);
+		size_t done = 0, skipped = 0;
+		err = kw_vault_rewrap_batch(c->hsm, c->session, c->db, chain, batch, &done, &skipped);
 		if (err != KW_OK)
 			break;
 		total += done;
-		if (done > 0) {
+		bad += skipped;
+		if (done > 0 || skipped > 0) {
 			idle = 0;
 			continue;
 		}
 		/* Nothing was free: done, or every row left is held by a request. */
 		long long left = 0;
-		if ((err = kw_vault_count_kek(c->db, 0, v, &left)) != KW_OK || left == 0)
+		if ((err = kw_vault_rewrap_left(c->db, v, &left)) != KW_OK || left == 0)
 			break;
 		if (++idle > 600) {
 			fprintf(stderr, "keywardctl: kek rewrap: %lld rows stayed locked for a minute\n",
@@ -435,22 +468,35 @@ static int cmd_kek_rewrap(kw_ctl *c)
 		        kw_err_str(err));
 		return 1;
 	}
+	if (bad > 0) {
+		fprintf(
+		    stderr,
+		    "keywardctl: kek rewrap: %llu rows re-wrapped; %llu rows do not unwrap under their own "
+		    "KEK and were left as they are (see the log; restore them from a backup or have "
+		    "their users rotate):\n",
+		    total, bad);
+		print_set_aside(c);
+		return 1;
+	}
 	printf("rewrapped: %llu rows; every vault is now under keyward/kek/%" PRIu32 "\n", total, v);
 	return 0;
 }
 
 static int cmd_kek_retire(kw_ctl *c)
 {
+	bool force = c->argc == 2 && strcmp(c->argv[1], "--force") == 0;
 	char *end = NULL;
-	unsigned long v = c->argc == 1 ? strtoul(c->argv[0], &end, 10) : 0;
-	if (c->argc != 1 || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
-		fprintf(stderr, "keywardctl: kek retire N\n");
+	unsigned long v = c->argc >= 1 ? strtoul(c->argv[0], &end, 10) : 0;
+	if ((c->argc != 1 && !force) || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
+		fprintf(stderr, "keywardctl: kek retire N [--force]\n");
 		return 2;
 	}
 	const kw_hsm_key *active, *k;
 	kw_err err = ctl_both(c);
 	if (err != KW_OK)
 		return 1;
+	if ((err = kw_vault_maintenance_check(c->db)) != KW_OK)
+		return ctl_fail("kek retire: this role cannot see every vault (use db.admin_conninfo)", err);
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
 		return ctl_fail("kek retire", err);
 	if (kw_hsm_key_version(active) == v) {
@@ -461,19 +507,9 @@ static int cmd_kek_retire(kw_ctl *c)
 		fprintf(stderr, "keywardctl: no key keyward/kek/%lu in the token\n", v);
 		return 1;
 	}
-	long long rows = 0;
-	if ((err = kw_vault_count_kek(c->db, (uint32_t)v, 0, &rows)) != KW_OK)
-		return ctl_fail("kek retire: cannot count the rows it wraps", err);
-	if (rows > 0) {
-		fprintf(
-		    stderr,
-		    "keywardctl: %lld vault rows are still wrapped by keyward/kek/%lu; run keywardctl kek "
-		    "rewrap first\n",
-		    rows, v);
-		return 1;
-	}
 	/* Instances that have not yet re-read the token may still wrap with it
-	 * for up to one housekeeping interval after the rotation. */
+	 * for up to one housekeeping interval after the rotation. (Should one
+	 * try after the retirement below, the database refuses the row.) */
 	char vs[24], wait_s[24];
 	snprintf(vs, sizeof(vs), "%lu", v);
 	snprintf(wait_s, sizeof(wait_s), "%" PRId64, c->cfg.housekeeping_interval_s + 5);
@@ -486,23 +522,43 @@ static int cmd_kek_retire(kw_ctl *c)
 	               2, vals, NULL, NULL, &res);
 	if (err != KW_OK)
 		return ctl_fail("kek retire: cannot read the rotation time", err);
-	long long wait = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	bool known = !PQgetisnull(res, 0, 0);
+	long long wait = known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
 	PQclear(res);
-	if (wait > 0) {
-		fprintf(stderr,
-		        "keywardctl: running instances may still wrap with keyward/kek/%lu for %lld more "
-		        "seconds; "
-		        "retire it after that (and after a last kek rewrap)\n",
-		        v, wait);
+	if (!force && (!known || wait > 0)) {
+		if (known)
+			fprintf(stderr,
+			        "keywardctl: running instances may still wrap with keyward/kek/%lu for %lld "
+			        "more seconds; retire it after that (and after a last kek rewrap)\n",
+			        v, wait);
+		else
+			fprintf(
+			    stderr,
+			    "keywardctl: no rotation away from keyward/kek/%lu is recorded, so instances may "
+			    "still wrap with it (--force to retire anyway)\n",
+			    v);
 		return 1;
 	}
+	long long rows = 0;
+	err = kw_vault_kek_retire(c->db, (uint32_t)v, &rows);
+	if (err == KW_ERR_EXISTS) {
+		fprintf(
+		    stderr,
+		    "keywardctl: %lld vault rows are still wrapped by keyward/kek/%lu; run keywardctl kek "
+		    "rewrap first\n",
+		    rows, v);
+		return 1;
+	}
+	if (err != KW_OK)
+		return ctl_fail("kek retire: cannot mark it retired", err);
 	char label[64];
 	snprintf(label, sizeof(label), "keyward/kek/%lu", v);
 	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_KEK, (uint32_t)v)) != KW_OK)
-		return ctl_fail("kek retire", err);
-	if ((err = ctl_audit(c, "kek.retire", label, NULL)) != KW_OK)
+		return ctl_fail("kek retire: marked retired, but the token did not destroy it (run again)",
+		                err);
+	if ((err = ctl_audit(c, "kek.retire", label, force ? "{\"forced\":true}" : NULL)) != KW_OK)
 		return ctl_fail("kek retire: the key was destroyed but the audit row failed", err);
-	printf("retired: %s (destroyed in the token)\n", label);
+	printf("retired: %s (destroyed in the token; no row can be written under it)\n", label);
 	return 0;
 }
 
@@ -523,7 +579,7 @@ static const kw_ctl_cmd commands[] = {
     {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
     {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
     {"kek", "rewrap", cmd_kek_rewrap, "[--batch N]: re-wrap every vault under the active KEK (resumable)"},
-    {"kek", "retire", cmd_kek_retire, "N: destroy keyward/kek/N once no vault row uses it"},
+    {"kek", "retire", cmd_kek_retire, "N [--force]: destroy keyward/kek/N once no vault row uses it"},
 };
 
 static void usage(void)

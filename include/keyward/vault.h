@@ -69,16 +69,35 @@ KW_MUST_CHECK kw_err kw_vault_replace(kw_db *db, const kw_vault_row *row);
 
 /* KEK maintenance, for keywardctl on the schema owner's connection (the
  * service's role cannot see other users' rows). */
+/* KW_OK when this connection's role sees every vault row in maintenance
+ * mode (superuser, BYPASSRLS, or holding the table owner's privileges
+ * outside keyward_app); KW_ERR_CONFIG otherwise, so that no count or
+ * rewrap silently reads an empty table. */
+KW_MUST_CHECK kw_err kw_vault_maintenance_check(kw_db *db);
 /* Rows wrapped under KEK version kek_id (or, with kek_id 0, under any
  * version but `except`). */
 KW_MUST_CHECK kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long *count);
-/* One bounded transaction: locks up to batch rows not under the active KEK,
- * unwraps each under its own KEK, wraps it under the active one, updates
- * it only if nobody changed it meanwhile, appends one audit row
- * (kek.rewrap) and commits. *done = rows re-wrapped, 0 when none are left.
- * A row that fails to unwrap is KW_ERR_VERIFY and nothing of the batch is
- * kept. Safe to interrupt at any point and to run again. */
+
+/* A rewrap run: rows that do not unwrap under their own KEK are set aside
+ * in a temporary table of the session, so one bad row cannot stop the
+ * others. kw_vault_rewrap_start creates (or empties) it. */
+KW_MUST_CHECK kw_err kw_vault_rewrap_start(kw_db *db);
+/* One bounded transaction: locks up to batch rows not under the active KEK
+ * and not set aside, unwraps each under its own KEK, wraps it under the
+ * active one, updates it only if nobody changed it meanwhile, appends one
+ * audit row (kek.rewrap) and commits. *done = rows re-wrapped, *skipped =
+ * rows set aside by this batch; both 0 when none are left. A row whose tag
+ * fails while its KEK passes a self-test is set aside (and logged); any
+ * other failure keeps nothing of the batch. Safe to interrupt and re-run. */
 KW_MUST_CHECK kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit,
-                                           size_t batch, size_t *done);
+                                           size_t batch, size_t *done, size_t *skipped);
+/* Rows still to do in this run: not under `active` and not set aside. */
+KW_MUST_CHECK kw_err kw_vault_rewrap_left(kw_db *db, uint32_t active, long long *left);
+
+/* Marks KEK version kek_id retired, so no row can be written under it
+ * again, if and only if no row is wrapped under it: in one transaction
+ * that blocks concurrent writers. KW_ERR_EXISTS with *rows > 0 otherwise
+ * (nothing marked). Idempotent. The caller destroys the key afterwards. */
+KW_MUST_CHECK kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows);
 
 #endif

@@ -92,9 +92,19 @@ static void fail(vault_req *v, kw_err err)
 		/* Before any row is read: ids the vault cannot be keyed by. */
 		refuse(v, 400, "invalid_subject", "the access token's subject or tenant cannot own a vault");
 		break;
-	case KW_ERR_NOT_FOUND:
-		refuse(v, 503, "kek_unavailable", "the key that wrapped this vault is not in the key store");
+	case KW_ERR_NOT_FOUND: {
+		/* The row's KEK is gone, or the database refused a write under a
+		 * retired one: this instance may have missed a rotation. Looking
+		 * up the next version re-reads the token (at most every 100 ms). */
+		const kw_hsm_key *active, *next;
+		if (kw_hsm_key_active(v->call->app->hsm, KW_KEY_KEK, &active) == KW_OK &&
+		    kw_hsm_key_get_fresh(v->call->app->hsm, KW_KEY_KEK, kw_hsm_key_version(active) + 1,
+		                         &next) == KW_OK)
+			kw_info("vault: KEK %" PRIu32 " found in the token", kw_hsm_key_version(next));
+		refuse(v, 503, "kek_unavailable",
+		       "the key-encryption key this needs is not in the key store");
 		break;
+	}
 	case KW_ERR_HSM_UNAVAILABLE:
 	case KW_ERR_HSM:
 		refuse(v, 503, "hsm_unavailable", "the key store is unavailable");

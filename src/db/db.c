@@ -172,6 +172,8 @@ static kw_err map_error(kw_db *db, const PGresult *res)
 		err = KW_ERR_CONFLICT;
 	else if (strcmp(state, "42P01") == 0)
 		err = KW_ERR_NOT_FOUND;
+	else if (strcmp(state, "KWKEK") == 0) /* a row under a retired KEK (0005) */
+		err = KW_ERR_NOT_FOUND;
 
 	if (res == NULL) {
 		kw_warn("db: no result: %s", PQerrorMessage(db->conn));

@@ -240,19 +240,34 @@ kw_err kw_vault_replace(kw_db *db, const kw_vault_row *row)
 
 #define SQL_MAINTENANCE "SELECT set_config('app.kek_maintenance', 'on', true)"
 
-kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long *count)
+kw_err kw_vault_maintenance_check(kw_db *db)
 {
-	char k[12], e[12];
-	snprintf(k, sizeof(k), "%" PRIu32, kek_id);
-	snprintf(e, sizeof(e), "%" PRIu32, except);
-	const char *vals[2] = {k, e};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db,
+	                        "SELECT r.rolsuper OR r.rolbypassrls "
+	                        "OR (pg_has_role(current_user, c.relowner, 'USAGE') "
+	                        "AND NOT pg_has_role(current_user, 'keyward_app', 'MEMBER')) "
+	                        "FROM pg_roles r, pg_class c "
+	                        "WHERE r.rolname = current_user AND c.oid = 'encryption_vaults'::regclass",
+	                        0, NULL, NULL, NULL, &res);
+	if (err == KW_OK && (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0)) {
+		kw_err_log("kek maintenance: this database role cannot see every vault row; connect as the "
+		           "schema owner (db.admin_conninfo), not as the service's role");
+		err = KW_ERR_CONFIG;
+	}
+	PQclear(res);
+	return err;
+}
+
+/* count(*) of a maintenance-mode query, in its own read-only transaction
+ * (one round trip). */
+static kw_err maint_count(kw_db *db, const char *sql, int n, const char *const *vals, long long *count)
+{
 	PGresult *res[4] = {0};
 	kw_db_stmt st[4] = {
 	    {"BEGIN READ ONLY", 0, NULL, NULL, NULL},
 	    {SQL_MAINTENANCE, 0, NULL, NULL, NULL},
-	    {"SELECT count(*) FROM encryption_vaults "
-	     "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int",
-	     2, vals, NULL, NULL},
+	    {sql, n, vals, NULL, NULL},
 	    {"COMMIT", 0, NULL, NULL, NULL},
 	};
 	kw_err err = kw_db_exec_pipeline(db, st, 4, res);
@@ -265,8 +280,45 @@ kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long
 	return err;
 }
 
+kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long *count)
+{
+	char k[12], e[12];
+	snprintf(k, sizeof(k), "%" PRIu32, kek_id);
+	snprintf(e, sizeof(e), "%" PRIu32, except);
+	const char *vals[2] = {k, e};
+	return maint_count(db,
+	                   "SELECT count(*) FROM encryption_vaults "
+	                   "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int",
+	                   2, vals, count);
+}
+
+kw_err kw_vault_rewrap_start(kw_db *db)
+{
+	kw_err err = kw_db_exec(db,
+	                        "CREATE TEMPORARY TABLE IF NOT EXISTS kek_rewrap_skip "
+	                        "(tenant_id uuid, user_id text, PRIMARY KEY (tenant_id, user_id))",
+	                        0, NULL, NULL, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_db_exec(db, "TRUNCATE pg_temp.kek_rewrap_skip", 0, NULL, NULL, NULL, NULL);
+	return err;
+}
+
+/* Sets a row aside for the rest of the run (in the batch's transaction). */
+static kw_err set_aside(kw_db *db, const kw_vault_row *row, kw_err why)
+{
+	kw_err_log("kek rewrap: the vault of user %s in tenant %s %s; it is left under KEK %" PRIu32,
+	           row->user_id, row->tenant_id,
+	           why == KW_ERR_NOT_FOUND ? "names a KEK the token does not hold"
+	                                   : "does not unwrap under its KEK (the KEK itself is sound)",
+	           row->kek_id);
+	const char *vals[2] = {row->tenant_id, row->user_id};
+	return kw_db_exec(db,
+	                  "INSERT INTO pg_temp.kek_rewrap_skip VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING",
+	                  2, vals, NULL, NULL, NULL);
+}
+
 static kw_err rewrap_rows(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, PGresult *sel, uint32_t active,
-                          size_t *done)
+                          size_t *done, size_t *skipped)
 {
 	unsigned char mk[KW_MK_LEN];
 	kw_err err = KW_OK;
@@ -275,11 +327,12 @@ static kw_err rewrap_rows(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, PGresult *s
 		err = row_read(sel, i, &row);
 		if (err == KW_OK)
 			err = kw_vault_unwrap(hsm, s, &row, mk);
-		if (err == KW_ERR_VERIFY)
-			kw_err_log(
-			    "kek rewrap: the vault of user %s in tenant %s does not unwrap under KEK %" PRIu32
-			    "; nothing of this batch was changed",
-			    row.user_id, row.tenant_id, row.kek_id);
+		if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID || err == KW_ERR_NOT_FOUND) {
+			err = set_aside(db, &row, err);
+			if (err == KW_OK)
+				(*skipped)++;
+			continue;
+		}
 		if (err != KW_OK)
 			break;
 		fresh = row;
@@ -316,10 +369,10 @@ static kw_err rewrap_rows(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, PGresult *s
 }
 
 kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit, size_t batch,
-                             size_t *done)
+                             size_t *done, size_t *skipped)
 {
 	const kw_hsm_key *active;
-	*done = 0;
+	*done = *skipped = 0;
 	if (batch == 0 || batch > 100000)
 		return KW_ERR_INVALID;
 	kw_err err = kw_hsm_key_active(hsm, KW_KEY_KEK, &active);
@@ -338,33 +391,89 @@ kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit
 	 * batch rather than waited for. */
 	if (err == KW_OK)
 		err = kw_db_exec(db,
-		                 "SELECT " VAULT_COLS " FROM encryption_vaults WHERE kek_id <> $1::int "
-		                 "ORDER BY tenant_id, user_id LIMIT $2::int FOR UPDATE SKIP LOCKED",
+		                 "SELECT " VAULT_COLS " FROM encryption_vaults v WHERE kek_id <> $1::int "
+		                 "AND NOT EXISTS (SELECT 1 FROM pg_temp.kek_rewrap_skip k "
+		                 "WHERE k.tenant_id = v.tenant_id AND k.user_id = v.user_id) "
+		                 "ORDER BY tenant_id, user_id LIMIT $2::int FOR UPDATE OF v SKIP LOCKED",
 		                 2, vals, NULL, NULL, &sel);
 	if (err == KW_OK)
-		err = rewrap_rows(hsm, s, db, sel, v, done);
+		err = rewrap_rows(hsm, s, db, sel, v, done, skipped);
 	PQclear(sel);
-	if (err == KW_OK && *done > 0) {
-		char ctx[64];
-		snprintf(ctx, sizeof(ctx), "{\"rows\":%zu,\"kek\":%" PRIu32 "}", *done, v);
+	bool audited = err == KW_OK && (*done > 0 || *skipped > 0);
+	if (audited) {
+		char ctx[96];
+		snprintf(ctx, sizeof(ctx), "{\"rows\":%zu,\"skipped\":%zu,\"kek\":%" PRIu32 "}", *done,
+		         *skipped, v);
 		kw_audit_event ev = {.actor = "keywardctl",
 		                     .action = "kek.rewrap",
 		                     .target = "encryption_vaults",
-		                     .status = "ok",
+		                     .status = *skipped > 0 ? "partial" : "ok",
 		                     .context = ctx};
 		err = kw_audit_append(audit, s, db, &ev);
 	}
+	bool committing = err == KW_OK;
 	if (err == KW_OK)
 		err = kw_db_commit(db);
 	else if (kw_db_in_tx(db))
 		kw_db_rollback(db);
-	if (*done > 0) {
+	if (audited) {
 		if (err == KW_OK)
 			kw_audit_chain_committed(audit);
+		else if (committing && err == KW_ERR_DB_UNAVAILABLE)
+			kw_audit_chain_commit_unknown(audit);
 		else
 			kw_audit_chain_rolled_back(audit);
 	}
 	if (err != KW_OK)
-		*done = 0;
+		*done = *skipped = 0;
+	return err;
+}
+
+kw_err kw_vault_rewrap_left(kw_db *db, uint32_t active, long long *left)
+{
+	char a[12];
+	snprintf(a, sizeof(a), "%" PRIu32, active);
+	const char *vals[1] = {a};
+	return maint_count(db,
+	                   "SELECT count(*) FROM encryption_vaults v WHERE kek_id <> $1::int "
+	                   "AND NOT EXISTS (SELECT 1 FROM pg_temp.kek_rewrap_skip k "
+	                   "WHERE k.tenant_id = v.tenant_id AND k.user_id = v.user_id)",
+	                   1, vals, left);
+}
+
+kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows)
+{
+	char k[12];
+	snprintf(k, sizeof(k), "%" PRIu32, kek_id);
+	const char *vals[1] = {k};
+	PGresult *res = NULL;
+	*rows = 0;
+	kw_err err = kw_db_begin(db, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_db_exec(db, SQL_MAINTENANCE, 0, NULL, NULL, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_db_exec(db, "SET LOCAL lock_timeout = '10s'", 0, NULL, NULL, NULL, NULL);
+	/* Writers (init, rotate, rewrap) wait until the mark is committed;
+	 * readers do not. Every write that committed before is counted. */
+	if (err == KW_OK)
+		err = kw_db_exec(db, "LOCK TABLE encryption_vaults IN SHARE ROW EXCLUSIVE MODE", 0, NULL,
+		                 NULL, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_db_exec(db, "SELECT count(*) FROM encryption_vaults WHERE kek_id = $1::int", 1, vals,
+		                 NULL, NULL, &res);
+	if (err == KW_OK) {
+		*rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		if (*rows > 0)
+			err = KW_ERR_EXISTS;
+	}
+	PQclear(res);
+	if (err == KW_OK)
+		err =
+		    kw_db_exec(db, "INSERT INTO kek_retired (kek_id) VALUES ($1::int) ON CONFLICT DO NOTHING",
+		               1, vals, NULL, NULL, NULL);
+	if (err == KW_OK)
+		err = kw_db_commit(db);
+	else if (kw_db_in_tx(db))
+		kw_db_rollback(db);
 	return err;
 }

@@ -23,6 +23,8 @@
  * without superuser's blanket RLS bypass. Cluster-wide, so tolerant of
  * existing already. */
 #define MAINT_ROLE "kw_itv_maint"
+/* A role that is handed the table for a while: an owner without bypass. */
+#define OWNER_ROLE "kw_itv_owner"
 
 static kwt_db tdb;
 static kw_hsm *hsm;
@@ -571,14 +573,53 @@ Test(vault, kek_maintenance_is_not_for_the_service_role)
 	(void)kwt_db_admin_sql(&tdb, "GRANT SELECT ON encryption_vaults TO " MAINT_ROLE);
 	expect_sql("f", "SELECT pg_has_role('" MAINT_ROLE "', 'keyward_app', 'MEMBER')");
 	snprintf(conninfo, sizeof(conninfo), "%s user=" MAINT_ROLE, tdb.admin);
+	/* A role that may read the table (as pg_read_all_data may) but is not
+	 * its owner gets nothing from maintenance, and keywardctl refuses to
+	 * run maintenance with it rather than count an empty table. */
 	cr_assert_eq(kw_db_connect(conninfo, &maint), KW_OK);
 	begin(maint, NULL, NULL);
 	cr_assert_eq(visible_rows(maint), 0);
 	kw_db_rollback(maint);
 	cr_assert_eq(kw_vault_count_kek(maint, 0, 0, &n), KW_OK);
-	cr_assert_eq(n, 1);
+	cr_assert_eq(n, 0, "a reader that is not the owner counted %lld rows", n);
+	cr_assert_eq(kw_vault_maintenance_check(maint), KW_ERR_CONFIG);
+	cr_assert_eq(kw_vault_maintenance_check(app), KW_ERR_CONFIG);
+	cr_assert_eq(kw_vault_maintenance_check(admin), KW_OK);
 	kw_db_close(maint);
 	(void)kwt_db_admin_sql(&tdb, "REVOKE ALL ON encryption_vaults FROM " MAINT_ROLE);
+
+	/* The table's owner without superuser's bypass: FORCEd RLS hides every
+	 * row until it declares maintenance, which then shows all of them, to
+	 * read and re-wrap only. The policy follows the owner of the day. */
+	(void)kwt_db_admin_sql(&tdb,
+	                       "DO $$ BEGIN "
+	                       "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" OWNER_ROLE "') THEN "
+	                       "CREATE ROLE " OWNER_ROLE " LOGIN NOSUPERUSER NOBYPASSRLS; END IF; "
+	                       "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$");
+	char *was =
+	    kwt_db_admin_sql(&tdb, "SELECT tableowner FROM pg_tables WHERE tablename = 'encryption_vaults'");
+	cr_assert_not_null(was);
+	(void)kwt_db_admin_sql(&tdb, "ALTER TABLE encryption_vaults OWNER TO " OWNER_ROLE);
+	snprintf(conninfo, sizeof(conninfo), "%s user=" OWNER_ROLE, tdb.admin);
+	kw_db *owner = NULL;
+	cr_assert_eq(kw_db_connect(conninfo, &owner), KW_OK);
+	begin(owner, NULL, NULL);
+	cr_assert_eq(visible_rows(owner), 0);
+	kw_db_rollback(owner);
+	cr_assert_eq(kw_vault_maintenance_check(owner), KW_OK);
+	cr_assert_eq(kw_vault_count_kek(owner, 0, 0, &n), KW_OK);
+	cr_assert_eq(n, 1);
+	begin(owner, NULL, NULL);
+	cr_assert_eq(exec_rows(owner, "SELECT set_config('app.kek_maintenance', 'on', true)"), 1);
+	cr_assert_eq(exec_rows(owner, "UPDATE encryption_vaults SET kek_id = kek_id"), 1);
+	cr_assert_eq(exec_rows(owner, "DELETE FROM encryption_vaults"), 0, "maintenance may not delete");
+	cr_assert_eq(exec_rows(owner, plain_insert), -1, "maintenance may not insert");
+	kw_db_rollback(owner);
+	kw_db_close(owner);
+	char sql[256];
+	snprintf(sql, sizeof(sql), "ALTER TABLE encryption_vaults OWNER TO \"%s\"", was);
+	(void)kwt_db_admin_sql(&tdb, sql);
+	free(was);
 	expect_row_intact(&row);
 }
 
@@ -667,7 +708,7 @@ Test(vault, rewrap_with_one_kek_has_nothing_to_do)
 	unsigned char mk1[KW_MK_LEN], mk2[KW_MK_LEN], got[KW_MK_LEN];
 	kw_vault_row r1, r2, back;
 	kw_audit_chain *c = NULL;
-	size_t done = 99;
+	size_t done = 99, skipped = 99;
 	long long n = -1;
 
 	seed(ta, "u1", mk1, &r1);
@@ -675,15 +716,20 @@ Test(vault, rewrap_with_one_kek_has_nothing_to_do)
 	cr_assert_eq(r1.kek_id, active_kek());
 	cr_assert_eq(kw_audit_chain_new(hsm, "test:rewrap", &c), KW_OK);
 
-	kw_err err = kw_vault_rewrap_batch(hsm, sess, admin, c, 100, &done);
+	cr_assert_eq(kw_vault_maintenance_check(admin), KW_OK);
+	cr_assert_eq(kw_vault_rewrap_start(admin), KW_OK);
+	kw_err err = kw_vault_rewrap_batch(hsm, sess, admin, c, 100, &done, &skipped);
 	cr_assert_eq(err, KW_OK, "rewrap: %s", kw_err_str(err));
 	cr_assert_eq(done, 0);
+	cr_assert_eq(skipped, 0);
 	cr_assert(!kw_db_in_tx(admin));
 	/* Again: still nothing, and a bad batch size is refused. */
 	done = 99;
-	cr_assert_eq(kw_vault_rewrap_batch(hsm, sess, admin, c, 1, &done), KW_OK);
+	cr_assert_eq(kw_vault_rewrap_batch(hsm, sess, admin, c, 1, &done, &skipped), KW_OK);
 	cr_assert_eq(done, 0);
-	cr_assert_eq(kw_vault_rewrap_batch(hsm, sess, admin, c, 0, &done), KW_ERR_INVALID);
+	cr_assert_eq(kw_vault_rewrap_batch(hsm, sess, admin, c, 0, &done, &skipped), KW_ERR_INVALID);
+	cr_assert_eq(kw_vault_rewrap_left(admin, r1.kek_id, &n), KW_OK);
+	cr_assert_eq(n, 0);
 
 	/* Nothing changed, no audit row was written for an empty batch. */
 	cr_assert_eq(kw_vault_count_kek(admin, 0, r1.kek_id, &n), KW_OK);
@@ -707,4 +753,80 @@ Test(vault, rewrap_with_one_kek_has_nothing_to_do)
 	OPENSSL_cleanse(mk1, sizeof(mk1));
 	OPENSSL_cleanse(mk2, sizeof(mk2));
 	OPENSSL_cleanse(got, sizeof(got));
+}
+
+Test(vault, rewrap_sets_aside_a_row_it_cannot_unwrap)
+{
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row good, bad;
+	kw_audit_chain *c = NULL;
+	size_t done = 99, skipped = 99;
+	long long n = -1;
+	seed(ta, "good", mk, &good);
+	seed(ta, "bad", mk, &bad);
+	/* A row naming a KEK version the token never held. */
+	expect_sql("UPDATE 1",
+	           "WITH u AS (UPDATE encryption_vaults SET kek_id = %u WHERE user_id = 'bad' "
+	           "RETURNING 1) SELECT 'UPDATE ' || count(*) FROM u",
+	           active_kek() + 7);
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:rewrap", &c), KW_OK);
+	cr_assert_eq(kw_vault_rewrap_start(admin), KW_OK);
+	cr_assert_eq(kw_vault_rewrap_left(admin, active_kek(), &n), KW_OK);
+	cr_assert_eq(n, 1);
+	kw_err err = kw_vault_rewrap_batch(hsm, sess, admin, c, 10, &done, &skipped);
+	cr_assert_eq(err, KW_OK, "rewrap: %s", kw_err_str(err));
+	cr_assert_eq(done, 0);
+	cr_assert_eq(skipped, 1);
+	kw_audit_chain_committed(c);
+	/* Set aside for the rest of the run: the next batch finds nothing. */
+	cr_assert_eq(kw_vault_rewrap_batch(hsm, sess, admin, c, 10, &done, &skipped), KW_OK);
+	cr_assert_eq(done + skipped, 0);
+	cr_assert_eq(kw_vault_rewrap_left(admin, active_kek(), &n), KW_OK);
+	cr_assert_eq(n, 0);
+	expect_sql("1", "SELECT count(*) FROM audit_log WHERE action = 'kek.rewrap' AND status = 'partial' "
+	                "AND context->>'skipped' = '1'");
+	expect_sql("1", "SELECT count(*) FROM encryption_vaults WHERE user_id = 'bad' AND kek_id = %u",
+	           active_kek() + 7);
+	/* A new run starts with nothing set aside. */
+	cr_assert_eq(kw_vault_rewrap_start(admin), KW_OK);
+	cr_assert_eq(kw_vault_rewrap_left(admin, active_kek(), &n), KW_OK);
+	cr_assert_eq(n, 1);
+	kw_audit_chain_free(c);
+	OPENSSL_cleanse(mk, sizeof(mk));
+}
+
+Test(vault, retire_refuses_a_kek_in_use_and_bars_it_afterwards)
+{
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row row, forged;
+	long long rows = -1;
+	seed(ta, "u1", mk, &row);
+	/* In use: refused, nothing marked. */
+	cr_assert_eq(kw_vault_kek_retire(admin, row.kek_id, &rows), KW_ERR_EXISTS);
+	cr_assert_eq(rows, 1);
+	expect_sql("0", "SELECT count(*) FROM kek_retired");
+	cr_assert(!kw_db_in_tx(admin));
+	/* A version no row uses: marked, and marking again is harmless. */
+	uint32_t gone = row.kek_id + 3;
+	cr_assert_eq(kw_vault_kek_retire(admin, gone, &rows), KW_OK);
+	cr_assert_eq(rows, 0);
+	cr_assert_eq(kw_vault_kek_retire(admin, gone, &rows), KW_OK);
+	expect_sql("1", "SELECT count(*) FROM kek_retired WHERE kek_id = %u", gone);
+	/* No row may be written under it again: neither a new one nor an
+	 * existing one moved to it (an instance that missed the rotation). */
+	wrap_new(ta, "u2", mk, &forged);
+	forged.kek_id = gone;
+	begin(app, ta, "u2");
+	cr_assert_eq(kw_vault_insert(app, &forged), KW_ERR_NOT_FOUND);
+	kw_db_rollback(app);
+	snprintf(forged.user_id, sizeof(forged.user_id), "u1");
+	begin(app, ta, "u1");
+	cr_assert_eq(kw_vault_replace(app, &forged), KW_ERR_NOT_FOUND);
+	kw_db_rollback(app);
+	expect_row_intact(&row);
+	expect_sql("0", "SELECT count(*) FROM encryption_vaults WHERE kek_id = %u", gone);
+	/* The service role cannot mark anything. */
+	cr_assert_neq(kw_vault_kek_retire(app, gone + 1, &rows), KW_OK);
+	expect_sql("1", "SELECT count(*) FROM kek_retired");
+	OPENSSL_cleanse(mk, sizeof(mk));
 }
