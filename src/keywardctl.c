@@ -235,16 +235,72 @@ static kw_err ctl_audit(kw_ctl *c, const char *action, const char *target, const
 }
 
 /* Two rotations at once would both create version n+1: serialise them on
- * the database, then re-read the token. Held for the session. */
+ * the database, then re-read the token. Held for the session; waits at
+ * most a minute for another rotation to finish. */
 static kw_err ctl_rotation_lock(kw_ctl *c, const char *family)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "keyward:rotate:%s", family);
 	const char *vals[1] = {name};
-	kw_err err = kw_db_exec(c->db, "SELECT pg_advisory_lock(hashtext($1))", 1, vals, NULL, NULL, NULL);
-	if (err == KW_OK)
-		err = kw_hsm_keys_refresh(c->hsm);
-	return err;
+	for (int i = 0; i < 600; i++) {
+		PGresult *res = NULL;
+		kw_err err =
+		    kw_db_exec(c->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, NULL, NULL, &res);
+		bool got = err == KW_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		PQclear(res);
+		if (err != KW_OK)
+			return err;
+		if (got)
+			return kw_hsm_keys_refresh(c->hsm);
+		if (i == 0)
+			fprintf(stderr, "keywardctl: another %s rotation is running; waiting for it\n",
+			        family);
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return KW_ERR_BUSY;
+}
+
+/* Records a rotation where `retire` looks for it (key_rotations, which the
+ * service's roles cannot write). Without it, retire needs --force. */
+static void ctl_rotation_record(kw_ctl *c, const char *family, uint32_t version, uint32_t previous)
+{
+	char v[12], p[12];
+	snprintf(v, sizeof(v), "%" PRIu32, version);
+	snprintf(p, sizeof(p), "%" PRIu32, previous);
+	const char *vals[3] = {family, v, p};
+	if (kw_db_exec(c->db,
+	               "INSERT INTO key_rotations (family, version, previous) VALUES ($1, $2::int, $3::int) "
+	               "ON CONFLICT DO NOTHING",
+	               3, vals, NULL, NULL, NULL) != KW_OK)
+		fprintf(stderr,
+		        "keywardctl: warning: the rotation is not recorded in key_rotations (this role "
+		        "cannot write it; use db.admin_conninfo): `%s retire %" PRIu32
+		        "` will need --force\n",
+		        family, previous);
+}
+
+/* Seconds until `wait_s` have passed since the rotation away from version
+ * v of family; *known is false when no such rotation is recorded. */
+static kw_err ctl_rotation_wait(kw_ctl *c, const char *family, unsigned long v, int64_t wait_s, bool *known,
+                                long long *wait)
+{
+	char vs[24], ws[24];
+	snprintf(vs, sizeof(vs), "%lu", v);
+	snprintf(ws, sizeof(ws), "%" PRId64, wait_s);
+	const char *vals[3] = {family, vs, ws};
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(
+	    c->db,
+	    "SELECT floor(extract(epoch FROM max(rotated_at) + $3::bigint * interval '1 second' - now()))"
+	    "::bigint FROM key_rotations WHERE family = $1 AND previous = $2::int",
+	    3, vals, NULL, NULL, &res);
+	if (err != KW_OK)
+		return err;
+	*known = !PQgetisnull(res, 0, 0);
+	*wait = *known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	return KW_OK;
 }
 
 static int cmd_jwt_rotate(kw_ctl *c)
@@ -274,6 +330,7 @@ static int cmd_jwt_rotate(kw_ctl *c)
 		return ctl_fail("jwt rotate", err);
 	snprintf(label, sizeof(label), "keyward/jwt/%" PRIu32, next);
 	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
+	ctl_rotation_record(c, "jwt", next, prev);
 	if ((err = ctl_audit(c, "jwt.rotate", label, ctx)) != KW_OK)
 		return ctl_fail("jwt rotate: the key was created but the audit row failed", err);
 	printf("active: %s kid=%s (previous: %" PRIu32 ", still published and verified until retired)\n",
@@ -321,21 +378,11 @@ static int cmd_jwt_retire(kw_ctl *c)
 			max_ttl = roles.roles[i].ttl_s;
 	/* Running instances switch signing keys within a housekeeping interval. */
 	max_ttl += c->cfg.jwt_leeway_s + c->cfg.housekeeping_interval_s;
-	char vs[24], ttl[24];
-	snprintf(vs, sizeof(vs), "%lu", v);
-	snprintf(ttl, sizeof(ttl), "%" PRId64, max_ttl);
-	const char *vals[2] = {vs, ttl};
-	PGresult *res = NULL;
-	err =
-	    kw_db_exec(c->db,
-	               "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
-	               "::bigint FROM audit_log WHERE action = 'jwt.rotate' AND (context->>'previous') = $1",
-	               2, vals, NULL, NULL, &res);
-	if (err != KW_OK)
+	bool known = false;
+	long long wait = 0;
+	err = ctl_rotation_wait(c, "jwt", v, max_ttl, &known, &wait);
+	if (err != KW_OK && !force) /* forced, it need not know */
 		return ctl_fail("jwt retire: cannot read the rotation time", err);
-	bool known = !PQgetisnull(res, 0, 0);
-	long long wait = known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
-	PQclear(res);
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
@@ -390,6 +437,7 @@ static int cmd_kek_rotate(kw_ctl *c)
 		return ctl_fail("kek rotate", err);
 	snprintf(label, sizeof(label), "keyward/kek/%" PRIu32, next);
 	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
+	ctl_rotation_record(c, "kek", next, prev);
 	if ((err = ctl_audit(c, "kek.rotate", label, ctx)) != KW_OK)
 		return ctl_fail("kek rotate: the key was created but the audit row failed", err);
 	printf("active: %s (previous: keyward/kek/%" PRIu32 ", still unwraps its rows)\n", label, prev);
@@ -400,14 +448,18 @@ static int cmd_kek_rotate(kw_ctl *c)
 }
 
 /* Lists (some of) the rows a rewrap run set aside. */
-static void print_set_aside(kw_ctl *c)
+static void print_set_aside(kw_ctl *c, unsigned long long bad)
 {
 	PGresult *res = NULL;
 	if (kw_db_exec(c->db, "SELECT tenant_id, user_id FROM pg_temp.kek_rewrap_skip ORDER BY 1, 2 LIMIT 20",
 	               0, NULL, NULL, NULL, &res) != KW_OK)
 		return;
-	for (int i = 0; i < PQntuples(res); i++)
+	int n = PQntuples(res);
+	for (int i = 0; i < n; i++)
 		fprintf(stderr, "  tenant %s user %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+	if (bad > (unsigned long long)n)
+		fprintf(stderr, "  ... and %llu more (each is named in the log)\n",
+		        bad - (unsigned long long)n);
 	PQclear(res);
 }
 
@@ -475,7 +527,7 @@ static int cmd_kek_rewrap(kw_ctl *c)
 		    "KEK and were left as they are (see the log; restore them from a backup or have "
 		    "their users rotate):\n",
 		    total, bad);
-		print_set_aside(c);
+		print_set_aside(c, bad);
 		return 1;
 	}
 	printf("rewrapped: %llu rows; every vault is now under keyward/kek/%" PRIu32 "\n", total, v);
@@ -510,21 +562,11 @@ static int cmd_kek_retire(kw_ctl *c)
 	/* Instances that have not yet re-read the token may still wrap with it
 	 * for up to one housekeeping interval after the rotation. (Should one
 	 * try after the retirement below, the database refuses the row.) */
-	char vs[24], wait_s[24];
-	snprintf(vs, sizeof(vs), "%lu", v);
-	snprintf(wait_s, sizeof(wait_s), "%" PRId64, c->cfg.housekeeping_interval_s + 5);
-	const char *vals[2] = {vs, wait_s};
-	PGresult *res = NULL;
-	err =
-	    kw_db_exec(c->db,
-	               "SELECT floor(extract(epoch FROM max(at) + $2::bigint * interval '1 second' - now()))"
-	               "::bigint FROM audit_log WHERE action = 'kek.rotate' AND (context->>'previous') = $1",
-	               2, vals, NULL, NULL, &res);
-	if (err != KW_OK)
+	bool known = false;
+	long long wait = 0;
+	err = ctl_rotation_wait(c, "kek", v, c->cfg.housekeeping_interval_s + 5, &known, &wait);
+	if (err != KW_OK && !force) /* forced, it need not know */
 		return ctl_fail("kek retire: cannot read the rotation time", err);
-	bool known = !PQgetisnull(res, 0, 0);
-	long long wait = known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
-	PQclear(res);
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
@@ -558,7 +600,7 @@ static int cmd_kek_retire(kw_ctl *c)
 		                err);
 	if ((err = ctl_audit(c, "kek.retire", label, force ? "{\"forced\":true}" : NULL)) != KW_OK)
 		return ctl_fail("kek retire: the key was destroyed but the audit row failed", err);
-	printf("retired: %s (destroyed in the token; no row can be written under it)\n", label);
+	printf("retired: %s (destroyed in the token; the database refuses rows under it)\n", label);
 	return 0;
 }
 

@@ -135,11 +135,13 @@ out:
 	kw_pool_stop(app.pool);
 	app.pool = NULL;
 	/* The writer's last rows answer their requests through the server's
-	 * loops: flush it while they still exist. */
-	kw_audit_writer_stop(app.audit);
-	app.audit = NULL;
+	 * loops: flush it while they still exist. The loops may still read its
+	 * counters (/metrics), so it is freed only after them. */
+	kw_audit_writer_join(app.audit);
 	kw_server_free(app.server);
 	app.server = NULL;
+	kw_audit_writer_stop(app.audit);
+	app.audit = NULL;
 	kw_app_shutdown(&app);
 	kw_config_free(&cfg);
 	if (rc != 0) {

@@ -90,6 +90,11 @@ KW_MUST_CHECK kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_e
                                             void *arg);
 /* Rows written and transactions committed so far (for tests and metrics). */
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
+/* Writes every queued row, refuses new ones (KW_ERR_BUSY) and ends the
+ * thread; the writer stays readable (stats) until stopped.
+ * Idempotent. */
+void kw_audit_writer_join(kw_audit_writer *w);
+/* kw_audit_writer_join, then frees the writer. */
 void kw_audit_writer_stop(kw_audit_writer *w);
 
 /* Walks every chain; returns KW_OK if all verify, then writes one summary

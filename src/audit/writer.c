@@ -104,7 +104,7 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	if (err != KW_OK)
 		goto done;
 	/* BEGIN travels in the same pipeline as the rows: one round trip. */
-	stmts[nst++] = (kw_db_stmt){"BEGIN", 0, NULL, NULL, NULL};
+	stmts[nst++] = (kw_db_stmt){"BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL};
 	for (size_t i = 0; i < n; i++) {
 		err = kw_audit_stage_row(w->chain, w->session, reqs[i]->ev, &rows[i]);
 		if (err != KW_OK)
@@ -375,17 +375,27 @@ void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigne
 		*commits = atomic_load(&w->commits);
 }
 
-void kw_audit_writer_stop(kw_audit_writer *w)
+void kw_audit_writer_join(kw_audit_writer *w)
 {
 	if (w == NULL)
 		return;
 	pthread_mutex_lock(&w->mu);
+	bool was = w->stopping;
 	w->stopping = true;
 	pthread_cond_broadcast(&w->wake);
 	pthread_mutex_unlock(&w->mu);
 	if (w->thread_started)
 		pthread_join(w->thread, NULL);
-	kw_info("audit: group-commit writer stopped (%llu rows, %llu commits)", atomic_load(&w->rows),
-	        atomic_load(&w->commits));
+	w->thread_started = false;
+	if (!was)
+		kw_info("audit: group-commit writer stopped (%llu rows, %llu commits)", atomic_load(&w->rows),
+		        atomic_load(&w->commits));
+}
+
+void kw_audit_writer_stop(kw_audit_writer *w)
+{
+	if (w == NULL)
+		return;
+	kw_audit_writer_join(w);
 	writer_free(w);
 }

@@ -172,8 +172,10 @@ static kw_err map_error(kw_db *db, const PGresult *res)
 		err = KW_ERR_CONFLICT;
 	else if (strcmp(state, "42P01") == 0)
 		err = KW_ERR_NOT_FOUND;
-	else if (strcmp(state, "KWKEK") == 0) /* a row under a retired KEK (0005) */
+	else if (strcmp(state, "KWKEK") == 0) /* a row under a retired KEK (0005, 0006) */
 		err = KW_ERR_NOT_FOUND;
+	/* KWISO (a vault write outside READ COMMITTED, 0006) stays KW_ERR_DB:
+	 * keyward never begins one, so it is a fault, not an answer. */
 
 	if (res == NULL) {
 		kw_warn("db: no result: %s", PQerrorMessage(db->conn));
@@ -355,6 +357,8 @@ static bool user_id_ok(const char *s)
 	return true;
 }
 
+#define SQL_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
 {
 	kw_err err = KW_OK;
@@ -390,10 +394,13 @@ kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
 		vals[nvals++] = user_id;
 	}
 
+	/* READ COMMITTED whatever default_transaction_isolation says: the row
+	 * locks, conditional updates and the KEK guard (0006) are written for
+	 * it, and each statement must see what committed before it ran. */
 	if (sql == NULL)
-		return kw_db_exec(db, "BEGIN", 0, NULL, NULL, NULL, NULL);
+		return kw_db_exec(db, SQL_BEGIN, 0, NULL, NULL, NULL, NULL);
 	/* BEGIN and the RLS settings in one round trip. */
-	kw_db_stmt stmts[2] = {{"BEGIN", 0, NULL, NULL, NULL}, {sql, nvals, vals, NULL, NULL}};
+	kw_db_stmt stmts[2] = {{SQL_BEGIN, 0, NULL, NULL, NULL}, {sql, nvals, vals, NULL, NULL}};
 	err = kw_db_exec_pipeline(db, stmts, 2, NULL);
 	if (err != KW_OK && kw_db_in_tx(db))
 		kw_db_rollback(db);

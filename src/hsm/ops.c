@@ -243,6 +243,14 @@ static CK_RV gcm_attempt(kw_hsm_session *s, void *arg)
 	return rv;
 }
 
+/* Every input was checked before the call: a token that still calls one
+ * invalid (CKR_DATA_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED, ...) is at
+ * fault, and its answer must not read as "this caller's data is bad". */
+static kw_err tokens_fault(kw_err err)
+{
+	return err == KW_ERR_INVALID ? KW_ERR_HSM : err;
+}
+
 static kw_err gcm_encrypt(kw_hsm_session *s, const kw_hsm_key *k, bool fresh_iv,
                           unsigned char iv[KW_GCM_IV_LEN], const unsigned char *aad, size_t aadlen,
                           const unsigned char *pt, size_t ptlen, unsigned char *out)
@@ -262,7 +270,7 @@ static kw_err gcm_encrypt(kw_hsm_session *s, const kw_hsm_key *k, bool fresh_iv,
 	c.out = malloc(c.outcap);
 	if (c.out == NULL)
 		return KW_ERR_NOMEM;
-	err = kw_hsm_run(s, KW_HSM_OP_ENCRYPT, gcm_attempt, &c);
+	err = tokens_fault(kw_hsm_run(s, KW_HSM_OP_ENCRYPT, gcm_attempt, &c));
 	if (err == KW_OK && c.outlen != ptlen + KW_GCM_TAG_LEN) {
 		kw_err_log("hsm: AES-GCM returned %zu bytes for %zu", c.outlen, ptlen);
 		err = KW_ERR_HSM;
@@ -314,7 +322,7 @@ kw_err kw_hsm_gcm_decrypt(kw_hsm_session *s, const kw_hsm_key *k, const unsigned
 	if (pt == NULL)
 		return KW_ERR_NOMEM;
 	c.out = kw_secret_data(pt);
-	err = kw_hsm_run(s, KW_HSM_OP_DECRYPT, gcm_attempt, &c);
+	err = tokens_fault(kw_hsm_run(s, KW_HSM_OP_DECRYPT, gcm_attempt, &c));
 	if (err == KW_OK && c.outlen != ctlen - KW_GCM_TAG_LEN) {
 		kw_err_log("hsm: AES-GCM decrypt returned %zu bytes for %zu", c.outlen, ctlen);
 		err = KW_ERR_HSM;

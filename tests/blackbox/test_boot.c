@@ -151,11 +151,11 @@ Test(boot, development_provisions_keys_and_schema)
 	kwt_resp_free(&r);
 	char *log = kwt_daemon_log(&dd);
 	cr_assert(strstr(log, "DEVELOPMENT MODE: created 5 missing key families"), "%s", log);
-	cr_assert(strstr(log, "applied 5 migration"), "%s", log);
+	cr_assert(strstr(log, "applied 6 migration"), "%s", log);
 	free(log);
 	cr_assert_eq(kwt_daemon_stop(&dd), 0);
 	char *v = kwt_db_admin_sql(&db, "SELECT max(version) FROM schema_migrations");
-	cr_assert_str_eq(v, "5");
+	cr_assert_str_eq(v, "6");
 	free(v);
 	delete_token(label);
 	unlink(pin);

@@ -818,12 +818,16 @@ Test(kek, rewrap_sets_aside_a_corrupt_row_and_retire_waits_for_it, .timeout = 24
 
 Test(fault, hsm_unavailable_fails_closed, .timeout = 120)
 {
-	char fault[64], decrypt_fault[64], shim_env[600], real_env[600], fault_env[128], dfault_env[128];
+	char fault[64], decrypt_fault[64], glitch[64], shim_env[600], real_env[600], fault_env[128],
+	    dfault_env[128], glitch_env[128];
 	snprintf(fault, sizeof(fault), "/tmp/kwt_vault_fault_%d", (int)getpid());
 	snprintf(decrypt_fault, sizeof(decrypt_fault), "/tmp/kwt_vault_dfault_%d", (int)getpid());
+	snprintf(glitch, sizeof(glitch), "/tmp/kwt_vault_glitch_%d", (int)getpid());
 	unlink(fault);
 	unlink(decrypt_fault);
+	unlink(glitch);
 	snprintf(dfault_env, sizeof(dfault_env), "KWT_P11_DECRYPT_FAULT_FILE=%s", decrypt_fault);
+	snprintf(glitch_env, sizeof(glitch_env), "KWT_P11_DECRYPT_GLITCH_FILE=%s", glitch);
 	snprintf(shim_env, sizeof(shim_env), "KEYWARD_HSM_MODULE=%s", KWT_P11FAULT_PATH);
 	snprintf(real_env, sizeof(real_env), "KWT_P11_REAL_MODULE=%s", kwt_env("KEYWARD_HSM_MODULE"));
 	snprintf(fault_env, sizeof(fault_env), "KWT_P11_FAULT_FILE=%s", fault);
@@ -831,6 +835,7 @@ Test(fault, hsm_unavailable_fails_closed, .timeout = 120)
 	                     real_env,
 	                     fault_env,
 	                     dfault_env,
+	                     glitch_env,
 	                     "KEYWARD_RATELIMIT_IP_PER_MINUTE=100000",
 	                     "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000",
 	                     NULL};
@@ -895,6 +900,15 @@ Test(fault, hsm_unavailable_fails_closed, .timeout = 120)
 	back = vcall(&d, "key", t1);
 	cr_assert_eq(back.status, 200);
 	cr_assert_str_eq(back.mk_b64, k.mk_b64);
+	/* One failed decryption, then a sound token: the KEK passes its self
+	 * test, the row is tried again and answers. */
+	f = fopen(glitch, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	back = vcall(&d, "key", t1);
+	cr_assert_eq(back.status, 200, "%s", back.error);
+	cr_assert_str_eq(back.mk_b64, k.mk_b64);
+	cr_assert_neq(access(glitch, F_OK), 0, "the glitch was not consumed");
 	cr_assert_eq(sql_long(&d.db, "SELECT count(*) FROM audit_log WHERE status LIKE '409%'"), 0);
 	free(before);
 	kwt_daemon_stop(&d);

@@ -830,3 +830,59 @@ Test(vault, retire_refuses_a_kek_in_use_and_bars_it_afterwards)
 	expect_sql("1", "SELECT count(*) FROM kek_retired");
 	OPENSSL_cleanse(mk, sizeof(mk));
 }
+
+Test(vault, the_kek_guard_cannot_be_shadowed_or_outrun)
+{
+	unsigned char mk[KW_MK_LEN];
+	kw_vault_row row, forged;
+	long long rows = -1;
+	seed(ta, "u1", mk, &row);
+	uint32_t gone = row.kek_id + 5;
+	cr_assert_eq(kw_vault_kek_retire(admin, gone, &rows), KW_OK);
+	/* An empty temporary kek_retired in the service's own session does not
+	 * hide the real one from the trigger. */
+	cr_assert_eq(
+	    kw_db_exec(app, "CREATE TEMPORARY TABLE kek_retired (kek_id int)", 0, NULL, NULL, NULL, NULL),
+	    KW_OK);
+	wrap_new(ta, "u2", mk, &forged);
+	forged.kek_id = gone;
+	begin(app, ta, "u2");
+	cr_assert_eq(kw_vault_insert(app, &forged), KW_ERR_NOT_FOUND);
+	kw_db_rollback(app);
+	cr_assert_eq(kw_db_exec(app, "DROP TABLE pg_temp.kek_retired", 0, NULL, NULL, NULL, NULL), KW_OK);
+	/* Outside READ COMMITTED the trigger's look-up could miss a retirement
+	 * that committed after the snapshot: such writes are refused outright,
+	 * even under a live KEK. */
+	wrap_new(ta, "u2", mk, &forged);
+	cr_assert_eq(kw_db_exec(app, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, NULL, NULL, NULL),
+	             KW_OK);
+	const char *ids[2] = {ta, "u2"};
+	cr_assert_eq(kw_db_exec(app,
+	                        "SELECT set_config('app.tenant_id', $1, true), "
+	                        "set_config('app.user_id', $2, true)",
+	                        2, ids, NULL, NULL, NULL),
+	             KW_OK);
+	cr_assert_eq(kw_vault_insert(app, &forged), KW_ERR_DB);
+	kw_db_rollback(app);
+	expect_sql("0", "SELECT count(*) FROM encryption_vaults WHERE user_id = 'u2'");
+	/* kw_db_begin is READ COMMITTED even where the database's default is
+	 * not, so the service's own writes go through. */
+	cr_assert_eq(
+	    kw_db_exec(app, "SET default_transaction_isolation = 'serializable'", 0, NULL, NULL, NULL, NULL),
+	    KW_OK);
+	begin(app, ta, "u2");
+	cr_assert_eq(kw_vault_insert(app, &forged), KW_OK);
+	cr_assert_eq(kw_db_commit(app), KW_OK);
+	cr_assert_eq(kw_db_exec(app, "RESET default_transaction_isolation", 0, NULL, NULL, NULL, NULL),
+	             KW_OK);
+	expect_sql("1", "SELECT count(*) FROM encryption_vaults WHERE user_id = 'u2'");
+	/* Nor can the service record a rotation, which would open retire's
+	 * wait early: key_rotations is not its to write (or read). */
+	cr_assert_neq(kw_db_exec(app,
+	                         "INSERT INTO key_rotations (family, version, previous, rotated_at) "
+	                         "VALUES ('kek', 2, 1, now() - interval '1 day')",
+	                         0, NULL, NULL, NULL, NULL),
+	              KW_OK);
+	expect_sql("0", "SELECT count(*) FROM key_rotations");
+	OPENSSL_cleanse(mk, sizeof(mk));
+}

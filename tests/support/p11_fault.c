@@ -12,7 +12,9 @@
  *     for a slot without a token.
  * While the file named by KWT_P11_DECRYPT_FAULT_FILE exists, the token is
  * present but every C_Decrypt fails with CKR_GENERAL_ERROR (what SoftHSM
- * also answers for a bad GCM tag).
+ * also answers for a bad GCM tag). The file named by
+ * KWT_P11_DECRYPT_GLITCH_FILE is a single such failure: the C_Decrypt that
+ * manages to unlink it fails, and the calls after it succeed.
  * When the files are absent every call is forwarded unchanged. C_Initialize,
  * C_Finalize, C_GetInfo and C_CloseSession always forward (closing lets
  * the real module release the session). The real sessions and the login
@@ -95,7 +97,9 @@ static CK_RV w_C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK
 	if (faulted())
 		return CKR_DEVICE_REMOVED;
 	const char *file = getenv("KWT_P11_DECRYPT_FAULT_FILE");
-	if (file != NULL && file[0] != '\0' && access(file, F_OK) == 0) {
+	const char *glitch = getenv("KWT_P11_DECRYPT_GLITCH_FILE");
+	if ((file != NULL && file[0] != '\0' && access(file, F_OK) == 0) ||
+	    (glitch != NULL && glitch[0] != '\0' && unlink(glitch) == 0)) {
 		/* End the real operation, as a failed decrypt does, into scratch
 		 * the caller never sees. */
 		CK_ULONG n = inlen;
