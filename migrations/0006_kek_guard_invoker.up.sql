@@ -5,21 +5,31 @@
 -- PostgreSQL still searches pg_temp first for tables, so a service session
 -- could shadow kek_retired with an empty temporary table and write under a
 -- retired KEK. The function now runs with the caller's rights, names its
--- table by schema, and keeps pg_temp last; the writer reads the (public)
--- list of retired versions itself.
+-- table by schema and searches only pg_catalog (pg_temp last); the writer
+-- reads the list of retired versions itself.
 --
 -- It also refuses to run in any transaction but READ COMMITTED: only there
 -- does its look-up see a retirement committed while the statement waited
--- for `kek retire`'s table lock. (keyward begins every transaction at READ
--- COMMITTED whatever default_transaction_isolation says.)
+-- for `kek retire`'s table lock. (keyward begins every transaction that
+-- writes at READ COMMITTED, whatever default_transaction_isolation says.)
 --
 -- (0005 says maintenance gets "no INSERT, no DELETE": that holds for the
 -- maintenance policies; the service role keeps its own per-user ones.)
 DO $do$
+DECLARE
+	-- The schema of the function the trigger calls (0005 created it next to
+	-- its tables), whatever this session's search_path is.
+	s name := (SELECT p.pronamespace::regnamespace::name
+	           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+	           WHERE t.tgname = 'encryption_vaults_kek_live'
+	             AND t.tgrelid = 'encryption_vaults'::regclass);
 BEGIN
+	IF s IS NULL THEN
+		RAISE EXCEPTION 'trigger encryption_vaults_kek_live (migration 0005) is missing';
+	END IF;
 	EXECUTE format($f$
 CREATE OR REPLACE FUNCTION %1$I.encryption_vaults_kek_live() RETURNS trigger
-	LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, %1$I, pg_temp AS $body$
+	LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $body$
 BEGIN
 	IF current_setting('transaction_isolation') <> 'read committed' THEN
 		RAISE EXCEPTION 'vault rows are written at READ COMMITTED only, not %%',
@@ -30,16 +40,19 @@ BEGIN
 	END IF;
 	RETURN NEW;
 END
-$body$$f$, current_schema());
+$body$$f$, s);
+	-- Version numbers, nothing secret: every role that may write a vault
+	-- row (the service, the table's owner running a rewrap) reads the list.
+	EXECUTE format('GRANT SELECT ON %I.kek_retired TO PUBLIC', s);
+	-- Fires in every session_replication_role, replicas' apply included.
+	EXECUTE format('ALTER TABLE %I.encryption_vaults ENABLE ALWAYS TRIGGER encryption_vaults_kek_live', s);
+	IF (SELECT p.prosecdef FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+	    WHERE t.tgname = 'encryption_vaults_kek_live'
+	      AND t.tgrelid = 'encryption_vaults'::regclass) THEN
+		RAISE EXCEPTION 'encryption_vaults_kek_live still runs with its owner''s rights';
+	END IF;
 END
 $do$;
-REVOKE ALL ON FUNCTION encryption_vaults_kek_live() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION encryption_vaults_kek_live() TO keyward_app;
--- Version numbers, nothing secret: every role that may write a vault row
--- (the service, the table's owner running a rewrap) reads the list.
-GRANT SELECT ON kek_retired TO PUBLIC;
--- Fires in every session_replication_role, replicas' apply included.
-ALTER TABLE encryption_vaults ENABLE ALWAYS TRIGGER encryption_vaults_kek_live;
 
 -- Rotations as keywardctl records them, for `jwt retire` and `kek retire`
 -- to wait out. The audit trail records them too, but the service's roles

@@ -269,15 +269,18 @@ static void ctl_rotation_record(kw_ctl *c, const char *family, uint32_t version,
 	snprintf(v, sizeof(v), "%" PRIu32, version);
 	snprintf(p, sizeof(p), "%" PRIu32, previous);
 	const char *vals[3] = {family, v, p};
-	if (kw_db_exec(c->db,
-	               "INSERT INTO key_rotations (family, version, previous) VALUES ($1, $2::int, $3::int) "
-	               "ON CONFLICT DO NOTHING",
-	               3, vals, NULL, NULL, NULL) != KW_OK)
+	/* A version number seen before (a token re-initialised against the same
+	 * database) starts its wait again. */
+	kw_err err = kw_db_exec(c->db,
+	                        "INSERT INTO key_rotations (family, version, previous) "
+	                        "VALUES ($1, $2::int, $3::int) ON CONFLICT (family, version) DO UPDATE "
+	                        "SET previous = EXCLUDED.previous, rotated_at = now()",
+	                        3, vals, NULL, NULL, NULL);
+	if (err != KW_OK)
 		fprintf(stderr,
-		        "keywardctl: warning: the rotation is not recorded in key_rotations (this role "
-		        "cannot write it; use db.admin_conninfo): `%s retire %" PRIu32
-		        "` will need --force\n",
-		        family, previous);
+		        "keywardctl: warning: the rotation is not recorded in key_rotations (%s; it takes "
+		        "db.admin_conninfo): `%s retire %" PRIu32 "` will need --force\n",
+		        kw_err_str(err), family, previous);
 }
 
 /* Seconds until `wait_s` have passed since the rotation away from version
@@ -383,6 +386,9 @@ static int cmd_jwt_retire(kw_ctl *c)
 	err = ctl_rotation_wait(c, "jwt", v, max_ttl, &known, &wait);
 	if (err != KW_OK && !force) /* forced, it need not know */
 		return ctl_fail("jwt retire: cannot read the rotation time", err);
+	if (err != KW_OK)
+		fprintf(stderr, "keywardctl: warning: cannot read the rotation time (%s); forced, going on\n",
+		        kw_err_str(err));
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
@@ -567,6 +573,9 @@ static int cmd_kek_retire(kw_ctl *c)
 	err = ctl_rotation_wait(c, "kek", v, c->cfg.housekeeping_interval_s + 5, &known, &wait);
 	if (err != KW_OK && !force) /* forced, it need not know */
 		return ctl_fail("kek retire: cannot read the rotation time", err);
+	if (err != KW_OK)
+		fprintf(stderr, "keywardctl: warning: cannot read the rotation time (%s); forced, going on\n",
+		        kw_err_str(err));
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,

@@ -69,10 +69,11 @@ KW_MUST_CHECK kw_err kw_vault_replace(kw_db *db, const kw_vault_row *row);
 
 /* KEK maintenance, for keywardctl on the schema owner's connection (the
  * service's role cannot see other users' rows). */
-/* KW_OK when this connection's role sees every vault row in maintenance
- * mode (superuser, BYPASSRLS, or holding the table owner's privileges
- * outside keyward_app); KW_ERR_CONFIG otherwise, so that no count or
- * rewrap silently reads an empty table. */
+/* KW_OK when this connection's role sees and may re-wrap every vault row
+ * in maintenance mode (superuser; or, outside keyward_app, BYPASSRLS or
+ * the table owner's privileges, with SELECT and UPDATE on the table);
+ * KW_ERR_CONFIG otherwise, so that no count or rewrap silently reads an
+ * empty table. (retire also needs INSERT on kek_retired.) */
 KW_MUST_CHECK kw_err kw_vault_maintenance_check(kw_db *db);
 /* Rows wrapped under KEK version kek_id (or, with kek_id 0, under any
  * version but `except`). */

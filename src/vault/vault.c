@@ -250,9 +250,11 @@ kw_err kw_vault_maintenance_check(kw_db *db)
 {
 	PGresult *res = NULL;
 	kw_err err = kw_db_exec(db,
-	                        "SELECT r.rolsuper OR r.rolbypassrls "
-	                        "OR (pg_has_role(current_user, c.relowner, 'USAGE') "
-	                        "AND NOT pg_has_role(current_user, 'keyward_app', 'MEMBER')) "
+	                        "SELECT r.rolsuper OR ((r.rolbypassrls "
+	                        "OR pg_has_role(current_user, c.relowner, 'USAGE')) "
+	                        "AND NOT pg_has_role(current_user, 'keyward_app', 'MEMBER') "
+	                        "AND has_table_privilege(c.oid, 'SELECT') "
+	                        "AND has_table_privilege(c.oid, 'UPDATE')) "
 	                        "FROM pg_roles r, pg_class c "
 	                        "WHERE r.rolname = current_user AND c.oid = 'encryption_vaults'::regclass",
 	                        0, NULL, NULL, NULL, &res);

@@ -10,10 +10,12 @@
  * test on its own token. */
 #include <criterion/criterion.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keyward/audit.h"
 #include "keyward/vault.h"
@@ -828,6 +830,59 @@ Test(vault, retire_refuses_a_kek_in_use_and_bars_it_afterwards)
 	/* The service role cannot mark anything. */
 	cr_assert_neq(kw_vault_kek_retire(app, gone + 1, &rows), KW_OK);
 	expect_sql("1", "SELECT count(*) FROM kek_retired");
+	OPENSSL_cleanse(mk, sizeof(mk));
+}
+
+typedef struct blocked_write {
+	kw_vault_row row;
+	kw_err err;
+} blocked_write;
+
+static void *write_under_lock(void *arg)
+{
+	blocked_write *w = arg;
+	w->err = kw_db_begin(app, w->row.tenant_id, w->row.user_id);
+	if (w->err == KW_OK)
+		w->err = kw_vault_insert(app, &w->row);
+	if (kw_db_in_tx(app))
+		kw_db_rollback(app);
+	return NULL;
+}
+
+/* The race retire closes: a write that reaches the table while retire holds
+ * its lock waits, and once retire commits, sees the mark and is refused. */
+Test(vault, a_write_waiting_on_retire_sees_the_retirement)
+{
+	unsigned char mk[KW_MK_LEN];
+	blocked_write w = {.err = KW_ERR_INTERNAL};
+	uint32_t gone = active_kek() + 11;
+	wrap_new(ta, "late", mk, &w.row);
+	w.row.kek_id = gone; /* an instance that still wraps with `gone` */
+	begin(admin, NULL, NULL);
+	cr_assert_eq(exec_rows(admin, "LOCK TABLE encryption_vaults IN SHARE ROW EXCLUSIVE MODE"), 0);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, write_under_lock, &w), 0);
+	/* Until the insert is queued behind the lock. */
+	bool waiting = false;
+	for (int i = 0; i < 200 && !waiting; i++) {
+		char *n = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+		                                 "relation = 'encryption_vaults'::regclass");
+		waiting = n != NULL && strcmp(n, "0") != 0;
+		free(n);
+		if (!waiting)
+			usleep(20000);
+	}
+	cr_assert(waiting, "the insert never waited for the lock");
+	char k[16];
+	snprintf(k, sizeof(k), "%u", gone);
+	const char *vals[1] = {k};
+	cr_assert_eq(
+	    kw_db_exec(admin, "INSERT INTO kek_retired (kek_id) VALUES ($1::int)", 1, vals, NULL, NULL, NULL),
+	    KW_OK);
+	commit(admin);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(w.err, KW_ERR_NOT_FOUND, "the waiting write got %s", kw_err_str(w.err));
+	expect_sql("0", "SELECT count(*) FROM encryption_vaults WHERE user_id = 'late'");
 	OPENSSL_cleanse(mk, sizeof(mk));
 }
 
