@@ -3,8 +3,9 @@
 #   scripts/pg-cluster.sh start DIR PORT   -> prints env for `eval`
 #   scripts/pg-cluster.sh stop DIR
 # The cluster runs as a non-root user: the caller if not root, otherwise
-# the system user `keyward-pg` (created on first use). It listens on a Unix
-# socket in DIR and on 127.0.0.1:PORT, trusting only local connections.
+# the system user `keyward-pg` (created on first use). It listens only on a
+# Unix socket in DIR (PORT names it: DIR/.s.PGSQL.PORT), so no TCP port can
+# collide with a client's ephemeral one; it trusts local connections.
 set -euo pipefail
 cmd=${1:?usage}; dir=${2:?usage}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -26,7 +27,7 @@ start)
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as "$pgbin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1
     cat >>"$dir/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = ''
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 200
