@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,24 +17,66 @@ struct kw_secret {
 	size_t maplen; /* page-rounded mapping */
 };
 
+/* Single pages given back, wiped, still locked and out of core dumps, for
+ * the next secret of at most a page. The hot paths (an unwrap per vault
+ * fetch) would otherwise map, lock, unlock and unmap a page per request,
+ * and every munmap in a threaded process interrupts the other CPUs to
+ * flush their TLBs. Bounded: past KW_SECRET_SPARE pages, freeing unmaps. */
+#define KW_SECRET_SPARE 64
+static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *spare[KW_SECRET_SPARE];
+static size_t nspare;
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE); /* from the aux vector: no system call */
+}
+
+static void *spare_take(void)
+{
+	void *p = NULL;
+	pthread_mutex_lock(&spare_mu);
+	if (nspare > 0)
+		p = spare[--nspare];
+	pthread_mutex_unlock(&spare_mu);
+	return p;
+}
+
+static bool spare_give(void *p)
+{
+	bool kept = false;
+	pthread_mutex_lock(&spare_mu);
+	if (nspare < KW_SECRET_SPARE) {
+		spare[nspare++] = p;
+		kept = true;
+	}
+	pthread_mutex_unlock(&spare_mu);
+	return kept;
+}
+
 kw_secret *kw_secret_new(size_t len)
 {
 	if (len == 0)
 		kw_misuse("kw_secret_new: zero length");
-	long page = sysconf(_SC_PAGESIZE);
-	size_t maplen = (len + (size_t)page - 1) & ~((size_t)page - 1);
+	size_t page = page_size();
+	size_t maplen = (len + page - 1) & ~(page - 1);
 	kw_secret *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
-	void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED) {
-		free(s);
-		return NULL;
+	void *p = maplen == page ? spare_take() : NULL;
+	if (p != NULL) {
+		memset(p, 0, maplen); /* wiped when given back; zero-filled as promised */
+	} else {
+		p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			free(s);
+			return NULL;
+		}
+		/* mlock may fail under a low RLIMIT_MEMLOCK; the page is still
+		 * kept out of core dumps, and the unit file raises the limit. */
+		(void)mlock(p, maplen);
+		(void)madvise(p, maplen, MADV_DONTDUMP);
 	}
-	/* mlock may fail under a low RLIMIT_MEMLOCK; the page is still kept
-	 * out of core dumps, and the unit file raises the limit. */
-	(void)mlock(p, maplen);
-	(void)madvise(p, maplen, MADV_DONTDUMP);
 	s->data = p;
 	s->len = len;
 	s->maplen = maplen;
@@ -62,8 +106,10 @@ void kw_secret_free(kw_secret *s)
 	if (s == NULL)
 		return;
 	OPENSSL_cleanse(s->data, s->maplen);
-	munlock(s->data, s->maplen);
-	munmap(s->data, s->maplen);
+	if (s->maplen != page_size() || !spare_give(s->data)) {
+		munlock(s->data, s->maplen);
+		munmap(s->data, s->maplen);
+	}
 	free(s);
 }
 
