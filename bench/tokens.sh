@@ -8,6 +8,7 @@
 # Env: ROUNDS (default 3) whoami/healthz rounds; KEYWARD_HTTP_WORKERS is
 # passed through to keywardd if set. Needs a build in build/ (with
 # kw_bench_ecdsa) and wrk. Shares the token and cluster of bench/run.sh.
+# KW_BENCH_PERF=1 records the login phase with perf (.run/bench/login.perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10}; dur=${dur%s}
@@ -76,6 +77,7 @@ whoami_status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer
 [ "$whoami_status" = 200 ] || { echo "GET /api/v1/auth/whoami answered $whoami_status" >&2; exit 1; }
 
 # b. Logins: every one signs a JWT and commits a refresh family with its audit row.
+[ -n "${KW_BENCH_PERF:-}" ] && { perf record -a -g -o .run/bench/login.perf -- sleep $((dur - 2)) >/dev/null 2>&1 & }
 login_out=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/login.lua "$base/api/v1/auth/login" \
   -H "Authorization: Bearer $key")
 login_line=$(grep '^login ok=' <<<"$login_out")
