@@ -90,7 +90,7 @@ p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
 bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
 rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
 
-curl -s "$base/metrics" | grep -E "^keyward_audit_(group_commits|rows)" >.run/bench/vault-metrics.txt || true
+curl -s "$base/metrics" | grep -E "^keyward_audit_group_(commits|rows)" >.run/bench/vault-metrics.txt || true
 echo "$gcm_line"
 echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
 echo "audit rows vault.key ok in the database (all runs): $rows"
