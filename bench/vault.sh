@@ -6,7 +6,9 @@
 #   AES-256-GCM decrypt rate (48 bytes, the KEK, 2 threads). Goal: >= 40%.
 #   bench/vault.sh [DURATION=10]   (seconds; "10s" works too)
 # Env: USERS (default 256) vault owners the requests rotate through;
-# KEYWARD_HTTP_WORKERS is passed through to keywardd if set. Needs a build
+# KEYWARD_HTTP_WORKERS is passed through to keywardd if set; KW_BENCH_PERF=1
+# records the run with perf (.run/bench/vault.perf); KW_BENCH_SYSCALLS=1
+# prints keywardd's system calls and context switches per fetch. Needs a build
 # in build/ (with kw_bench_gcm) and wrk. Shares the token and cluster of
 # bench/run.sh and bench/tokens.sh.
 set -euo pipefail
@@ -84,6 +86,13 @@ PY
 
 # c. Fetches.
 [ -n "${KW_BENCH_PERF:-}" ] && { perf record -a -g -o .run/bench/vault.perf -- sleep $((dur - 2)) >/dev/null 2>&1 & }
+# KW_BENCH_SYSCALLS=1: keywardd's system calls and context switches over
+# the first DURATION-2 seconds of the run, divided by rps times that window.
+if [ -n "${KW_BENCH_SYSCALLS:-}" ]; then
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "${pids[0]}" -o .run/bench/vault-syscalls.csv \
+    -- sleep $((dur - 2)) >/dev/null 2>&1 &
+  pstat=$!
+fi
 out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/vault_key.lua "$base/api/v1/me/encryption-vault/key")
 rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
 p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
@@ -91,9 +100,17 @@ bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
 rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
 
 curl -s "$base/metrics" | grep -E "^keyward_audit_group_(commits|rows)" >.run/bench/vault-metrics.txt || true
+if [ -n "${KW_BENCH_SYSCALLS:-}" ]; then
+  wait "$pstat" || true
+  sc=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' .run/bench/vault-syscalls.csv)
+  cs=$(awk -F, '/context-switches/ { print $1 }' .run/bench/vault-syscalls.csv)
+fi
 echo "$gcm_line"
 echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
 echo "audit rows vault.key ok in the database (all runs): $rows"
 [ "$bad" = 0 ] || echo "WARNING: $bad fetches did not answer 2xx"
 awk -v x="$rps" -v y="$gcm_rate" 'BEGIN {
   printf "key fetches/s = %.0f, raw GCM decrypt/s (2 threads) = %.0f, ratio = %.2f (goal >= 0.40)\n", x, y, x / y }'
+[ -n "${KW_BENCH_SYSCALLS:-}" ] && awk -v sc="$sc" -v cs="$cs" -v r="$rps" -v d="$dur" 'BEGIN {
+  n = r * (d - 2); printf "keywardd per fetch (about %.0f fetches in the window): %.1f system calls, %.2f context switches\n", n, sc / n, cs / n }'
+true
