@@ -78,12 +78,22 @@ whoami_status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer
 
 # b. Logins: every one signs a JWT and commits a refresh family with its audit row.
 [ -n "${KW_BENCH_PERF:-}" ] && { perf record -a -g -o .run/bench/login.perf -- sleep $((dur - 2)) >/dev/null 2>&1 & }
+counters() { # -> "audit_rows audit_commits sql_statements"
+  curl -sf "$base/metrics" | awk '/^keyward_audit_group_rows_total / { r = $2 }
+    /^keyward_audit_group_commits_total / { c = $2 } /^keyward_db_statements_total / { s = $2 }
+    END { print r + 0, c + 0, s + 0 }'
+}
+before=$(counters)
 login_out=$(wrk -t2 -c64 -d"${dur}s" --latency -s bench/login.lua "$base/api/v1/auth/login" \
   -H "Authorization: Bearer $key")
 login_line=$(grep '^login ok=' <<<"$login_out")
 login_rate=$(sed -n 's/.* ok_per_sec=\([0-9.]*\).*/\1/p' <<<"$login_line")
 login_p99=$(awk '/^ +99%/ { print $2 }' <<<"$login_out")
 login_bad=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' <<<"$login_line")
+login_ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$login_line")
+# Group commit during the logins: rows per commit, and SQL statements sent per login.
+login_db=$(awk -v b="$before" -v a="$(counters)" -v n="$login_ok" 'BEGIN { split(b, x); split(a, y)
+  printf "audit rows per commit = %.1f, SQL statements per login = %.1f", (y[1] - x[1]) / (y[2] - x[2] + (y[2] == x[2])), (y[3] - x[3]) / (n + (n == 0)) }')
 
 # c. whoami against /healthz. wrk counts non-2xx itself ("Non-2xx or 3xx
 # responses"), so neither side runs a Lua callback that would slow the client.
@@ -110,6 +120,7 @@ hz_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/healthz.txt)
 
 echo "$ecdsa_line"
 echo "$login_line p99=$login_p99 (wrk -t2 -c64 -d${dur}s)"
+echo "$login_db"
 printf '%-28s %12s   %s\n' "target (wrk -t2 -c64 -d${dur}s)" "median rps" "per-round rps | p99 | non-2xx"
 for f in whoami healthz; do
   printf '%-28s %12s   %s| %s| %s\n' "GET $f" "$(awk '{ print $1 }' .run/bench/$f.txt | median)" \
