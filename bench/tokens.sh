@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Token issuance and verification, from one run on one machine:
 #   login/s (POST /api/v1/auth/login) next to the raw token ECDSA P-256 sign
-#   rate with 2 threads (goal: >= 35% of it), and requests/s on GET
+#   rate with 2 threads (the JWT key as a token object; measured before and
+#   after the logins and averaged, as this kind of VM drifts; goal: >= 35%
+#   of it; the rate on session-object copies, which keywardd uses, is
+#   printed next to it), and requests/s on GET
 #   /api/v1/auth/whoami (a JWT-authenticated route) next to /healthz (goal:
 #   >= 50% of it).
 #   bench/tokens.sh [DURATION=10]   (seconds; "10s" works too)
@@ -45,8 +48,9 @@ psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 F
 build/keywardctl token init >/dev/null
 
 # a. The raw sign rate first, before keywardd exists: nothing else uses the token or the CPUs.
-ecdsa_line=$(build/kw_bench_ecdsa 2 "$dur")
-ecdsa_rate=$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$ecdsa_line")
+rate_of() { sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p'; }
+ecdsa_line=$(build/kw_bench_ecdsa 2 "$dur" token)
+ecdsa_copy_line=$(build/kw_bench_ecdsa 2 "$dur" copy)
 
 export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
 export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:$port KEYWARD_LOG_LEVEL=warn
@@ -90,6 +94,10 @@ login_line=$(grep '^login ok=' <<<"$login_out")
 login_rate=$(sed -n 's/.* ok_per_sec=\([0-9.]*\).*/\1/p' <<<"$login_line")
 login_p99=$(awk '/^ +99%/ { print $2 }' <<<"$login_out")
 login_bad=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' <<<"$login_line")
+# The yardstick again, right after the logins (keywardd idles meanwhile).
+ecdsa_after_line=$(build/kw_bench_ecdsa 2 "$dur" token)
+ecdsa_rate=$(awk -v a="$(rate_of <<<"$ecdsa_line")" -v b="$(rate_of <<<"$ecdsa_after_line")" 'BEGIN { print (a + b) / 2 }')
+ecdsa_copy_rate=$(rate_of <<<"$ecdsa_copy_line")
 login_ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$login_line")
 # Group commit during the logins: rows per commit, and SQL statements sent per login.
 login_db=$(awk -v b="$before" -v a="$(counters)" -v n="$login_ok" 'BEGIN { split(b, x); split(a, y)
@@ -118,7 +126,9 @@ hz_rps=$(awk '{ print $1 }' .run/bench/healthz.txt | median)
 who_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/whoami.txt)
 hz_bad=$(awk '{ s += $3 } END { print s + 0 }' .run/bench/healthz.txt)
 
-echo "$ecdsa_line"
+echo "before: $ecdsa_line"
+echo "before: $ecdsa_copy_line"
+echo "after:  $ecdsa_after_line"
 echo "$login_line p99=$login_p99 (wrk -t2 -c64 -d${dur}s)"
 echo "$login_db"
 printf '%-28s %12s   %s\n' "target (wrk -t2 -c64 -d${dur}s)" "median rps" "per-round rps | p99 | non-2xx"
@@ -130,7 +140,8 @@ done
 echo
 [ "$login_bad" = 0 ] || echo "WARNING: $login_bad logins did not answer 200; login/s counts only the 200s"
 [ "$who_bad$hz_bad" = 00 ] || echo "WARNING: non-2xx answers: whoami $who_bad, healthz $hz_bad"
-awk -v x="$login_rate" -v y="$ecdsa_rate" 'BEGIN {
-  printf "login/s = %.0f, raw ECDSA sign/s (2 threads) = %.0f, ratio = %.2f (goal >= 0.35)\n", x, y, x / y }'
+awk -v x="$login_rate" -v y="$ecdsa_rate" -v c="$ecdsa_copy_rate" 'BEGIN {
+  printf "login/s = %.0f, raw ECDSA sign/s (2 threads, token key, mean of before and after) = %.0f, ratio = %.2f (goal >= 0.35)\n", x, y, x / y
+  printf "  (against the raw rate on session copies of the JWT key, %.0f/s: %.2f)\n", c, x / c }'
 awk -v a="$who_rps" -v b="$hz_rps" 'BEGIN {
   printf "whoami req/s = %.0f, healthz req/s = %.0f, ratio = %.2f (goal >= 0.50)\n", a, b, a / b }'

@@ -3,7 +3,11 @@
 #   GET /api/v1/me/encryption-vault/key (each fetch: token check, one
 #   database read, one C_Decrypt in the token, and its audit row durable
 #   before the answer) under wrk -t2 -c32, next to the raw token
-#   AES-256-GCM decrypt rate (48 bytes, the KEK, 2 threads). Goal: >= 40%.
+#   AES-256-GCM decrypt rate (48 bytes, the KEK as a token object, 2
+#   threads). Goal: >= 40%. The raw rate is measured before and after the
+#   service run and averaged (this kind of VM drifts by a third from one
+#   minute to the next); the rate on session-object copies of the KEK,
+#   which is what keywardd uses, is printed next to it.
 #   bench/vault.sh [DURATION=10]   (seconds; "10s" works too)
 # Env: USERS (default 256) vault owners the requests rotate through;
 # KEYWARD_HTTP_WORKERS is passed through to keywardd if set; KW_BENCH_PERF=1
@@ -46,8 +50,9 @@ psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 F
 build/keywardctl token init >/dev/null
 
 # a. The raw decrypt rate first, before keywardd exists: nothing else uses the token or the CPUs.
-gcm_line=$(build/kw_bench_gcm 2 "$dur")
-gcm_rate=$(sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p' <<<"$gcm_line")
+rate_of() { sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p'; }
+gcm_line=$(build/kw_bench_gcm 2 "$dur" token)
+gcm_copy_line=$(build/kw_bench_gcm 2 "$dur" copy)
 
 export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
 export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:$port KEYWARD_LOG_LEVEL=warn
@@ -105,12 +110,19 @@ if [ -n "${KW_BENCH_SYSCALLS:-}" ]; then
   sc=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' .run/bench/vault-syscalls.csv)
   cs=$(awk -F, '/context-switches/ { print $1 }' .run/bench/vault-syscalls.csv)
 fi
-echo "$gcm_line"
+# The yardstick again, after the service run (keywardd idles meanwhile).
+gcm_after_line=$(build/kw_bench_gcm 2 "$dur" token)
+gcm_rate=$(awk -v a="$(rate_of <<<"$gcm_line")" -v b="$(rate_of <<<"$gcm_after_line")" 'BEGIN { print (a + b) / 2 }')
+gcm_copy_rate=$(rate_of <<<"$gcm_copy_line")
+echo "before: $gcm_line"
+echo "before: $gcm_copy_line"
+echo "after:  $gcm_after_line"
 echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
 echo "audit rows vault.key ok in the database (all runs): $rows"
 [ "$bad" = 0 ] || echo "WARNING: $bad fetches did not answer 2xx"
-awk -v x="$rps" -v y="$gcm_rate" 'BEGIN {
-  printf "key fetches/s = %.0f, raw GCM decrypt/s (2 threads) = %.0f, ratio = %.2f (goal >= 0.40)\n", x, y, x / y }'
+awk -v x="$rps" -v y="$gcm_rate" -v c="$gcm_copy_rate" 'BEGIN {
+  printf "key fetches/s = %.0f, raw GCM decrypt/s (2 threads, token key, mean of before and after) = %.0f, ratio = %.2f (goal >= 0.40)\n", x, y, x / y
+  printf "  (against the raw rate on session copies of the KEK, %.0f/s: %.2f)\n", c, x / c }'
 [ -n "${KW_BENCH_SYSCALLS:-}" ] && awk -v sc="$sc" -v cs="$cs" -v r="$rps" -v d="$dur" 'BEGIN {
   n = r * (d - 2); printf "keywardd per fetch (about %.0f fetches in the window): %.1f system calls, %.2f context switches\n", n, sc / n, cs / n }'
 true

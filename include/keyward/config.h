@@ -50,10 +50,11 @@ typedef struct kw_config {
 	int housekeeping_batch; /* rows deleted per statement */
 
 	/* [hsm] */
-	char *hsm_module;     /* path of the PKCS#11 module */
-	char *hsm_uri;        /* RFC 7512 token URI */
-	char *hsm_pin_source; /* file holding the user PIN */
-	int hsm_max_sessions; /* 0 = token's ulMaxSessionCount */
+	char *hsm_module;        /* path of the PKCS#11 module */
+	char *hsm_uri;           /* RFC 7512 token URI */
+	char *hsm_pin_source;    /* file holding the user PIN */
+	int hsm_max_sessions;    /* 0 = token's ulMaxSessionCount */
+	bool hsm_session_copies; /* operate on per-session copies of token keys */
 
 	/* [db] */
 	char *db_conninfo;       /* service role (no RLS bypass) */

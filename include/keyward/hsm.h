@@ -49,6 +49,13 @@ typedef struct kw_hsm_options {
 	const char *token_uri;   /* e.g. pkcs11:token=keyward */
 	const char *pin_file;    /* the user PIN; read, used, wiped */
 	unsigned max_sessions;   /* 0: the token's ulMaxSessionCount */
+	/* false (the default): each session works on a session-object copy
+	 * of a token key (C_CopyObject, CKA_TOKEN false; made on first use,
+	 * as sensitive and non-extractable as the original), which spares
+	 * SoftHSM its per-operation check of the token's object files; true:
+	 * every operation names the token object itself (the benchmarks'
+	 * yardstick). */
+	bool token_objects_only;
 } kw_hsm_options;
 
 /* Loads the module, finds exactly one token matching the URI, logs in
@@ -147,6 +154,12 @@ KW_MUST_CHECK kw_err kw_hsm_test_import_key(kw_hsm_session *s, kw_key_family f, 
 /* Test support: closes the session handle behind the pool's back, or logs
  * the application out, so the revive path can be exercised. */
 void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout);
+/* Test support: the session-object copies of token keys s holds now (see
+ * kw_hsm_options.token_objects_only), with their secrecy attributes as
+ * the token reports them. KW_ERR_HSM if one of them claims to be a token
+ * object. */
+KW_MUST_CHECK kw_err kw_hsm_test_session_copies(kw_hsm_session *s, kw_hsm_key_info *infos, size_t cap,
+                                                size_t *n);
 
 /* Counters for /metrics: ops and cumulative microseconds per operation. */
 typedef enum kw_hsm_op {

@@ -39,7 +39,8 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	kw_hsm_options opt = {.module_path = cfg->hsm_module,
 	                      .token_uri = cfg->hsm_uri,
 	                      .pin_file = cfg->hsm_pin_source,
-	                      .max_sessions = (unsigned)cfg->hsm_max_sessions};
+	                      .max_sessions = (unsigned)cfg->hsm_max_sessions,
+	                      .token_objects_only = !cfg->hsm_session_copies};
 	kw_err err = kw_hsm_open(&opt, &app->hsm);
 	switch (err) {
 	case KW_OK:

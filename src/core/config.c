@@ -62,6 +62,7 @@ static const kw_cfg_key keys[] = {
     {"hsm", "uri", T_STR, F(hsm_uri), "pkcs11:token=keyward"},
     {"hsm", "pin_source", T_STR, F(hsm_pin_source), ""},
     {"hsm", "max_sessions", T_INT, F(hsm_max_sessions), "0"},
+    {"hsm", "session_copies", T_BOOL, F(hsm_session_copies), "true"},
     {"db", "conninfo", T_STR, F(db_conninfo), ""},
     {"db", "admin_conninfo", T_STR, F(db_admin_conninfo), ""},
     {"db", "migrations_dir", T_STR, F(db_migrations_dir), KW_DEFAULT_MIGRATIONS_DIR},

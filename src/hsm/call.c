@@ -278,6 +278,12 @@ CK_RV kw_p11_DestroyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE ob
 	return checked("C_DestroyObject", hsm->f->C_DestroyObject(h, obj));
 }
 
+CK_RV kw_p11_CopyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl,
+                        CK_ULONG n, CK_OBJECT_HANDLE *copy)
+{
+	return checked("C_CopyObject", hsm->f->C_CopyObject(h, obj, tmpl, n, copy));
+}
+
 CK_RV kw_p11_GenerateRandom(kw_hsm *hsm, CK_SESSION_HANDLE h, unsigned char *buf, CK_ULONG len)
 {
 	return checked("C_GenerateRandom", hsm->f->C_GenerateRandom(h, buf, len));

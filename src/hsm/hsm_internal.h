@@ -44,12 +44,28 @@ struct kw_hsm_key {
 	struct kw_hsm_key *next_session_key;
 };
 
+/* A session-object copy of a token key, made by one session for its own
+ * use (see kw_hsm_key_use). `from` is the token object it copies; `h` is
+ * CK_INVALID_HANDLE when the token refused the copy (then the session
+ * uses the token object). */
+struct kw_hsm_copy {
+	const struct kw_hsm_key *k;
+	CK_OBJECT_HANDLE from;
+	CK_OBJECT_HANDLE h;
+};
+#define KW_HSM_COPIES 8
+
 struct kw_hsm_session {
 	kw_hsm *hsm;
 	CK_SESSION_HANDLE h;
 	bool open;    /* h is a session we opened and have not seen die */
 	bool counted; /* counts against the cap (not the admin session) */
 	struct kw_hsm_key *session_keys;
+	/* Copies of token keys in this session; checked against the table
+	 * whenever hsm->keys_epoch moves on. */
+	struct kw_hsm_copy copies[KW_HSM_COPIES];
+	size_t ncopies;
+	uint_fast64_t copies_epoch;
 	/* Bytes from C_GenerateRandom not handed out yet (mlocked; each
 	 * handed-out byte is wiped here). */
 	kw_secret *rand_pool;
@@ -95,6 +111,10 @@ struct kw_hsm {
 	struct timespec miss_refreshed;
 	struct kw_hsm_key **keys;
 	size_t nkeys, keys_cap;
+	/* Moves on whenever the table changes (a refresh): sessions then
+	 * drop copies of keys that went or whose token object changed. */
+	atomic_uint_fast64_t keys_epoch;
+	bool session_copies; /* !kw_hsm_options.token_objects_only */
 
 	atomic_uint_fast64_t st_count[KW_HSM_OP_COUNT];
 	atomic_uint_fast64_t st_errors[KW_HSM_OP_COUNT];
@@ -141,6 +161,8 @@ CK_RV kw_p11_GenerateKeyPair(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_MECHANISM *m, 
 CK_RV kw_p11_CreateObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                           CK_OBJECT_HANDLE *obj);
 CK_RV kw_p11_DestroyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj);
+CK_RV kw_p11_CopyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                        CK_OBJECT_HANDLE *copy);
 CK_RV kw_p11_GenerateRandom(kw_hsm *hsm, CK_SESSION_HANDLE h, unsigned char *buf, CK_ULONG len);
 CK_RV kw_p11_EncryptInit(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_MECHANISM *m, CK_OBJECT_HANDLE key);
 CK_RV kw_p11_Encrypt(kw_hsm *hsm, CK_SESSION_HANDLE h, const unsigned char *in, CK_ULONG inlen,
@@ -170,6 +192,10 @@ typedef CK_RV (*kw_hsm_attempt_fn)(kw_hsm_session *s, void *arg);
 kw_err kw_hsm_run(kw_hsm_session *s, kw_hsm_op op, kw_hsm_attempt_fn fn, void *arg);
 /* Opens s->h on the token (no login: the application is logged in once). */
 CK_RV kw_hsm_session_open_handle(kw_hsm *hsm, kw_hsm_session *s);
+/* The object an operation on s must name for key k: the session's copy of
+ * the token object (made now if there is none yet and the hsm makes
+ * copies), or the token object. CKR_KEY_HANDLE_INVALID if k is gone. */
+CK_RV kw_hsm_key_use(kw_hsm_session *s, const kw_hsm_key *k, CK_OBJECT_HANDLE *out);
 
 /* ---- keys.c ---------------------------------------------------------- */
 

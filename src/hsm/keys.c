@@ -310,6 +310,7 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s)
 	}
 	for (size_t i = 0; i < hsm->nkeys; i++)
 		hsm->keys[i]->gone = hsm->keys[i]->handle == CK_INVALID_HANDLE;
+	atomic_fetch_add(&hsm->keys_epoch, 1);
 	pthread_rwlock_unlock(&hsm->keys_lock);
 done:
 	pthread_mutex_unlock(&hsm->refresh_lock);

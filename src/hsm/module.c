@@ -241,6 +241,7 @@ kw_err kw_hsm_open(const kw_hsm_options *opt, kw_hsm **out)
 	if (err != KW_OK)
 		goto done;
 	hsm->cap = session_cap(opt, &ti);
+	hsm->session_copies = !opt->token_objects_only;
 
 	rv = kw_hsm_session_open_handle(hsm, &hsm->admin);
 	if (rv == CKR_OK)

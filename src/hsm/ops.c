@@ -199,7 +199,7 @@ static CK_RV gcm_attempt(kw_hsm_session *s, void *arg)
 	gcm_ctx *c = arg;
 	kw_hsm *hsm = s->hsm;
 	CK_OBJECT_HANDLE key;
-	CK_RV rv = kw_hsm_key_handles(hsm, c->k, &key, NULL);
+	CK_RV rv = kw_hsm_key_use(s, c->k, &key);
 	if (rv != CKR_OK)
 		return rv;
 	if (c->fresh_iv) {
@@ -350,7 +350,7 @@ static CK_RV sign_attempt(kw_hsm_session *s, void *arg)
 	CK_OBJECT_HANDLE key;
 	CK_MECHANISM m = {c->mech, NULL, 0};
 	CK_ULONG outlen = sizeof(c->out);
-	CK_RV rv = kw_hsm_key_handles(s->hsm, c->k, &key, NULL);
+	CK_RV rv = kw_hsm_key_use(s, c->k, &key);
 	if (rv == CKR_OK)
 		rv = kw_p11_SignInit(s->hsm, s->h, &m, key);
 	if (rv == CKR_OK)
@@ -396,7 +396,7 @@ static CK_RV hkdf_attempt(kw_hsm_session *s, void *arg)
 	CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
 	unsigned char t[KW_HMAC_LEN] = {0};
 	size_t tlen = 0, done = 0;
-	CK_RV rv = kw_hsm_key_handles(s->hsm, c->k, &key, NULL);
+	CK_RV rv = kw_hsm_key_use(s, c->k, &key);
 
 	/* RFC 5869 §2.3: T(i) = HMAC(PRK, T(i-1) || info || i), T(0) = "". */
 	for (unsigned i = 1; rv == CKR_OK && done < c->outlen; i++) {

@@ -8,9 +8,23 @@
  * key handles re-read, and the operation retried exactly once. A PIN is
  * never retried: kw_hsm_login_ensure refuses after one rejection.
  *
- * Session objects (test imports) die with the session they live in; they
- * are not recreated by a revive. */
+ * Session objects (test imports, and the copies of token keys each session
+ * makes for its own operations) die with the session they live in; a
+ * revive forgets the copies and the next operation makes them again.
+ *
+ * Why copies: SoftHSM re-checks the token's object files (open, fcntl
+ * locks, fstat, close: about 15 system calls) on every operation that
+ * names a token object, and not for a session object. A copy made with
+ * C_CopyObject keeps CKA_SENSITIVE and CKA_EXTRACTABLE as they were (a
+ * copy may only tighten them) and lives only in this session of this
+ * process. A copy is used only while the table says its key is present
+ * and still the same token object: kw_hsm_key_use looks the key up first,
+ * and every refresh (which marks vanished keys gone) makes each session
+ * destroy the copies of keys that went. A key destroyed by another
+ * process stays usable here until this process next refreshes the table
+ * (on a miss, after a token error, and at every housekeeping run). */
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "hsm_internal.h"
@@ -25,6 +39,75 @@ CK_RV kw_hsm_session_open_handle(kw_hsm *hsm, kw_hsm_session *s)
 		s->open = true;
 	}
 	return rv;
+}
+
+/* Drops every copy; destroys them too while the session still holds them
+ * (after a reopen or a logout the handles are dead: never name them). */
+static void copies_forget(kw_hsm_session *s, bool destroy)
+{
+	for (size_t i = 0; i < s->ncopies; i++)
+		if (destroy && s->copies[i].h != CK_INVALID_HANDLE)
+			(void)kw_p11_DestroyObject(s->hsm, s->h, s->copies[i].h);
+	s->ncopies = 0;
+}
+
+/* Destroys the copies of keys that are gone or now another token object. */
+static void copies_sweep(kw_hsm_session *s)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < s->ncopies; i++) {
+		struct kw_hsm_copy *c = &s->copies[i];
+		CK_OBJECT_HANDLE now = CK_INVALID_HANDLE;
+		if (kw_hsm_key_handles(s->hsm, c->k, &now, NULL) == CKR_OK && now == c->from) {
+			s->copies[kept++] = *c;
+			continue;
+		}
+		if (c->h != CK_INVALID_HANDLE)
+			(void)kw_p11_DestroyObject(s->hsm, s->h, c->h);
+	}
+	s->ncopies = kept;
+}
+
+CK_RV kw_hsm_key_use(kw_hsm_session *s, const kw_hsm_key *k, CK_OBJECT_HANDLE *out)
+{
+	kw_hsm *hsm = s->hsm;
+	CK_OBJECT_HANDLE tok = CK_INVALID_HANDLE;
+	CK_RV rv = kw_hsm_key_handles(hsm, k, &tok, NULL);
+	*out = tok;
+	if (rv != CKR_OK || k->session_key || !hsm->session_copies)
+		return rv;
+	uint_fast64_t epoch = atomic_load(&hsm->keys_epoch);
+	if (epoch != s->copies_epoch) {
+		copies_sweep(s);
+		s->copies_epoch = epoch;
+	}
+	for (size_t i = 0; i < s->ncopies; i++) {
+		if (s->copies[i].k == k && s->copies[i].from == tok) {
+			if (s->copies[i].h != CK_INVALID_HANDLE)
+				*out = s->copies[i].h;
+			return CKR_OK;
+		}
+	}
+	if (s->ncopies == KW_HSM_COPIES)
+		return CKR_OK; /* enough copies: this one uses the token object */
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)}};
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	rv = kw_p11_CopyObject(hsm, s->h, tok, tmpl, 1, &h);
+	if (rv != CKR_OK) {
+		/* A dead session or a stale handle: let kw_hsm_run repair and
+		 * retry. Anything else (CKA_COPYABLE false, a token without
+		 * C_CopyObject): work on the token object from now on. */
+		if (kw_hsm_rv_session_dead(rv) || kw_hsm_rv_stale_handles(rv))
+			return rv;
+		kw_info("hsm: keyward/%s/%lu: no session copy (%s); using the token object",
+		        kw_key_family_name(k->family), (unsigned long)k->version, kw_hsm_rv_name(rv));
+		h = CK_INVALID_HANDLE;
+	}
+	s->copies[s->ncopies++] = (struct kw_hsm_copy){.k = k, .from = tok, .h = h};
+	if (h != CK_INVALID_HANDLE)
+		*out = h;
+	return CKR_OK;
 }
 
 static bool state_logged_in(CK_STATE st)
@@ -48,6 +131,9 @@ static CK_RV session_recover(kw_hsm_session *s, CK_RV cause)
 		if (rv != CKR_OK || !state_logged_in(si.state))
 			reopen = true;
 	}
+	/* The copies may name what the failure was about (a stale or
+	 * logged-out object): make them again after the repair. */
+	copies_forget(s, !reopen && cause != CKR_USER_NOT_LOGGED_IN);
 	if (reopen) {
 		/* A handle the token already invalidated may have been given to
 		 * another thread's new session: never close it again. */
@@ -168,6 +254,41 @@ static CK_RV ping_attempt(kw_hsm_session *s, void *arg)
 kw_err kw_hsm_session_ping(kw_hsm_session *s)
 {
 	return kw_hsm_run(s, KW_HSM_OP_OTHER, ping_attempt, NULL);
+}
+
+kw_err kw_hsm_test_session_copies(kw_hsm_session *s, kw_hsm_key_info *infos, size_t cap, size_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; i < s->ncopies && *n < cap; i++) {
+		const struct kw_hsm_copy *c = &s->copies[i];
+		if (c->h == CK_INVALID_HANDLE)
+			continue;
+		CK_BBOOL tok = CK_TRUE, sens = CK_FALSE, ext = CK_TRUE, never = CK_FALSE, always = CK_FALSE;
+		CK_ATTRIBUTE a[] = {
+		    {CKA_TOKEN, &tok, sizeof(tok)},
+		    {CKA_SENSITIVE, &sens, sizeof(sens)},
+		    {CKA_EXTRACTABLE, &ext, sizeof(ext)},
+		    {CKA_NEVER_EXTRACTABLE, &never, sizeof(never)},
+		    {CKA_ALWAYS_SENSITIVE, &always, sizeof(always)},
+		};
+		CK_RV rv = kw_p11_GetAttributeValue(s->hsm, s->h, c->h, a, 5);
+		if (rv != CKR_OK)
+			return kw_hsm_rv_err(rv);
+		if (tok != CK_FALSE)
+			return KW_ERR_HSM;
+		kw_hsm_key_info *info = &infos[(*n)++];
+		memset(info, 0, sizeof(*info));
+		(void)kw_hsm_label_format(info->label, sizeof(info->label), true, c->k->family,
+		                          c->k->version);
+		info->family = c->k->family;
+		info->version = c->k->version;
+		info->is_private_half = true;
+		info->sensitive = sens == CK_TRUE;
+		info->extractable = ext != CK_FALSE;
+		info->never_extractable = never == CK_TRUE;
+		info->always_sensitive = always == CK_TRUE;
+	}
+	return KW_OK;
 }
 
 void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout)

@@ -580,6 +580,147 @@ Test(hsm, revive_after_logout)
 	exercise("after logout and refresh");
 }
 
+/* ---- session copies -------------------------------------------------- */
+
+/* Each session works on its own session-object copy of a token key: as
+ * secret as the original, never a token object, and the same key. */
+Test(hsm, session_copies_stay_secret_and_off_the_token)
+{
+	kw_hsm_key_info before[64], after[64], copies[8];
+	size_t nb = 0, na = 0, nc = 0;
+	cr_assert_eq(kw_hsm_key_list(sess, before, 64, &nb), KW_OK);
+	kw_hsm_session *s2 = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s2), KW_OK);
+	cr_assert_eq(kw_hsm_test_session_copies(s2, copies, 8, &nc), KW_OK);
+	cr_assert_eq(nc, 0);
+
+	unsigned char iv[KW_GCM_IV_LEN], ct[5 + KW_GCM_TAG_LEN], pt[5], sig[KW_ECDSA_SIG_LEN];
+	unsigned char mac1[KW_HMAC_LEN], mac2[KW_HMAC_LEN];
+	cr_assert_eq(
+	    kw_hsm_gcm_encrypt(s2, active(KW_KEY_KEK), NULL, 0, (const unsigned char *)"hello", 5, iv, ct),
+	    KW_OK);
+	cr_assert_eq(kw_hsm_ecdsa_sign(s2, active(KW_KEY_JWT), (const unsigned char *)"m", 1, sig), KW_OK);
+	cr_assert_eq(kw_hsm_hmac(s2, active(KW_KEY_PEPPER), (const unsigned char *)"x", 1, mac1), KW_OK);
+	/* The other session, on its own copy, has the same keys. */
+	cr_assert_eq(kw_hsm_gcm_decrypt(sess, active(KW_KEY_KEK), iv, NULL, 0, ct, sizeof(ct), pt), KW_OK);
+	cr_assert_eq(memcmp(pt, "hello", 5), 0);
+	cr_assert_eq(kw_hsm_hmac(sess, active(KW_KEY_PEPPER), (const unsigned char *)"x", 1, mac2), KW_OK);
+	cr_assert_eq(CRYPTO_memcmp(mac1, mac2, KW_HMAC_LEN), 0);
+
+	cr_assert_eq(kw_hsm_test_session_copies(s2, copies, 8, &nc), KW_OK);
+	cr_assert_eq(nc, 3, "copies: %zu", nc);
+	bool seen[KW_KEY_FAMILY_COUNT] = {false};
+	for (size_t i = 0; i < nc; i++) {
+		seen[copies[i].family] = true;
+		cr_assert(copies[i].sensitive && !copies[i].extractable && copies[i].never_extractable &&
+		              copies[i].always_sensitive,
+		          "copy of %s", copies[i].label);
+	}
+	cr_assert(seen[KW_KEY_KEK] && seen[KW_KEY_JWT] && seen[KW_KEY_PEPPER]);
+	/* Using a key again reuses its copy. */
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, active(KW_KEY_KEK), iv, NULL, 0, ct, sizeof(ct), pt), KW_OK);
+	cr_assert_eq(kw_hsm_test_session_copies(s2, copies, 8, &nc), KW_OK);
+	cr_assert_eq(nc, 3);
+	/* Nothing was added to the token. */
+	cr_assert_eq(kw_hsm_key_list(sess, after, 64, &na), KW_OK);
+	cr_assert_eq(na, nb);
+	kw_hsm_session_close(s2);
+}
+
+static bool has_copy(kw_hsm_session *s, kw_key_family f, uint32_t v)
+{
+	kw_hsm_key_info copies[8];
+	size_t n = 0;
+	cr_assert_eq(kw_hsm_test_session_copies(s, copies, 8, &n), KW_OK);
+	for (size_t i = 0; i < n; i++)
+		if (copies[i].family == f && copies[i].version == v)
+			return true;
+	return false;
+}
+
+/* A key destroyed through this kw_hsm cannot be used through a copy: the
+ * table is consulted first, and the copy itself is destroyed. */
+Test(hsm_scratch, session_copies_follow_the_key_table)
+{
+	char pin[1024];
+	scratch_token("kwt-copies", pin, sizeof(pin));
+	kw_hsm *h = NULL;
+	cr_assert_eq(open_with("pkcs11:token=kwt-copies", pin, 0, &h), KW_OK);
+	kw_hsm_session *s = NULL, *s2 = NULL;
+	cr_assert_eq(kw_hsm_session_open(h, &s), KW_OK);
+	cr_assert_eq(kw_hsm_session_open(h, &s2), KW_OK);
+	int created = -1;
+	cr_assert_eq(kw_hsm_token_init(s, &created), KW_OK);
+
+	const kw_hsm_key *k1 = NULL, *k2 = NULL;
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k1), KW_OK);
+	uint32_t v = kw_hsm_key_version(k1);
+	cr_assert_eq(kw_hsm_key_generate(s, KW_KEY_KEK, v + 1), KW_OK);
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k2), KW_OK);
+	cr_assert_eq(kw_hsm_key_version(k2), v + 1);
+
+	unsigned char iv[KW_GCM_IV_LEN], ct[5 + KW_GCM_TAG_LEN], pt[5];
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k1, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	cr_assert(has_copy(s2, KW_KEY_KEK, v) && has_copy(s2, KW_KEY_KEK, v + 1));
+
+	unsigned char iv2[KW_GCM_IV_LEN], ct2[5 + KW_GCM_TAG_LEN];
+	cr_assert_eq(kw_hsm_key_destroy(s, KW_KEY_KEK, v + 1), KW_OK);
+	/* The next operation of s2, on any key, destroys the copy of the
+	 * key that went and keeps the others. */
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k1, NULL, 0, (const unsigned char *)"hello", 5, iv2, ct2), KW_OK);
+	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1), "the copy of a destroyed key survived");
+	cr_assert(has_copy(s2, KW_KEY_KEK, v), "the copy of a live key was dropped");
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct),
+	             KW_ERR_NOT_FOUND);
+	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1));
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k1, iv2, NULL, 0, ct2, sizeof(ct2), pt), KW_OK);
+
+	/* Made again under the same label, it is a new token object: a new copy. */
+	cr_assert_eq(kw_hsm_key_generate(s, KW_KEY_KEK, v + 1), KW_OK);
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k2), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	cr_assert(has_copy(s2, KW_KEY_KEK, v + 1));
+	cr_assert_eq(kw_hsm_key_destroy(s, KW_KEY_KEK, v + 1), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
+	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1));
+
+	kw_hsm_session_close(s2);
+	kw_hsm_session_close(s);
+	kw_hsm_close(h);
+}
+
+/* With token_objects_only every operation names the token object. */
+Test(hsm_scratch, token_objects_only_makes_no_copies)
+{
+	char pin[1024];
+	scratch_token("kwt-copies", pin, sizeof(pin));
+	kw_hsm_options opt = {
+	    .module_path = kwt_env("KEYWARD_HSM_MODULE"),
+	    .token_uri = "pkcs11:token=kwt-copies",
+	    .pin_file = pin,
+	    .token_objects_only = true,
+	};
+	kw_hsm *h = NULL;
+	cr_assert_eq(kw_hsm_open(&opt, &h), KW_OK);
+	kw_hsm_session *s = NULL;
+	cr_assert_eq(kw_hsm_session_open(h, &s), KW_OK);
+	int created = -1;
+	cr_assert_eq(kw_hsm_token_init(s, &created), KW_OK);
+	const kw_hsm_key *k = NULL;
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k), KW_OK);
+	unsigned char iv[KW_GCM_IV_LEN], ct[5 + KW_GCM_TAG_LEN], pt[5];
+	cr_assert_eq(kw_hsm_gcm_encrypt(s, k, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_decrypt(s, k, iv, NULL, 0, ct, sizeof(ct), pt), KW_OK);
+	kw_hsm_key_info copies[8];
+	size_t n = 9;
+	cr_assert_eq(kw_hsm_test_session_copies(s, copies, 8, &n), KW_OK);
+	cr_assert_eq(n, 0);
+	kw_hsm_session_close(s);
+	kw_hsm_close(h);
+}
+
 /* ---- errors at open -------------------------------------------------- */
 
 Test(hsm_scratch, uri_without_match_or_ambiguous)
