@@ -13,8 +13,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 
 eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
 eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
-psql "$KEYWARD_PG_ADMIN" -qAt -c "SELECT 1 FROM pg_database WHERE datname='kwbench'" | grep -q 1 ||
-  psql "$KEYWARD_PG_ADMIN" -q -c "CREATE DATABASE kwbench"
+# Every run starts from an empty database, so runs compare: rows left by
+# earlier runs (hundreds of MB after a few dozen) would slow the next one.
+psql "$KEYWARD_PG_ADMIN" -q -c "DROP DATABASE IF EXISTS kwbench WITH (FORCE)" -c "CREATE DATABASE kwbench"
 export KEYWARD_DB_ADMIN_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=postgres dbname=kwbench"
 export KEYWARD_DB_MIGRATIONS_DIR=$PWD/migrations
 build/keywardctl migrate up >/dev/null

@@ -160,6 +160,9 @@ void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout);
  * object. */
 KW_MUST_CHECK kw_err kw_hsm_test_session_copies(kw_hsm_session *s, kw_hsm_key_info *infos, size_t cap,
                                                 size_t *n);
+/* Test support: how many session objects (of any session) the token
+ * shows to s: what C_FindObjects finds with CKA_TOKEN false. */
+KW_MUST_CHECK kw_err kw_hsm_test_count_session_objects(kw_hsm_session *s, size_t *n);
 
 /* Counters for /metrics: ops and cumulative microseconds per operation. */
 typedef enum kw_hsm_op {

@@ -37,6 +37,9 @@ struct kw_hsm_key {
 	uint32_t version;
 	bool session_key;
 	bool gone;
+	/* hsm->keys_epoch of the refresh that last saw this key appear or its
+	 * token object change: copies made before it are of something else. */
+	uint_fast64_t changed_epoch;
 	CK_OBJECT_HANDLE handle;     /* secret key, or the JWT private key */
 	CK_OBJECT_HANDLE pub_handle; /* JWT public key, CK_INVALID_HANDLE otherwise */
 	bool have_pub;
@@ -45,13 +48,15 @@ struct kw_hsm_key {
 };
 
 /* A session-object copy of a token key, made by one session for its own
- * use (see kw_hsm_key_use). `from` is the token object it copies; `h` is
- * CK_INVALID_HANDLE when the token refused the copy (then the session
+ * use (see kw_hsm_key_use). `from` is the token object it copies, `epoch`
+ * the hsm->keys_epoch and `login` the hsm->login_gen when it was made; `h`
+ * is CK_INVALID_HANDLE when the token refused the copy (then the session
  * uses the token object). */
 struct kw_hsm_copy {
 	const struct kw_hsm_key *k;
 	CK_OBJECT_HANDLE from;
 	CK_OBJECT_HANDLE h;
+	uint_fast64_t epoch, login;
 };
 #define KW_HSM_COPIES 8
 
@@ -65,7 +70,7 @@ struct kw_hsm_session {
 	 * whenever hsm->keys_epoch moves on. */
 	struct kw_hsm_copy copies[KW_HSM_COPIES];
 	size_t ncopies;
-	uint_fast64_t copies_epoch;
+	uint_fast64_t copies_epoch, copies_login;
 	/* Bytes from C_GenerateRandom not handed out yet (mlocked; each
 	 * handed-out byte is wiped here). */
 	kw_secret *rand_pool;
@@ -114,6 +119,10 @@ struct kw_hsm {
 	/* Moves on whenever the table changes (a refresh): sessions then
 	 * drop copies of keys that went or whose token object changed. */
 	atomic_uint_fast64_t keys_epoch;
+	/* Moves on at every C_Login: a logout ends every private session
+	 * object of the application, so copies made before it are dead
+	 * handles, which some tokens hand out again; never name them. */
+	atomic_uint_fast64_t login_gen;
 	bool session_copies; /* !kw_hsm_options.token_objects_only */
 
 	atomic_uint_fast64_t st_count[KW_HSM_OP_COUNT];
@@ -212,6 +221,14 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s);
 /* Copies the handles of k under the read lock; CKR_KEY_HANDLE_INVALID if
  * the key is gone. pub may be NULL. */
 CK_RV kw_hsm_key_handles(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv, CK_OBJECT_HANDLE *pub);
+/* As kw_hsm_key_handles for the private half, with k->changed_epoch. */
+CK_RV kw_hsm_key_handle_since(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv, uint_fast64_t *changed);
+/* Destroys s's copies of keys that went or changed (any session, at the
+ * start of each operation, once per refresh). */
+void kw_hsm_copies_sweep(kw_hsm_session *s);
+/* Forgets every copy of s; destroys those still alive (same login, and
+ * the session was not reopened). */
+void kw_hsm_copies_forget(kw_hsm_session *s, bool reopened);
 /* Frees the table (kw_hsm_close). */
 void kw_hsm_keys_free(kw_hsm *hsm);
 

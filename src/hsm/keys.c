@@ -275,7 +275,15 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s)
 	}
 
 	pthread_rwlock_wrlock(&hsm->keys_lock);
+	CK_OBJECT_HANDLE *was = calloc(hsm->nkeys + 1, sizeof(*was));
+	if (was == NULL) {
+		pthread_rwlock_unlock(&hsm->keys_lock);
+		rv = CKR_HOST_MEMORY;
+		goto done;
+	}
+	size_t nwas = hsm->nkeys;
 	for (size_t i = 0; i < hsm->nkeys; i++) {
+		was[i] = hsm->keys[i]->gone ? CK_INVALID_HANDLE : hsm->keys[i]->handle;
 		hsm->keys[i]->handle = CK_INVALID_HANDLE;
 		hsm->keys[i]->pub_handle = CK_INVALID_HANDLE;
 		hsm->keys[i]->have_pub = false;
@@ -308,10 +316,17 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s)
 				memcpy(k->pub, pts[i].pt, KW_EC_POINT_LEN);
 		}
 	}
-	for (size_t i = 0; i < hsm->nkeys; i++)
-		hsm->keys[i]->gone = hsm->keys[i]->handle == CK_INVALID_HANDLE;
-	atomic_fetch_add(&hsm->keys_epoch, 1);
+	uint_fast64_t epoch = atomic_load(&hsm->keys_epoch) + 1;
+	for (size_t i = 0; i < hsm->nkeys; i++) {
+		struct kw_hsm_key *k = hsm->keys[i];
+		k->gone = k->handle == CK_INVALID_HANDLE;
+		/* New since the last look (or added now), or another object. */
+		if (!k->gone && (i >= nwas || was[i] != k->handle))
+			k->changed_epoch = epoch;
+	}
+	atomic_store(&hsm->keys_epoch, epoch);
 	pthread_rwlock_unlock(&hsm->keys_lock);
+	free(was);
 done:
 	pthread_mutex_unlock(&hsm->refresh_lock);
 	free(pts);
@@ -335,6 +350,21 @@ CK_RV kw_hsm_key_handles(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *pri
 		*priv = k->handle;
 		if (pub != NULL)
 			*pub = k->pub_handle;
+	}
+	pthread_rwlock_unlock(&hsm->keys_lock);
+	return rv;
+}
+
+CK_RV kw_hsm_key_handle_since(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv,
+                              uint_fast64_t *changed)
+{
+	CK_RV rv = CKR_OK;
+	pthread_rwlock_rdlock(&hsm->keys_lock);
+	if (k->gone) {
+		rv = CKR_KEY_HANDLE_INVALID;
+	} else {
+		*priv = k->handle;
+		*changed = k->changed_epoch;
 	}
 	pthread_rwlock_unlock(&hsm->keys_lock);
 	return rv;
@@ -753,6 +783,17 @@ static CK_RV import_attempt(kw_hsm_session *s, void *arg)
 	    {kek ? CKA_DECRYPT : CKA_VERIFY, &yes, sizeof(yes)},
 	};
 	return kw_p11_CreateObject(s->hsm, s->h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &c->h);
+}
+
+kw_err kw_hsm_test_count_session_objects(kw_hsm_session *s, size_t *n)
+{
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)}};
+	CK_OBJECT_HANDLE *objs = NULL;
+	*n = 0;
+	CK_RV rv = find_all(s, tmpl, 1, &objs, n);
+	free(objs);
+	return kw_hsm_rv_err(rv);
 }
 
 kw_err kw_hsm_test_import_key(kw_hsm_session *s, kw_key_family f, const unsigned char *val, size_t len,

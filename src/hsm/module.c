@@ -42,6 +42,8 @@ CK_RV kw_hsm_login_ensure(kw_hsm *hsm, CK_SESSION_HANDLE h, bool *did_login)
 		goto done;
 	if (state_logged_in(si.state))
 		goto done;
+	/* Logged out: every private session object is gone (see login_gen). */
+	atomic_fetch_add(&hsm->login_gen, 1);
 	if (si.state == CKS_RW_SO_FUNCTIONS) {
 		kw_err_log("hsm: the security officer is logged in to the token; refusing to work as SO");
 		rv = CKR_USER_ANOTHER_ALREADY_LOGGED_IN;

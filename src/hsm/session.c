@@ -41,50 +41,82 @@ CK_RV kw_hsm_session_open_handle(kw_hsm *hsm, kw_hsm_session *s)
 	return rv;
 }
 
-/* Drops every copy; destroys them too while the session still holds them
- * (after a reopen or a logout the handles are dead: never name them). */
-static void copies_forget(kw_hsm_session *s, bool destroy)
+/* A copy may be named only if it was made under the current login (a
+ * logout ended it, and its handle may since name something else), of the
+ * token object the table lists now, and not before that object appeared. */
+static bool copy_alive(const kw_hsm_session *s, const struct kw_hsm_copy *c)
+{
+	return c->login == atomic_load(&s->hsm->login_gen);
+}
+
+static bool copy_current(kw_hsm_session *s, const struct kw_hsm_copy *c)
+{
+	CK_OBJECT_HANDLE now = CK_INVALID_HANDLE;
+	uint_fast64_t changed = 0;
+	return copy_alive(s, c) && kw_hsm_key_handle_since(s->hsm, c->k, &now, &changed) == CKR_OK &&
+	       now == c->from && c->epoch >= changed;
+}
+
+void kw_hsm_copies_forget(kw_hsm_session *s, bool reopened)
 {
 	for (size_t i = 0; i < s->ncopies; i++)
-		if (destroy && s->copies[i].h != CK_INVALID_HANDLE)
+		if (!reopened && s->copies[i].h != CK_INVALID_HANDLE && copy_alive(s, &s->copies[i]))
 			(void)kw_p11_DestroyObject(s->hsm, s->h, s->copies[i].h);
 	s->ncopies = 0;
 }
 
-/* Destroys the copies of keys that are gone or now another token object. */
-static void copies_sweep(kw_hsm_session *s)
+void kw_hsm_copies_sweep(kw_hsm_session *s)
 {
+	uint_fast64_t epoch = atomic_load(&s->hsm->keys_epoch), login = atomic_load(&s->hsm->login_gen);
+	if (s->ncopies == 0 || (epoch == s->copies_epoch && login == s->copies_login))
+		return;
 	size_t kept = 0;
 	for (size_t i = 0; i < s->ncopies; i++) {
 		struct kw_hsm_copy *c = &s->copies[i];
-		CK_OBJECT_HANDLE now = CK_INVALID_HANDLE;
-		if (kw_hsm_key_handles(s->hsm, c->k, &now, NULL) == CKR_OK && now == c->from) {
+		if (copy_current(s, c)) {
 			s->copies[kept++] = *c;
 			continue;
 		}
-		if (c->h != CK_INVALID_HANDLE)
+		if (c->h != CK_INVALID_HANDLE && copy_alive(s, c))
 			(void)kw_p11_DestroyObject(s->hsm, s->h, c->h);
 	}
 	s->ncopies = kept;
+	s->copies_epoch = epoch;
+	s->copies_login = login;
+}
+
+/* A fresh copy must be what was asked for: a session object, sensitive
+ * and not extractable (a token may ignore a template). */
+static bool copy_is_sound(kw_hsm_session *s, CK_OBJECT_HANDLE h)
+{
+	CK_BBOOL tok = CK_TRUE, sens = CK_FALSE, ext = CK_TRUE;
+	CK_ATTRIBUTE a[] = {
+	    {CKA_TOKEN, &tok, sizeof(tok)},
+	    {CKA_SENSITIVE, &sens, sizeof(sens)},
+	    {CKA_EXTRACTABLE, &ext, sizeof(ext)},
+	};
+	return kw_p11_GetAttributeValue(s->hsm, s->h, h, a, 3) == CKR_OK && tok == CK_FALSE &&
+	       sens == CK_TRUE && ext == CK_FALSE;
 }
 
 CK_RV kw_hsm_key_use(kw_hsm_session *s, const kw_hsm_key *k, CK_OBJECT_HANDLE *out)
 {
 	kw_hsm *hsm = s->hsm;
 	CK_OBJECT_HANDLE tok = CK_INVALID_HANDLE;
-	CK_RV rv = kw_hsm_key_handles(hsm, k, &tok, NULL);
+	uint_fast64_t changed = 0;
+	/* Epoch and login first: a refresh or login after this point makes
+	 * the copy look old (and dropped next time), never current. */
+	uint_fast64_t epoch = atomic_load(&hsm->keys_epoch), login = atomic_load(&hsm->login_gen);
+	CK_RV rv = kw_hsm_key_handle_since(hsm, k, &tok, &changed);
 	*out = tok;
 	if (rv != CKR_OK || k->session_key || !hsm->session_copies)
 		return rv;
-	uint_fast64_t epoch = atomic_load(&hsm->keys_epoch);
-	if (epoch != s->copies_epoch) {
-		copies_sweep(s);
-		s->copies_epoch = epoch;
-	}
+	kw_hsm_copies_sweep(s);
 	for (size_t i = 0; i < s->ncopies; i++) {
-		if (s->copies[i].k == k && s->copies[i].from == tok) {
-			if (s->copies[i].h != CK_INVALID_HANDLE)
-				*out = s->copies[i].h;
+		const struct kw_hsm_copy *c = &s->copies[i];
+		if (c->k == k && c->from == tok && c->epoch >= changed && c->login == login) {
+			if (c->h != CK_INVALID_HANDLE)
+				*out = c->h;
 			return CKR_OK;
 		}
 	}
@@ -97,14 +129,21 @@ CK_RV kw_hsm_key_use(kw_hsm_session *s, const kw_hsm_key *k, CK_OBJECT_HANDLE *o
 	if (rv != CKR_OK) {
 		/* A dead session or a stale handle: let kw_hsm_run repair and
 		 * retry. Anything else (CKA_COPYABLE false, a token without
-		 * C_CopyObject): work on the token object from now on. */
+		 * C_CopyObject): work on the token object. */
 		if (kw_hsm_rv_session_dead(rv) || kw_hsm_rv_stale_handles(rv))
 			return rv;
 		kw_info("hsm: keyward/%s/%lu: no session copy (%s); using the token object",
 		        kw_key_family_name(k->family), (unsigned long)k->version, kw_hsm_rv_name(rv));
 		h = CK_INVALID_HANDLE;
+	} else if (!copy_is_sound(s, h)) {
+		kw_warn("hsm: keyward/%s/%lu: the token's copy is not a sensitive session object; "
+		        "using the token object",
+		        kw_key_family_name(k->family), (unsigned long)k->version);
+		(void)kw_p11_DestroyObject(hsm, s->h, h);
+		h = CK_INVALID_HANDLE;
 	}
-	s->copies[s->ncopies++] = (struct kw_hsm_copy){.k = k, .from = tok, .h = h};
+	s->copies[s->ncopies++] =
+	    (struct kw_hsm_copy){.k = k, .from = tok, .h = h, .epoch = epoch, .login = login};
 	if (h != CK_INVALID_HANDLE)
 		*out = h;
 	return CKR_OK;
@@ -131,9 +170,6 @@ static CK_RV session_recover(kw_hsm_session *s, CK_RV cause)
 		if (rv != CKR_OK || !state_logged_in(si.state))
 			reopen = true;
 	}
-	/* The copies may name what the failure was about (a stale or
-	 * logged-out object): make them again after the repair. */
-	copies_forget(s, !reopen && cause != CKR_USER_NOT_LOGGED_IN);
 	if (reopen) {
 		/* A handle the token already invalidated may have been given to
 		 * another thread's new session: never close it again. */
@@ -147,8 +183,13 @@ static CK_RV session_recover(kw_hsm_session *s, CK_RV cause)
 		kw_warn("hsm: session reopened after %s", kw_hsm_rv_name(cause));
 	}
 	rv = kw_hsm_login_ensure(hsm, s->h, &did_login);
-	if (rv != CKR_OK)
+	if (rv != CKR_OK) {
+		kw_hsm_copies_forget(s, true); /* never name them without a login */
 		return rv;
+	}
+	/* The copies may be what the failure was about: made again after the
+	 * repair (destroyed first if still alive). */
+	kw_hsm_copies_forget(s, reopen);
 	/* A new login gives private objects new handles on some tokens
 	 * (SoftHSM among them): look the keys up again. */
 	if (did_login)
@@ -169,8 +210,10 @@ kw_err kw_hsm_run(kw_hsm_session *s, kw_hsm_op op, kw_hsm_attempt_fn fn, void *a
 	CK_RV rv = CKR_SESSION_HANDLE_INVALID;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (s->open)
+	if (s->open) {
+		kw_hsm_copies_sweep(s); /* whatever the operation: idle copies go too */
 		rv = fn(s, arg);
+	}
 	if (rv != CKR_OK && recoverable(s, rv)) {
 		if (s->open)
 			kw_warn("hsm: %s failed with %s; recovering the session and retrying once",

@@ -627,6 +627,52 @@ Test(hsm, session_copies_stay_secret_and_off_the_token)
 	kw_hsm_session_close(s2);
 }
 
+/* A logout ends every private session object of the application, copies
+ * included: whichever session notices first, every session must go on
+ * with the same keys, never naming a dead copy. */
+static void logout_seen_by(bool other_first)
+{
+	kw_hsm_session *s2 = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s2), KW_OK);
+	unsigned char iv[KW_GCM_IV_LEN], ct[5 + KW_GCM_TAG_LEN], pt[5];
+	unsigned char mac1[KW_HMAC_LEN], mac2[KW_HMAC_LEN], sig[KW_ECDSA_SIG_LEN];
+	cr_assert_eq(kw_hsm_hmac(s2, active(KW_KEY_PEPPER), (const unsigned char *)"x", 1, mac1), KW_OK);
+	cr_assert_eq(
+	    kw_hsm_gcm_encrypt(s2, active(KW_KEY_KEK), NULL, 0, (const unsigned char *)"hello", 5, iv, ct),
+	    KW_OK);
+	size_t before = 0, after = 9;
+	cr_assert_eq(kw_hsm_test_count_session_objects(s2, &before), KW_OK);
+	cr_assert_geq(before, 2);
+
+	kw_hsm_test_kill_session(sess, true);
+	if (other_first)
+		cr_assert_eq(kw_hsm_ecdsa_sign(sess, active(KW_KEY_JWT), (const unsigned char *)"m", 1, sig),
+		             KW_OK);
+	cr_assert_eq(kw_hsm_hmac(s2, active(KW_KEY_PEPPER), (const unsigned char *)"x", 1, mac2), KW_OK);
+	cr_assert_eq(CRYPTO_memcmp(mac1, mac2, KW_HMAC_LEN), 0, "another key after the logout");
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, active(KW_KEY_KEK), iv, NULL, 0, ct, sizeof(ct), pt), KW_OK);
+	cr_assert_eq(memcmp(pt, "hello", 5), 0);
+	cr_assert_eq(kw_hsm_ecdsa_sign(sess, active(KW_KEY_JWT), (const unsigned char *)"m", 1, sig), KW_OK);
+	/* The copies were made again, not left behind twice. */
+	kw_hsm_key_info copies[8];
+	size_t nc = 0;
+	cr_assert_eq(kw_hsm_test_session_copies(s2, copies, 8, &nc), KW_OK);
+	cr_assert_eq(nc, 2);
+	cr_assert_eq(kw_hsm_test_count_session_objects(s2, &after), KW_OK);
+	cr_assert_leq(after, before + 1, "session objects %zu -> %zu", before, after);
+	kw_hsm_session_close(s2);
+}
+
+Test(hsm, session_copies_after_a_logout_seen_elsewhere_first)
+{
+	logout_seen_by(true);
+}
+
+Test(hsm, session_copies_after_a_logout_seen_here_first)
+{
+	logout_seen_by(false);
+}
+
 static bool has_copy(kw_hsm_session *s, kw_key_family f, uint32_t v)
 {
 	kw_hsm_key_info copies[8];
@@ -665,12 +711,17 @@ Test(hsm_scratch, session_copies_follow_the_key_table)
 	cr_assert(has_copy(s2, KW_KEY_KEK, v) && has_copy(s2, KW_KEY_KEK, v + 1));
 
 	unsigned char iv2[KW_GCM_IV_LEN], ct2[5 + KW_GCM_TAG_LEN];
+	size_t objs_before = 0, objs_after = 0;
+	cr_assert_eq(kw_hsm_test_count_session_objects(s, &objs_before), KW_OK);
 	cr_assert_eq(kw_hsm_key_destroy(s, KW_KEY_KEK, v + 1), KW_OK);
 	/* The next operation of s2, on any key, destroys the copy of the
 	 * key that went and keeps the others. */
 	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k1, NULL, 0, (const unsigned char *)"hello", 5, iv2, ct2), KW_OK);
 	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1), "the copy of a destroyed key survived");
 	cr_assert(has_copy(s2, KW_KEY_KEK, v), "the copy of a live key was dropped");
+	/* ... in the token, not only in our bookkeeping. */
+	cr_assert_eq(kw_hsm_test_count_session_objects(s, &objs_after), KW_OK);
+	cr_assert_eq(objs_after, objs_before - 1);
 	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
 	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct),
 	             KW_ERR_NOT_FOUND);
@@ -686,9 +737,27 @@ Test(hsm_scratch, session_copies_follow_the_key_table)
 	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
 	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1));
 
+	/* Destroyed by someone else (here a second kw_hsm, as keywardctl
+	 * would be), a key stays usable through a copy until this kw_hsm
+	 * re-reads the token's keys: the window docs/operations.md names. */
+	cr_assert_eq(kw_hsm_key_generate(s, KW_KEY_KEK, v + 1), KW_OK);
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k2), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	kw_hsm *other = NULL;
+	kw_hsm_session *so = NULL;
+	cr_assert_eq(open_with("pkcs11:token=kwt-copies", pin, 0, &other), KW_OK);
+	cr_assert_eq(kw_hsm_session_open(other, &so), KW_OK);
+	cr_assert_eq(kw_hsm_key_destroy(so, KW_KEY_KEK, v + 1), KW_OK);
+	kw_hsm_session_close(so);
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_OK);
+	cr_assert_eq(kw_hsm_keys_refresh(h), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
+	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1));
+
 	kw_hsm_session_close(s2);
 	kw_hsm_session_close(s);
 	kw_hsm_close(h);
+	kw_hsm_close(other);
 }
 
 /* With token_objects_only every operation names the token object. */

@@ -21,6 +21,7 @@
 
 static char dir[64];
 static char fault_file[128];
+static char copy_fault_file[128];
 static kw_hsm *hsm;
 static kw_hsm_session *sess;
 
@@ -42,6 +43,8 @@ static void setup(void)
 	snprintf(dir, sizeof(dir), "/tmp/kwt-fault-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
 	snprintf(fault_file, sizeof(fault_file), "%s/removed", dir);
+	snprintf(copy_fault_file, sizeof(copy_fault_file), "%s/no-copies", dir);
+	cr_assert_eq(setenv("KWT_P11_COPY_FAULT_FILE", copy_fault_file, 1), 0);
 	cr_assert_eq(setenv("KWT_P11_REAL_MODULE", kwt_env("KEYWARD_HSM_MODULE"), 1), 0);
 	cr_assert_eq(setenv("KWT_P11_FAULT_FILE", fault_file, 1), 0);
 	(void)kwt_env("SOFTHSM2_CONF");
@@ -63,6 +66,7 @@ static void setup(void)
 static void teardown(void)
 {
 	(void)unlink(fault_file);
+	(void)unlink(copy_fault_file);
 	kw_hsm_session_close(sess);
 	sess = NULL;
 	kw_hsm_close(hsm);
@@ -161,4 +165,35 @@ Test(hsm_fault, ping_sees_the_removal_first)
 	device_removed(false);
 	round_trip("after the token came back", iv, ct);
 	cr_assert_eq(kw_hsm_session_ping(sess), KW_OK);
+}
+
+/* A token that refuses C_CopyObject: every operation names the token
+ * object, and still works. */
+Test(hsm_fault, copies_refused_means_token_objects)
+{
+	FILE *f = fopen(copy_fault_file, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	kw_hsm_session *s2 = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s2), KW_OK);
+	unsigned char iv[KW_GCM_IV_LEN], ct[sizeof(pt) + KW_GCM_TAG_LEN], back[sizeof(pt)];
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(kw_hsm_gcm_encrypt(s2, kek(), aad, sizeof(aad), pt, sizeof(pt), iv, ct), KW_OK);
+		cr_assert_eq(kw_hsm_gcm_decrypt(s2, kek(), iv, aad, sizeof(aad), ct, sizeof(ct), back),
+		             KW_OK);
+		cr_assert_arr_eq(back, pt, sizeof(pt));
+	}
+	kw_hsm_key_info copies[8];
+	size_t n = 9;
+	cr_assert_eq(kw_hsm_test_session_copies(s2, copies, 8, &n), KW_OK);
+	cr_assert_eq(n, 0);
+	/* Copies allowed again: a new session makes one. */
+	cr_assert_eq(unlink(copy_fault_file), 0);
+	kw_hsm_session *s3 = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s3), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_decrypt(s3, kek(), iv, aad, sizeof(aad), ct, sizeof(ct), back), KW_OK);
+	cr_assert_eq(kw_hsm_test_session_copies(s3, copies, 8, &n), KW_OK);
+	cr_assert_eq(n, 1);
+	kw_hsm_session_close(s3);
+	kw_hsm_session_close(s2);
 }

@@ -10,6 +10,8 @@
  *   - C_GetTokenInfo and C_OpenSession fail with CKR_TOKEN_NOT_PRESENT;
  *   - C_GetSlotList(tokenPresent = TRUE) lists no slot, as the spec says
  *     for a slot without a token.
+ * While the file named by KWT_P11_COPY_FAULT_FILE exists, C_CopyObject
+ * fails with CKR_ACTION_PROHIBITED (a token that does not copy keys).
  * While the file named by KWT_P11_DECRYPT_FAULT_FILE exists, the token is
  * present but every C_Decrypt fails with CKR_GENERAL_ERROR (what SoftHSM
  * also answers for a bad GCM tag). The file named by
@@ -89,6 +91,17 @@ WRAP(C_GenerateKeyPair, CKR_DEVICE_REMOVED,
 WRAP(C_GenerateRandom, CKR_DEVICE_REMOVED, (CK_SESSION_HANDLE h, CK_BYTE_PTR buf, CK_ULONG len), (h, buf, len))
 /* clang-format on */
 
+static CK_RV w_C_CopyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                            CK_OBJECT_HANDLE_PTR copy)
+{
+	if (faulted())
+		return CKR_DEVICE_REMOVED;
+	const char *file = getenv("KWT_P11_COPY_FAULT_FILE");
+	if (file != NULL && file[0] != '\0' && access(file, F_OK) == 0)
+		return CKR_ACTION_PROHIBITED;
+	return real->C_CopyObject(h, o, t, n, copy);
+}
+
 /* A token that is present but whose decryptions fail the way SoftHSM
  * reports a bad GCM tag: CKR_GENERAL_ERROR. */
 static CK_RV w_C_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
@@ -158,6 +171,7 @@ static void load_real(void)
 	wrapped.C_Logout = w_C_Logout;
 	wrapped.C_CreateObject = w_C_CreateObject;
 	wrapped.C_DestroyObject = w_C_DestroyObject;
+	wrapped.C_CopyObject = w_C_CopyObject;
 	wrapped.C_GetAttributeValue = w_C_GetAttributeValue;
 	wrapped.C_FindObjectsInit = w_C_FindObjectsInit;
 	wrapped.C_FindObjects = w_C_FindObjects;
