@@ -62,6 +62,10 @@ KW_MUST_CHECK kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_p
 KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done, void *arg);
 int kw_pool_queue_depth(kw_pool *pool);
 int kw_pool_workers(kw_pool *pool);
+/* Calls run together with at least one other (a route's batch handler). */
+unsigned long long kw_pool_batched_calls(kw_pool *pool);
+/* How many queued calls of one route a worker takes at once. */
+#define KW_POOL_BATCH_MAX 16
 void kw_pool_stop(kw_pool *pool);
 /* Answers every queued, not yet started call 503 without running it. */
 void kw_pool_cancel_queued(kw_pool *pool);

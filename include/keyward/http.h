@@ -81,12 +81,19 @@ void kw_call_detach(kw_call *call);
 void kw_call_finish(kw_call *call);
 extern _Thread_local bool kw_call_detached;
 
+/* Runs n calls of one route that were queued together, on one worker;
+ * sets detached[i] for each call it detached (see kw_call_detach). */
+typedef void (*kw_batch_fn)(kw_call **calls, size_t n, bool *detached);
+
 typedef struct kw_route {
 	const char *method;
 	const char *pattern; /* "/api/v1/api-keys/{id}": one {param} segment at most */
 	kw_handler_fn fn;
 	bool on_worker;
 	const char *name; /* metrics label */
+	/* Optional, for on_worker routes: takes calls of this route that wait
+	 * next to each other in the worker queue (up to KW_POOL_BATCH_MAX). */
+	kw_batch_fn batch;
 } kw_route;
 
 /* The route table (src/api/routes.c) and its size. */

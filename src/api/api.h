@@ -43,6 +43,7 @@ void kw_api_auth_whoami(kw_call *call);
 /* vault.c */
 void kw_api_vault_init(kw_call *call);
 void kw_api_vault_key(kw_call *call);
+void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached);
 void kw_api_vault_rotate(kw_call *call);
 /* wallet_login.c */
 void kw_api_wallet_nonce(kw_call *call);

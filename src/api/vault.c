@@ -314,28 +314,36 @@ static void key_logged(void *arg, kw_err err)
 	kw_call_finish(call);
 }
 
-void kw_api_vault_key(kw_call *call)
+/* The token, the resources and the permission of one fetch; NULL when the
+ * call is answered already. */
+static key_job *key_begin(kw_call *call)
 {
 	key_job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
 		kw_respond_failure(call, KW_ERR_NOMEM);
-		return;
+		return NULL;
 	}
 	if (!vault_begin(call, "vault.key", "vault:read", &j->v)) {
 		key_job_free(j);
-		return;
+		return NULL;
 	}
+	return j;
+}
+
+/* The rest of a fetch, once its row is read (err is the read's outcome):
+ * unwrap, then the answer waits for its audit row. May detach the call. */
+static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
+{
+	kw_call *call = j->v.call;
 	unsigned char mk[KW_MK_LEN];
-	kw_vault_row row;
-	kw_err err = kw_vault_fetch(call->res->db, j->v.c.tid, j->v.c.sub, &row);
 	if (err == KW_ERR_NOT_FOUND) {
 		refuse(&j->v, 404, "vault_not_found", "this user has no encryption vault");
 		key_job_free(j);
 		return;
 	}
 	if (err == KW_OK)
-		err = unwrap(call, &row, mk);
-	if (err == KW_OK && (j->body = key_body(mk, &row, &j->body_len)) == NULL)
+		err = unwrap(call, row, mk);
+	if (err == KW_OK && (j->body = key_body(mk, row, &j->body_len)) == NULL)
 		err = KW_ERR_NOMEM;
 	OPENSSL_cleanse(mk, sizeof(mk));
 	if (err != KW_OK) {
@@ -343,8 +351,7 @@ void kw_api_vault_key(kw_call *call)
 		key_job_free(j);
 		return;
 	}
-	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row.kek_id);
-	OPENSSL_cleanse(&row, sizeof(row));
+	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row->kek_id);
 	j->ev = vault_event(&j->v, "ok", j->ctx);
 	if (call->app->audit == NULL) {
 		err = audit_now(&j->v, "ok", j->ctx);
@@ -361,4 +368,63 @@ void kw_api_vault_key(kw_call *call)
 	err = kw_audit_writer_submit(call->app->audit, &j->ev, NULL, 0, key_logged, j);
 	if (err != KW_OK)
 		key_logged(j, err); /* not queued: answer as the writer would have */
+}
+
+void kw_api_vault_key(kw_call *call)
+{
+	key_job *j = key_begin(call);
+	if (j == NULL)
+		return;
+	kw_vault_row row;
+	kw_err err = kw_vault_fetch(call->res->db, j->v.c.tid, j->v.c.sub, &row);
+	key_finish(j, err, &row);
+	OPENSSL_cleanse(&row, sizeof(row));
+}
+
+/* Fetches queued together on one worker: their reads share one round trip
+ * to the database (each still its own transaction, scoped to its own user);
+ * everything else happens per call, in order. */
+void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached)
+{
+	key_job **jobs = calloc(n, sizeof(*jobs));
+	const char **tids = calloc(n, sizeof(*tids));
+	const char **subs = calloc(n, sizeof(*subs));
+	kw_vault_row *rows = calloc(n, sizeof(*rows));
+	kw_err *errs = calloc(n, sizeof(*errs));
+	size_t m = 0;
+	if (jobs == NULL || tids == NULL || subs == NULL || rows == NULL || errs == NULL) {
+		for (size_t i = 0; i < n; i++) {
+			kw_call_detached = false;
+			kw_api_vault_key(calls[i]);
+			detached[i] = kw_call_detached;
+		}
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		detached[i] = false;
+		key_job *j = key_begin(calls[i]);
+		if (j == NULL)
+			continue;
+		jobs[i] = j;
+		tids[m] = j->v.c.tid;
+		subs[m] = j->v.c.sub;
+		m++;
+	}
+	if (m > 0)
+		kw_vault_fetch_many(calls[0]->res->db, m, tids, subs, rows, errs);
+	for (size_t i = 0, k = 0; i < n; i++) {
+		if (jobs[i] == NULL)
+			continue;
+		kw_call_detached = false;
+		key_finish(jobs[i], errs[k], &rows[k]);
+		detached[i] = kw_call_detached;
+		k++;
+	}
+	OPENSSL_cleanse(rows, n * sizeof(*rows));
+done:
+	free(jobs);
+	free(tids);
+	free(subs);
+	free(rows);
+	free(errs);
 }

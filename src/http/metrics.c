@@ -186,8 +186,12 @@ char *kw_metrics_render(kw_app *app, size_t *len)
 		    "# HELP keyward_worker_queue_depth Calls waiting for a worker.\n"
 		    "# TYPE keyward_worker_queue_depth gauge\nkeyward_worker_queue_depth %d\n"
 		    "# HELP keyward_workers Worker threads.\n# TYPE keyward_workers gauge\nkeyward_workers "
-		    "%d\n",
-		    kw_pool_queue_depth(app->pool), kw_pool_workers(app->pool));
+		    "%d\n"
+		    "# HELP keyward_worker_batched_calls_total Calls run in a batch with others of their "
+		    "route.\n# TYPE keyward_worker_batched_calls_total counter\n"
+		    "keyward_worker_batched_calls_total %llu\n",
+		    kw_pool_queue_depth(app->pool), kw_pool_workers(app->pool),
+		    kw_pool_batched_calls(app->pool));
 	}
 	out(&b,
 	    "# HELP keyward_db_connections Open PostgreSQL connections held by workers.\n"

@@ -5,7 +5,14 @@
  * life; they are opened lazily and reopened after a failure, so a token or
  * database outage degrades answers (503) instead of killing threads. When
  * the queue is full kw_pool_submit refuses at once: the caller answers 503
- * with Retry-After instead of letting latency grow without bound. */
+ * with Retry-After instead of letting latency grow without bound.
+ *
+ * A route with a batch handler (the vault key fetch) is taken in runs: a
+ * worker that dequeues one of its calls also takes the calls of the same
+ * route queued right behind it (KW_POOL_BATCH_MAX in all, and no more than
+ * its share when other workers are idle), so their database reads share
+ * one round trip. Order is kept: a run stops at the first call of another
+ * route. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,10 +41,12 @@ struct kw_pool {
 	pthread_cond_t nonempty;
 	kw_job *ring; /* guarded by lock */
 	int cap, head, count;
+	int idle; /* workers waiting for a call; guarded by lock */
 	bool stopping;
 	int nworkers;
 	kw_worker *workers;
 	atomic_int depth;
+	atomic_ullong batched;
 };
 
 /* Makes sure the worker's session, connection and chain exist; failures
@@ -63,6 +72,12 @@ static void worker_prepare(kw_pool *pool, kw_worker_res *res)
 
 _Thread_local bool kw_call_detached;
 
+/* A queued call its route's batch handler may take. */
+static bool batchable(const kw_job *job)
+{
+	return job->call->defer == NULL && kw_routes[job->route].batch != NULL;
+}
+
 void kw_call_detach(kw_call *call)
 {
 	if (call->res == NULL || call->finish == NULL)
@@ -81,32 +96,59 @@ static void *worker_main(void *arg)
 	kw_worker *w = arg;
 	kw_pool *pool = w->pool;
 	worker_prepare(pool, &w->res); /* connect now, not on the first request */
+	kw_job run[KW_POOL_BATCH_MAX];
+	kw_call *calls[KW_POOL_BATCH_MAX];
+	bool detached[KW_POOL_BATCH_MAX];
 	for (;;) {
 		pthread_mutex_lock(&pool->lock);
-		while (pool->count == 0 && !pool->stopping)
+		while (pool->count == 0 && !pool->stopping) {
+			pool->idle++;
 			pthread_cond_wait(&pool->nonempty, &pool->lock);
+			pool->idle--;
+		}
 		if (pool->count == 0 && pool->stopping) {
 			pthread_mutex_unlock(&pool->lock);
 			break;
 		}
-		kw_job job = pool->ring[pool->head];
-		pool->head = (pool->head + 1) % pool->cap;
-		pool->count--;
+		/* A run leaves idle workers their share of the queue: batching
+		 * saves round trips, it must not take parallel work away. */
+		size_t n = 0, max = 1 + (size_t)(pool->count - 1) / (size_t)(pool->idle + 1);
+		if (max > KW_POOL_BATCH_MAX)
+			max = KW_POOL_BATCH_MAX;
+		do {
+			run[n++] = pool->ring[pool->head];
+			pool->head = (pool->head + 1) % pool->cap;
+			pool->count--;
+		} while (batchable(&run[0]) && n < max && pool->count > 0 &&
+		         pool->ring[pool->head].route == run[0].route && batchable(&pool->ring[pool->head]));
 		atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
 		pthread_mutex_unlock(&pool->lock);
 
 		worker_prepare(pool, &w->res);
-		job.call->res = &w->res;
-		job.call->finish = job.done;
-		job.call->finish_arg = job.arg;
-		kw_handler_fn fn = job.call->defer ? job.call->defer : kw_routes[job.route].fn;
-		job.call->defer = NULL;
-		kw_call_detached = false;
-		fn(job.call);
-		if (kw_call_detached)
-			continue; /* someone else finishes it; it may be gone already */
-		job.call->res = NULL;
-		job.done(job.call, job.arg);
+		for (size_t i = 0; i < n; i++) {
+			run[i].call->res = &w->res;
+			run[i].call->finish = run[i].done;
+			run[i].call->finish_arg = run[i].arg;
+			calls[i] = run[i].call;
+			detached[i] = false;
+		}
+		if (n > 1) {
+			atomic_fetch_add(&pool->batched, n);
+			kw_routes[run[0].route].batch(calls, n, detached);
+		} else {
+			kw_handler_fn fn =
+			    run[0].call->defer ? run[0].call->defer : kw_routes[run[0].route].fn;
+			run[0].call->defer = NULL;
+			kw_call_detached = false;
+			fn(run[0].call);
+			detached[0] = kw_call_detached;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (detached[i])
+				continue; /* someone else finishes it; it may be gone already */
+			run[i].call->res = NULL;
+			run[i].done(run[i].call, run[i].arg);
+		}
 	}
 	if (w->res.audit)
 		kw_audit_chain_free(w->res.audit);
@@ -174,6 +216,11 @@ kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn d
 int kw_pool_queue_depth(kw_pool *pool)
 {
 	return atomic_load_explicit(&pool->depth, memory_order_relaxed);
+}
+
+unsigned long long kw_pool_batched_calls(kw_pool *pool)
+{
+	return atomic_load(&pool->batched);
 }
 
 int kw_pool_workers(kw_pool *pool)

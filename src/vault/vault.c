@@ -157,22 +157,36 @@ kw_err kw_vault_get(kw_db *db, const char *tenant_id, const char *user_id, bool 
 	return err != KW_OK ? err : one_row(res, row);
 }
 
-kw_err kw_vault_fetch(kw_db *db, const char *tenant_id, const char *user_id, kw_vault_row *row)
+/* The four statements of one scoped read: BEGIN, scope, SELECT, COMMIT.
+ * scope[] holds the lower-cased tenant and the user; false if they cannot
+ * key a vault. */
+static bool fetch_stmts(const char *tenant_id, const char *user_id, char tenant[37], const char *scope[2],
+                        kw_db_stmt st[4])
 {
 	if (!kw_db_is_uuid(tenant_id) || user_id[0] == '\0' || strlen(user_id) > KW_VAULT_USER_MAX)
-		return KW_ERR_INVALID;
-	char tenant[37];
+		return false;
 	for (size_t i = 0; i <= 36; i++)
 		tenant[i] = (char)tolower((unsigned char)tenant_id[i]);
-	const char *scope[2] = {tenant, user_id};
-	kw_db_stmt st[4] = {
-	    {"BEGIN READ ONLY", 0, NULL, NULL, NULL},
-	    {"SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)", 2, scope,
-	     NULL, NULL},
-	    {"SELECT " VAULT_COLS " FROM encryption_vaults WHERE tenant_id = $1::uuid AND user_id = $2", 2,
-	     scope, NULL, NULL},
-	    {"COMMIT", 0, NULL, NULL, NULL},
-	};
+	scope[0] = tenant;
+	scope[1] = user_id;
+	st[0] = (kw_db_stmt){"BEGIN READ ONLY", 0, NULL, NULL, NULL};
+	st[1] =
+	    (kw_db_stmt){"SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
+	                 2, scope, NULL, NULL};
+	st[2] = (kw_db_stmt){"SELECT " VAULT_COLS
+	                     " FROM encryption_vaults WHERE tenant_id = $1::uuid AND user_id = $2",
+	                     2, scope, NULL, NULL};
+	st[3] = (kw_db_stmt){"COMMIT", 0, NULL, NULL, NULL};
+	return true;
+}
+
+kw_err kw_vault_fetch(kw_db *db, const char *tenant_id, const char *user_id, kw_vault_row *row)
+{
+	char tenant[37];
+	const char *scope[2];
+	kw_db_stmt st[4];
+	if (!fetch_stmts(tenant_id, user_id, tenant, scope, st))
+		return KW_ERR_INVALID;
 	PGresult *res[4] = {0};
 	kw_err err = kw_db_exec_pipeline(db, st, 4, res);
 	if (err != KW_OK) {
@@ -184,6 +198,50 @@ kw_err kw_vault_fetch(kw_db *db, const char *tenant_id, const char *user_id, kw_
 	PQclear(res[1]);
 	PQclear(res[3]);
 	return one_row(res[2], row);
+}
+
+void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, const char *const *user_ids,
+                         kw_vault_row *rows, kw_err *errs)
+{
+	char(*tenants)[37] = calloc(n, sizeof(*tenants));
+	const char **scopes = calloc(2 * n, sizeof(*scopes));
+	kw_db_stmt *st = calloc(4 * n, sizeof(*st));
+	PGresult **res = calloc(4 * n, sizeof(*res));
+	size_t *which = calloc(n, sizeof(*which));
+	size_t m = 0;
+	if (tenants == NULL || scopes == NULL || st == NULL || res == NULL || which == NULL) {
+		for (size_t i = 0; i < n; i++)
+			errs[i] = KW_ERR_NOMEM;
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		errs[i] = KW_ERR_INVALID;
+		if (fetch_stmts(tenant_ids[i], user_ids[i], tenants[m], &scopes[2 * m], &st[4 * m]))
+			which[m++] = i;
+	}
+	kw_err err = kw_db_exec_pipeline(db, st, 4 * m, res);
+	if (err != KW_OK) {
+		/* One failure aborts the rest of the pipeline: read each on its
+		 * own, so only the read that failed reports it. */
+		if (kw_db_in_tx(db))
+			kw_db_rollback(db);
+		for (size_t k = 0; k < m; k++)
+			errs[which[k]] =
+			    kw_vault_fetch(db, tenant_ids[which[k]], user_ids[which[k]], &rows[which[k]]);
+		goto done;
+	}
+	for (size_t k = 0; k < m; k++) {
+		PQclear(res[4 * k]);
+		PQclear(res[4 * k + 1]);
+		PQclear(res[4 * k + 3]);
+		errs[which[k]] = one_row(res[4 * k + 2], &rows[which[k]]);
+	}
+done:
+	free(tenants);
+	free(scopes);
+	free(st);
+	free(res);
+	free(which);
 }
 
 static void row_params(const kw_vault_row *row, char fv[12], char kek[12], const char *vals[6], int lens[6],

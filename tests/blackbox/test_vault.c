@@ -461,6 +461,167 @@ Test(vault, every_call_leaves_an_audit_row)
 	cr_assert_eq(system(cmd), 0, "audit verify failed");
 }
 
+/* --- fetches batched on one worker --------------------------------------- */
+
+static void start_one_worker(void)
+{
+	static const char *const env[] = {"KEYWARD_RATELIMIT_IP_PER_MINUTE=100000",
+	                                  "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000", ROLES_ENV,
+	                                  "KEYWARD_HTTP_WORKERS=1", NULL};
+	kwt_daemon_start(&d, env);
+	make_issuers(&d);
+}
+
+TestSuite(vault_batch, .init = start_one_worker, .fini = stop, .timeout = 180);
+
+enum { BP_USERS = 16, BP_THREADS = 16, BP_CALLS = 24 };
+
+typedef struct batch_principal {
+	char tok[2048];
+	int want;          /* status */
+	char want_mk[64];  /* for 200 */
+	char want_err[64]; /* for the rest */
+} batch_principal;
+
+typedef struct batch_client {
+	int index;
+	const batch_principal *p;
+	pthread_barrier_t *go;
+	int ok, not_found, wrong;
+	char why[256];
+} batch_client;
+
+static void *batch_main(void *arg)
+{
+	batch_client *c = arg;
+	pthread_barrier_wait(c->go);
+	for (int i = 0; i < BP_CALLS; i++) {
+		const batch_principal *p = &c->p[(c->index * 7 + i) % BP_USERS];
+		char h[4096];
+		snprintf(h, sizeof(h), "Authorization: Bearer %s\r\n", p->tok);
+		kwt_resp r;
+		if (kwt_http_req(&d, "GET", "/api/v1/me/encryption-vault/key", h, NULL, &r) != 0) {
+			c->wrong++;
+			snprintf(c->why, sizeof(c->why), "no answer");
+			continue;
+		}
+		json_t *o = json_loadb(r.body, r.body_len, 0, NULL);
+		const char *mk = json_string_value(json_object_get(o, "master_key"));
+		const char *e = json_string_value(json_object_get(o, "error"));
+		bool right = r.status == p->want &&
+		             (p->want == 200 ? mk != NULL && strcmp(mk, p->want_mk) == 0
+		                             : mk == NULL && e != NULL && strcmp(e, p->want_err) == 0);
+		if (!right) {
+			c->wrong++;
+			snprintf(c->why, sizeof(c->why), "status %d (want %d): %.150s", r.status, p->want,
+			         r.body);
+		}
+		c->ok += right && r.status == 200;
+		c->not_found += right && r.status == 404;
+		json_decref(o);
+		kwt_resp_free(&r);
+	}
+	return NULL;
+}
+
+static unsigned long long metric(const kwt_daemon *dd, const char *name)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_req(dd, "GET", "/metrics", NULL, NULL, &r), 0);
+	char line[128];
+	snprintf(line, sizeof(line), "\n%s ", name); /* the sample, not its # HELP */
+	const char *at = strstr(r.body, line);
+	cr_assert_not_null(at, "%s not in /metrics", name);
+	unsigned long long v = strtoull(at + strlen(line), NULL, 10);
+	kwt_resp_free(&r);
+	return v;
+}
+
+/* One worker and many clients: fetches queue up and the worker takes them
+ * in runs whose reads share a round trip. Every client still gets exactly
+ * its own key, or its own refusal, and every answer has its audit row. */
+Test(vault_batch, queued_fetches_each_get_their_own_answer)
+{
+	batch_principal p[BP_USERS];
+	memset(p, 0, sizeof(p));
+	for (int i = 0; i < BP_USERS; i++) {
+		char sub[32];
+		snprintf(sub, sizeof(sub), "batch-%d", i);
+		/* 0-9 tenant a, 10-11 tenant b (the same subjects as 0-1), 12-13
+		 * no vault, 14 a role without vault:read, 15 not a token. */
+		if (i >= 10 && i < 12)
+			snprintf(sub, sizeof(sub), "batch-%d", i - 10);
+		if (i == 15) {
+			snprintf(p[i].tok, sizeof(p[i].tok), "not.a.token");
+			p[i].want = 401;
+			continue;
+		}
+		access_for(&d, i >= 10 && i < 12 ? issuer_auth_b : issuer_auth_a, sub,
+		           i == 14 ? "nobody" : "track1", p[i].tok, sizeof(p[i].tok));
+		if (i == 14) {
+			p[i].want = 403;
+			snprintf(p[i].want_err, sizeof(p[i].want_err), "insufficient_permission");
+		} else if (i >= 12) {
+			p[i].want = 404;
+			snprintf(p[i].want_err, sizeof(p[i].want_err), "vault_not_found");
+		} else {
+			vkey k = vcall(&d, "init", p[i].tok);
+			cr_assert_eq(k.status, 201);
+			p[i].want = 200;
+			snprintf(p[i].want_mk, sizeof(p[i].want_mk), "%s", k.mk_b64);
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		cr_assert_str_neq(p[i].want_mk, p[10 + i].want_mk, "one subject, two tenants, one key");
+	kwt_resp r;
+	cr_assert_eq(vault_call(&d, "GET", "key", p[15].tok, NULL, &r), 0);
+	json_t *o = body_json(&r);
+	snprintf(p[15].want_err, sizeof(p[15].want_err), "%s",
+	         json_string_value(json_object_get(o, "error")));
+	json_decref(o);
+	kwt_resp_free(&r);
+
+	unsigned long long batched_before = metric(&d, "keyward_worker_batched_calls_total");
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, BP_THREADS);
+	batch_client c[BP_THREADS];
+	pthread_t th[BP_THREADS];
+	for (int i = 0; i < BP_THREADS; i++) {
+		c[i] = (batch_client){.index = i, .p = p, .go = &go};
+		pthread_create(&th[i], NULL, batch_main, &c[i]);
+	}
+	long ok = 0, not_found = 0;
+	for (int i = 0; i < BP_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(c[i].wrong, 0, "client %d: %d wrong answers, last: %s", i, c[i].wrong, c[i].why);
+		ok += c[i].ok;
+		not_found += c[i].not_found;
+	}
+	pthread_barrier_destroy(&go);
+	/* The runs happened: this is not the one-call path. */
+	unsigned long long batched = metric(&d, "keyward_worker_batched_calls_total") - batched_before;
+	cr_assert_gt(batched, 0, "no fetch was batched");
+	cr_log_info("%llu of %d fetches ran in batches", batched, BP_THREADS * BP_CALLS);
+	/* Every answered fetch has its row, under its own user. */
+	cr_assert_eq(sql_long(&d.db,
+	                      "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok' "
+	                      "AND actor LIKE 'user:batch-%'"),
+	             ok);
+	cr_assert_eq(sql_long(&d.db, "SELECT count(*) FROM audit_log WHERE action = 'vault.key' "
+	                             "AND status = '404 vault_not_found' AND actor IN ('user:batch-12', "
+	                             "'user:batch-13')"),
+	             not_found);
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok' AND tenant_id "
+	         "= '%s' "
+	         "AND actor IN ('user:batch-0', 'user:batch-1')",
+	         tb.id);
+	long tb_ok = sql_long(&d.db, sql);
+	cr_assert_gt(tb_ok, 0);
+	cr_assert_lt(tb_ok, ok);
+}
+
 /* --- KEK rotation, rewrap and retirement (a token of their own) ---------- */
 
 typedef struct kek_env {

@@ -9,6 +9,7 @@
  * token keeps its single KEK version: rotation is covered by a black-box
  * test on its own token. */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -349,6 +350,76 @@ Test(vault, owner_scope_reads_its_row_back)
 	cr_assert_eq(kw_vault_fetch(app, ta, "u1", &back), KW_OK);
 	cr_assert_eq(memcmp(back.wrapped, dup.wrapped, KW_VAULT_WRAPPED_LEN), 0);
 	expect_sql("t", "SELECT rotated_at IS NOT NULL FROM encryption_vaults WHERE user_id = 'u1'");
+	OPENSSL_cleanse(mk, sizeof(mk));
+	OPENSSL_cleanse(got, sizeof(got));
+}
+
+/* Reads batched into one round trip: each read is its own transaction,
+ * scoped to its own tenant and user, and each gets its own answer. */
+Test(vault, fetch_many_scopes_each_read_on_its_own)
+{
+	unsigned char mk[3][KW_MK_LEN], got[KW_MK_LEN];
+	kw_vault_row seeded[3];
+	seed(ta, "u1", mk[0], &seeded[0]);
+	seed(ta, "u2", mk[1], &seeded[1]);
+	seed(tb, "u1", mk[2], &seeded[2]);
+
+	char upper[37];
+	for (size_t i = 0; i <= 36; i++)
+		upper[i] = (char)toupper((unsigned char)tb[i]);
+	const char *tenants[] = {ta, ta, ta, upper, ta, "not-a-uuid", tb};
+	const char *users[] = {"u1", "nobody", "", "u1", "u2", "u1", "u2"};
+	const kw_err want[] = {KW_OK, KW_ERR_NOT_FOUND, KW_ERR_INVALID,  KW_OK,
+	                       KW_OK, KW_ERR_INVALID,   KW_ERR_NOT_FOUND};
+	const int from[] = {0, -1, -1, 2, 1, -1, -1};
+	enum { N = sizeof(tenants) / sizeof(tenants[0]) };
+	kw_vault_row rows[N];
+	kw_err errs[N];
+	memset(rows, 0, sizeof(rows));
+	unsigned long long before = kw_db_statements();
+	kw_vault_fetch_many(app, N, tenants, users, rows, errs);
+	/* Four statements for each read that reached SQL, none for the two
+	 * refused before it. */
+	cr_assert_eq(kw_db_statements() - before, 4 * 5);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(errs[i], want[i], "read %d: %s, want %s", i, kw_err_str(errs[i]),
+		             kw_err_str(want[i]));
+		if (from[i] < 0)
+			continue;
+		const kw_vault_row *s = &seeded[from[i]];
+		cr_assert_str_eq(rows[i].tenant_id, s->tenant_id, "read %d", i);
+		cr_assert_str_eq(rows[i].user_id, s->user_id, "read %d", i);
+		cr_assert_eq(memcmp(rows[i].wrapped, s->wrapped, KW_VAULT_WRAPPED_LEN), 0, "read %d", i);
+		cr_assert_eq(kw_vault_unwrap(hsm, sess, &rows[i], got), KW_OK, "read %d", i);
+		cr_assert_eq(memcmp(got, mk[from[i]], KW_MK_LEN), 0, "read %d: another user's key", i);
+	}
+	/* No transaction and no scope are left on the connection. */
+	cr_assert(!kw_db_in_tx(app));
+	PGresult *res = NULL;
+	cr_assert_eq(kw_db_exec(app,
+	                        "SELECT coalesce(current_setting('app.tenant_id', true), '') || "
+	                        "coalesce(current_setting('app.user_id', true), '')",
+	                        0, NULL, NULL, NULL, &res),
+	             KW_OK);
+	cr_assert_str_eq(PQgetvalue(res, 0, 0), "");
+	PQclear(res);
+	cr_assert_eq(visible_rows(app), 0);
+
+	/* One read the database refuses (a user id that is not UTF-8) aborts
+	 * the shared pipeline; each read is then tried alone, so only that one
+	 * fails. */
+	const char *tenants2[] = {ta, ta, tb};
+	const char *users2[] = {"u1", "bad-\xff", "u1"};
+	kw_vault_row rows2[3];
+	kw_err errs2[3];
+	kw_vault_fetch_many(app, 3, tenants2, users2, rows2, errs2);
+	cr_assert_eq(errs2[0], KW_OK);
+	cr_assert_neq(errs2[1], KW_OK);
+	cr_assert_neq(errs2[1], KW_ERR_NOT_FOUND);
+	cr_assert_eq(errs2[2], KW_OK);
+	cr_assert_eq(memcmp(rows2[0].wrapped, seeded[0].wrapped, KW_VAULT_WRAPPED_LEN), 0);
+	cr_assert_eq(memcmp(rows2[2].wrapped, seeded[2].wrapped, KW_VAULT_WRAPPED_LEN), 0);
+	cr_assert(!kw_db_in_tx(app));
 	OPENSSL_cleanse(mk, sizeof(mk));
 	OPENSSL_cleanse(got, sizeof(got));
 }
