@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api.h"
 #include "keyward/app.h"
@@ -340,6 +341,15 @@ static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 		refuse(&j->v, 404, "vault_not_found", "this user has no encryption vault");
 		key_job_free(j);
 		return;
+	}
+	/* The row read for this call names this call's owner, or nothing of
+	 * it is used (the unwrap alone would not notice: its AAD comes from
+	 * the row). */
+	if (err == KW_OK &&
+	    (strcasecmp(row->tenant_id, j->v.c.tid) != 0 || strcmp(row->user_id, j->v.c.sub) != 0)) {
+		kw_err_log("vault: request %s was handed a row of another user; refused",
+		           call->req.request_id);
+		err = KW_ERR_INTERNAL;
 	}
 	if (err == KW_OK)
 		err = unwrap(call, row, mk);

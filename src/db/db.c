@@ -308,8 +308,14 @@ kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, size_t n, PGresul
 	if (err == KW_OK && sent < n)
 		err = map_error(db, NULL);
 leave:
-	if (PQexitPipelineMode(db->conn) != 1 && err == KW_OK)
+	if (PQexitPipelineMode(db->conn) != 1) {
+		/* Results are still queued: a later statement must never read
+		 * them as its own, so the connection starts over. */
+		kw_warn("db: a pipeline was left unfinished; reconnecting");
+		PQreset(db->conn);
+		forget_prepared(db);
 		err = KW_ERR_DB_UNAVAILABLE;
+	}
 	if (err != KW_OK)
 		goto done;
 	if (results != NULL) {

@@ -221,13 +221,16 @@ void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, con
 	}
 	kw_err err = kw_db_exec_pipeline(db, st, 4 * m, res);
 	if (err != KW_OK) {
-		/* One failure aborts the rest of the pipeline: read each on its
-		 * own, so only the read that failed reports it. */
 		if (kw_db_in_tx(db))
 			kw_db_rollback(db);
-		for (size_t k = 0; k < m; k++)
-			errs[which[k]] =
-			    kw_vault_fetch(db, tenant_ids[which[k]], user_ids[which[k]], &rows[which[k]]);
+		/* One refused read aborts the rest of the pipeline: read each on
+		 * its own, so only that one fails. Not when the database is gone. */
+		for (size_t k = 0; k < m; k++) {
+			size_t i = which[k];
+			errs[i] = err == KW_ERR_DB_UNAVAILABLE
+			              ? err
+			              : kw_vault_fetch(db, tenant_ids[i], user_ids[i], &rows[i]);
+		}
 		goto done;
 	}
 	for (size_t k = 0; k < m; k++) {
