@@ -394,8 +394,20 @@ void kw_api_vault_key(kw_call *call)
 /* Fetches queued together on one worker: their reads share one round trip
  * to the database (each still its own transaction, scoped to its own user);
  * everything else happens per call, in order. */
+/* A call of a batch whose answer is written: handed back at once, rather
+ * than after the rest of the batch. */
+static void batch_hand_back(kw_call *call, bool *detached)
+{
+	if (!kw_call_detached) {
+		kw_call_detach(call);
+		kw_call_finish(call);
+	}
+	*detached = true;
+}
+
 void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached)
 {
+	kw_db *db = calls[0]->res->db; /* the worker's: calls[0] may be gone early */
 	key_job **jobs = calloc(n, sizeof(*jobs));
 	const char **tids = calloc(n, sizeof(*tids));
 	const char **subs = calloc(n, sizeof(*subs));
@@ -406,28 +418,30 @@ void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached)
 		for (size_t i = 0; i < n; i++) {
 			kw_call_detached = false;
 			kw_api_vault_key(calls[i]);
-			detached[i] = kw_call_detached;
+			batch_hand_back(calls[i], &detached[i]);
 		}
 		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		detached[i] = false;
+		kw_call_detached = false;
 		key_job *j = key_begin(calls[i]);
-		if (j == NULL)
+		if (j == NULL) {
+			batch_hand_back(calls[i], &detached[i]);
 			continue;
+		}
 		jobs[i] = j;
 		tids[m] = j->v.c.tid;
 		subs[m] = j->v.c.sub;
 		m++;
 	}
 	if (m > 0)
-		kw_vault_fetch_many(calls[0]->res->db, m, tids, subs, rows, errs);
+		kw_vault_fetch_many(db, m, tids, subs, rows, errs);
 	for (size_t i = 0, k = 0; i < n; i++) {
 		if (jobs[i] == NULL)
 			continue;
 		kw_call_detached = false;
 		key_finish(jobs[i], errs[k], &rows[k]);
-		detached[i] = kw_call_detached;
+		batch_hand_back(calls[i], &detached[i]);
 		k++;
 	}
 	OPENSSL_cleanse(rows, n * sizeof(*rows));
