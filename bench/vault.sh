@@ -7,7 +7,9 @@
 #   threads). Goal: >= 40%. The raw rate is measured before and after the
 #   service run and averaged (this kind of VM drifts by a third from one
 #   minute to the next); the rate on session-object copies of the KEK,
-#   which is what keywardd uses, is printed next to it.
+#   which is what keywardd uses, is printed next to it. So is the CPU a
+#   fetch costs in keywardd, in PostgreSQL and in the rest (wrk, kernel
+#   threads), against the CPU the goal allows per fetch.
 #   bench/vault.sh [DURATION=10]   (seconds; "10s" works too)
 # Env: USERS (default 256) vault owners the requests rotate through;
 # KEYWARD_HTTP_WORKERS is passed through to keywardd if set; KW_BENCH_PERF=1
@@ -99,13 +101,21 @@ if [ -n "${KW_BENCH_SYSCALLS:-}" ]; then
     -- sleep $((dur - 2)) >/dev/null 2>&1 &
   pstat=$!
 fi
+# Where the CPU goes: keywardd, the cluster's processes, and the machine
+# (user + system + interrupts; the rest is wrk and the kernel's own threads).
+ticks_of() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+pm=$(head -n1 "$pidfile")
+pg_pids=$(echo "$pm"; pgrep -P "$pm")
+k0=$(ticks_of "${pids[0]}"); p0=$(ticks_of $pg_pids); m0=$(busy_ticks)
 out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/vault_key.lua "$base/api/v1/me/encryption-vault/key")
+k1=$(ticks_of "${pids[0]}"); p1=$(ticks_of $pg_pids); m1=$(busy_ticks)
 rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
 p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
 bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
 rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
 
-curl -s "$base/metrics" | grep -E "^keyward_audit_group_(commits|rows)" >.run/bench/vault-metrics.txt || true
+curl -s "$base/metrics" | grep -E "^keyward_(audit_group_(commits|rows)|worker_batched_calls_total|http_requests_total)" >.run/bench/vault-metrics.txt || true
 if [ -n "${KW_BENCH_SYSCALLS:-}" ]; then
   wait "$pstat" || true
   sc=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' .run/bench/vault-syscalls.csv)
@@ -121,9 +131,22 @@ echo "after:  $gcm_after_line"
 echo "GET /api/v1/me/encryption-vault/key (wrk -t2 -c32 -d${dur}s, $users users): rps=$rps p99=$p99 non2xx=$bad"
 echo "audit rows vault.key ok in the database (this run, set-up fetches included): $rows"
 [ "$bad" = 0 ] || echo "WARNING: $bad fetches did not answer 2xx"
+awk '/^keyward_audit_group_rows_total/ { r = $2 } /^keyward_audit_group_commits_total/ { c = $2 }
+     /^keyward_worker_batched_calls_total/ { b = $2 }
+     /^keyward_http_requests_total.*route="vault_key"/ { k += $2 }
+     END { if (c > 0) printf "audit rows per group commit: %.1f; fetches whose read shared a round trip: %.0f%% (%d of %d)\n", r / c, k ? 100 * b / k : 0, b, k }' \
+  .run/bench/vault-metrics.txt
 awk -v x="$rps" -v y="$gcm_rate" -v c="$gcm_copy_rate" 'BEGIN {
   printf "key fetches/s = %.0f, raw GCM decrypt/s (2 threads, token key, mean of before and after) = %.0f, ratio = %.2f (goal >= 0.40)\n", x, y, x / y
   printf "  (against the raw rate on session copies of the KEK, %.0f/s: %.2f)\n", c, x / c }'
+req=$(awk '/requests in/ { print $1 }' <<<"$out")
+awk -v k=$((k1 - k0)) -v p=$((p1 - p0)) -v m=$((m1 - m0)) -v n="$req" -v hz="$(getconf CLK_TCK)" -v y="$gcm_rate" \
+    -v c="$gcm_copy_rate" -v d="$dur" -v ncpu="$(nproc)" 'BEGIN {
+  us = 1e6 / hz / n
+  printf "CPU per fetch: keywardd %.0f us, PostgreSQL %.0f us, everything else (wrk, kernel threads) %.0f us; machine %.0f%% busy\n",
+    k * us, p * us, (m - k - p) * us, 100 * m / hz / (d * ncpu)
+  printf "  one raw decrypt costs %.0f us of CPU on the token object, %.0f us on a session copy (2 threads busy); the goal allows %.0f us per fetch\n",
+    2e6 / y, 2e6 / c, 2e6 / y / 0.40 }'
 [ -n "${KW_BENCH_SYSCALLS:-}" ] && awk -v sc="$sc" -v cs="$cs" -v r="$rps" -v d="$dur" 'BEGIN {
   n = r * (d - 2); printf "keywardd per fetch (about %.0f fetches in the window): %.1f system calls, %.2f context switches\n", n, sc / n, cs / n }'
 true
