@@ -779,6 +779,87 @@ Test(vault, vault_audit_rows_name_the_scoped_user)
 
 /* --- KEK maintenance: re-wrap ------------------------------------------- */
 
+/* The group-commit writer scopes each row on its own: many users' vault
+ * rows in shared batches are each admitted under their own user, and a row
+ * whose actor is not its scope's user is refused on its own while its
+ * batch-mates commit. */
+typedef struct writer_arg {
+	kw_audit_writer *w;
+	int idx;
+	int ok, refused, other;
+} writer_arg;
+
+static void *writer_client(void *p)
+{
+	writer_arg *a = p;
+	for (int i = 0; i < 40; i++) {
+		char user[16], actor[24];
+		int u = (a->idx + i) % 8;
+		snprintf(user, sizeof(user), "w%d", u);
+		/* Every 10th row names another user as its actor. */
+		snprintf(actor, sizeof(actor), "user:w%d", i % 10 == 9 ? (u + 1) % 8 : u);
+		kw_audit_event ev = {.tenant_id = u < 4 ? ta : tb,
+		                     .actor = actor,
+		                     .action = "vault.key",
+		                     .target = "encryption_vault",
+		                     .status = "ok",
+		                     .request_id = "req-writer",
+		                     .user_id = user};
+		if (i % 7 == 3) /* and some rows of no tenant and no user between them */
+			ev = (kw_audit_event){.actor = "system", .action = "test.tick", .status = "ok"};
+		kw_err err = kw_audit_writer_log(a->w, &ev);
+		if (err == KW_OK)
+			a->ok++;
+		else if (err == KW_ERR_DB && i % 10 == 9 && i % 7 != 3)
+			a->refused++;
+		else
+			a->other++;
+	}
+	return NULL;
+}
+
+Test(vault, writer_scopes_each_row_on_its_own)
+{
+	enum { THREADS = 8 };
+	kw_audit_writer *w = NULL;
+	cr_assert_eq(kw_audit_writer_start(hsm, tdb.app, 64, &w), KW_OK);
+	pthread_t th[THREADS];
+	writer_arg a[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		a[i] = (writer_arg){.w = w, .idx = i};
+		cr_assert_eq(pthread_create(&th[i], NULL, writer_client, &a[i]), 0);
+	}
+	int ok = 0, refused = 0;
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(a[i].other, 0, "client %d: %d unexpected outcomes", i, a[i].other);
+		ok += a[i].ok;
+		refused += a[i].refused;
+	}
+	unsigned long long rows = 0, commits = 0;
+	kw_audit_writer_stats(w, &rows, &commits);
+	kw_audit_writer_stop(w);
+	cr_assert_eq(refused, THREADS * 4, "every mismatched row refused");
+	cr_assert_eq(ok, THREADS * 36);
+	cr_assert_lt(commits, (unsigned long long)ok, "no shared batches: %llu commits", commits);
+	char n[16];
+	snprintf(n, sizeof(n), "%d", ok);
+	expect_sql(n,
+	           "SELECT count(*) FROM audit_log WHERE request_id = 'req-writer' OR action = 'test.tick'");
+	/* Each vault row is its own user's, in its own user's tenant. */
+	expect_sql("0",
+	           "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND NOT ("
+	           "(actor IN ('user:w0', 'user:w1', 'user:w2', 'user:w3') AND tenant_id = '%s') OR "
+	           "(actor IN ('user:w4', 'user:w5', 'user:w6', 'user:w7') AND tenant_id = '%s'))",
+	           ta, tb);
+	expect_sql("0",
+	           "SELECT count(*) FROM audit_log WHERE action = 'test.tick' AND tenant_id IS NOT NULL");
+	unsigned long long verified = 0;
+	kw_err err = kw_audit_verify(hsm, sess, admin, NULL, &verified);
+	cr_assert_eq(err, KW_OK, "verify: %s", kw_err_str(err));
+	cr_assert_eq(verified, (unsigned long long)ok);
+}
+
 Test(vault, rewrap_with_one_kek_has_nothing_to_do)
 {
 	unsigned char mk1[KW_MK_LEN], mk2[KW_MK_LEN], got[KW_MK_LEN];
