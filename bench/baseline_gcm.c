@@ -1,149 +1,41 @@
-/* baseline_gcm — the raw token AES-256-GCM decrypt rate: N threads, each on
- * its own session, unwrapping a 48-byte blob (a 32-byte key and its tag,
- * with a vault-sized AAD) under the token's KEK in a loop through
- * kw_hsm_gcm_decrypt (C_DecryptInit + C_Decrypt). The yardstick
- * bench/vault.sh measures GET /api/v1/me/encryption-vault/key against.
- *   kw_bench_gcm [THREADS=2] [SECONDS=5] [token|copy]
- * token (the default, the yardstick): every operation names the token
- * object, as the issue's baseline is defined; copy: each session works on
- * its own session-object copy of the key, as keywardd does.
- * The token comes from KEYWARD_HSM_MODULE, KEYWARD_HSM_URI and
- * KEYWARD_HSM_PIN_SOURCE, as tokens/provision-softhsm.sh prints them. */
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
+/* baseline_gcm — the raw token AES-256-GCM decrypt rate: each thread
+ * unwraps a 48-byte blob (a 32-byte key and its tag, with a vault-sized
+ * AAD) under the token's KEK in a loop through kw_hsm_gcm_decrypt
+ * (C_DecryptInit + C_Decrypt). The yardstick bench/vault.sh measures
+ * GET /api/v1/me/encryption-vault/key against.
+ *   kw_bench_gcm [THREADS=2] [SECONDS=5] [token|copy]   (see hsm_rate.h) */
 #include <string.h>
-#include <time.h>
 
-#include "keyward/hsm.h"
-
-#define MAX_THREADS 64
-
-typedef struct worker {
-	pthread_t thread;
-	kw_hsm_session *session;
-	const kw_hsm_key *key;
-	unsigned char blob[48], iv[KW_GCM_IV_LEN];
-	unsigned long long ops;
-	kw_err err;
-} worker;
+#include "hsm_rate.h"
 
 /* The AAD of a vault row: purpose, tenant, user, KEK version. */
 static const char aad[] = "keyward:v1:encryption-vault:6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f:user-1:1";
 
-static atomic_bool go, stop;
+typedef struct blob {
+	unsigned char ct[48], iv[KW_GCM_IV_LEN];
+} blob;
 
-static void *decrypt_loop(void *arg)
+/* A blob to unwrap, made by the token as the service makes them. */
+static kw_err prepare(kw_hsm_session *s, const kw_hsm_key *k, unsigned char *state)
 {
-	worker *w = arg;
+	blob *b = (blob *)state;
+	unsigned char mk[32] = {1};
+	return kw_hsm_gcm_encrypt(s, k, (const unsigned char *)aad, sizeof(aad) - 1, mk, sizeof(mk), b->iv,
+	                          b->ct);
+}
+
+static kw_err once(kw_hsm_session *s, const kw_hsm_key *k, unsigned char *state, unsigned long long n)
+{
+	(void)n;
+	const blob *b = (const blob *)state;
 	unsigned char mk[32];
-	while (!atomic_load(&go))
-		;
-	while (!atomic_load(&stop)) {
-		w->err = kw_hsm_gcm_decrypt(w->session, w->key, w->iv, (const unsigned char *)aad,
-		                            sizeof(aad) - 1, w->blob, sizeof(w->blob), mk);
-		if (w->err != KW_OK)
-			break;
-		w->ops++;
-	}
-	return NULL;
-}
-
-static const char *env_or(const char *name, const char *def)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : def;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return kw_hsm_gcm_decrypt(s, k, b->iv, (const unsigned char *)aad, sizeof(aad) - 1, b->ct,
+	                          sizeof(b->ct), mk);
 }
 
 int main(int argc, char **argv)
 {
-	long nthreads = argc > 1 ? strtol(argv[1], NULL, 10) : 2;
-	long seconds = argc > 2 ? strtol(argv[2], NULL, 10) : 5;
-	const char *objects = argc > 3 ? argv[3] : "token";
-	bool copy = strcmp(objects, "copy") == 0;
-	if (nthreads < 1 || nthreads > MAX_THREADS || seconds < 1 ||
-	    (!copy && strcmp(objects, "token") != 0)) {
-		fprintf(stderr, "usage: kw_bench_gcm [THREADS 1-%d] [SECONDS >= 1] [token|copy]\n",
-		        MAX_THREADS);
-		return 2;
-	}
-	kw_hsm_options opt = {.module_path = env_or("KEYWARD_HSM_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
-	                      .token_uri = env_or("KEYWARD_HSM_URI", "pkcs11:token=keyward"),
-	                      .pin_file = getenv("KEYWARD_HSM_PIN_SOURCE"),
-	                      .max_sessions = (unsigned)nthreads,
-	                      .token_objects_only = !copy};
-	if (opt.pin_file == NULL) {
-		fprintf(stderr, "kw_bench_gcm: KEYWARD_HSM_PIN_SOURCE is not set\n");
-		return 1;
-	}
-	kw_hsm *hsm;
-	const kw_hsm_key *key;
-	kw_err err = kw_hsm_open(&opt, &hsm);
-	if (err != KW_OK) {
-		fprintf(stderr, "kw_bench_gcm: cannot open the token: %s\n", kw_err_str(err));
-		return 1;
-	}
-	if ((err = kw_hsm_key_active(hsm, KW_KEY_KEK, &key)) != KW_OK) {
-		fprintf(stderr, "kw_bench_gcm: no KEK (keywardctl token init?): %s\n", kw_err_str(err));
-		kw_hsm_close(hsm);
-		return 1;
-	}
-
-	worker w[MAX_THREADS];
-	memset(w, 0, sizeof(w));
-	long started = 0;
-	for (; started < nthreads; started++) {
-		w[started].key = key;
-		if ((err = kw_hsm_session_open(hsm, &w[started].session)) != KW_OK)
-			break;
-		/* A blob to unwrap, made by the token as the service makes them. */
-		unsigned char mk[32] = {1};
-		err = kw_hsm_gcm_encrypt(w[started].session, key, (const unsigned char *)aad, sizeof(aad) - 1,
-		                         mk, sizeof(mk), w[started].iv, w[started].blob);
-		if (err != KW_OK) {
-			kw_hsm_session_close(w[started].session);
-			break;
-		}
-		if (pthread_create(&w[started].thread, NULL, decrypt_loop, &w[started]) != 0) {
-			kw_hsm_session_close(w[started].session);
-			err = KW_ERR_INTERNAL;
-			break;
-		}
-	}
-	/* Every session is open before the clock starts: time only decrypting. */
-	double t0 = now();
-	atomic_store(&go, true);
-	if (err == KW_OK) {
-		struct timespec d = {.tv_sec = seconds};
-		while (nanosleep(&d, &d) != 0)
-			;
-	}
-	atomic_store(&stop, true);
-	double elapsed = now() - t0;
-
-	unsigned long long ops = 0;
-	for (long i = 0; i < started; i++) {
-		pthread_join(w[i].thread, NULL);
-		kw_hsm_session_close(w[i].session);
-		ops += w[i].ops;
-		if (w[i].err != KW_OK && err == KW_OK)
-			err = w[i].err;
-	}
-	kw_hsm_close(hsm);
-	if (err != KW_OK) {
-		fprintf(stderr, "kw_bench_gcm: %s\n", kw_err_str(err));
-		return 1;
-	}
-	printf("gcm_decrypt threads=%ld seconds=%ld objects=%s ops=%llu rate=%.0f/s\n", nthreads, seconds,
-	       objects, ops, (double)ops / elapsed);
-	return 0;
+	_Static_assert(sizeof(blob) <= KW_BENCH_STATE_MAX, "blob fits the state");
+	static const kw_bench_op op = {"kw_bench_gcm", "gcm_decrypt", KW_KEY_KEK, "KEK", prepare, once};
+	return kw_bench_hsm_rate(argc, argv, &op);
 }

@@ -190,11 +190,11 @@ Test(vault, wrap_unwrap_round_trip)
 	memset(got, 0, sizeof(got));
 	kw_err err = kw_vault_unwrap(hsm, sess, &row, got);
 	cr_assert_eq(err, KW_OK, "unwrap: %s", kw_err_str(err));
-	cr_assert_eq(memcmp(got, mk, KW_MK_LEN), 0);
+	cr_assert_eq(CRYPTO_memcmp(got, mk, KW_MK_LEN), 0);
 
 	/* MKs come from the token's RNG: two are different. */
 	cr_assert_eq(kw_vault_new_mk(sess, mk2), KW_OK);
-	cr_assert_neq(memcmp(mk, mk2, KW_MK_LEN), 0);
+	cr_assert_neq(CRYPTO_memcmp(mk, mk2, KW_MK_LEN), 0);
 	OPENSSL_cleanse(mk, sizeof(mk));
 	OPENSSL_cleanse(mk2, sizeof(mk2));
 	OPENSSL_cleanse(got, sizeof(got));
@@ -224,7 +224,7 @@ Test(vault, aad_names_purpose_tenant_user_and_kek)
 	wrap_new(upper, "u1", mk, &row);
 	memcpy(row.tenant_id, ta, 37);
 	cr_assert_eq(kw_vault_unwrap(hsm, sess, &row, got), KW_OK);
-	cr_assert_eq(memcmp(got, mk, KW_MK_LEN), 0);
+	cr_assert_eq(CRYPTO_memcmp(got, mk, KW_MK_LEN), 0);
 }
 
 Test(vault, blob_is_bound_to_its_row)
@@ -287,7 +287,7 @@ Test(vault, blob_is_bound_to_its_row)
 	cr_assert_neq(memcmp(again.iv, row.iv, KW_GCM_IV_LEN), 0, "IV reused");
 	cr_assert_neq(memcmp(again.wrapped, row.wrapped, KW_VAULT_WRAPPED_LEN), 0);
 	cr_assert_eq(kw_vault_unwrap(hsm, sess, &again, got), KW_OK);
-	cr_assert_eq(memcmp(got, mk, KW_MK_LEN), 0);
+	cr_assert_eq(CRYPTO_memcmp(got, mk, KW_MK_LEN), 0);
 	/* And the IV belongs to its blob: the other wrap's IV does not fit. */
 	other = row;
 	memcpy(other.iv, again.iv, KW_GCM_IV_LEN);
@@ -326,7 +326,7 @@ Test(vault, owner_scope_reads_its_row_back)
 	cr_assert_eq(back.kek_id, row.kek_id);
 	cr_assert_eq(back.format_version, KW_VAULT_FORMAT);
 	cr_assert_eq(kw_vault_unwrap(hsm, sess, &back, got), KW_OK);
-	cr_assert_eq(memcmp(got, mk, KW_MK_LEN), 0);
+	cr_assert_eq(CRYPTO_memcmp(got, mk, KW_MK_LEN), 0);
 
 	/* The one-round-trip read scopes itself. */
 	memset(&back, 0, sizeof(back));
@@ -391,7 +391,7 @@ Test(vault, fetch_many_scopes_each_read_on_its_own)
 		cr_assert_str_eq(rows[i].user_id, s->user_id, "read %d", i);
 		cr_assert_eq(memcmp(rows[i].wrapped, s->wrapped, KW_VAULT_WRAPPED_LEN), 0, "read %d", i);
 		cr_assert_eq(kw_vault_unwrap(hsm, sess, &rows[i], got), KW_OK, "read %d", i);
-		cr_assert_eq(memcmp(got, mk[from[i]], KW_MK_LEN), 0, "read %d: another user's key", i);
+		cr_assert_eq(CRYPTO_memcmp(got, mk[from[i]], KW_MK_LEN), 0, "read %d: another user's key", i);
 	}
 	/* No transaction and no scope are left on the connection. */
 	cr_assert(!kw_db_in_tx(app));
@@ -904,7 +904,7 @@ Test(vault, rewrap_with_one_kek_has_nothing_to_do)
 		cr_assert_eq(memcmp(back.iv, rows[i]->iv, KW_GCM_IV_LEN), 0);
 		cr_assert_eq(back.kek_id, rows[i]->kek_id);
 		cr_assert_eq(kw_vault_unwrap(hsm, sess, &back, got), KW_OK);
-		cr_assert_eq(memcmp(got, mks[i], KW_MK_LEN), 0);
+		cr_assert_eq(CRYPTO_memcmp(got, mks[i], KW_MK_LEN), 0);
 	}
 	kw_audit_chain_free(c);
 	OPENSSL_cleanse(mk1, sizeof(mk1));
