@@ -112,8 +112,14 @@ test)
   fuzzers=$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c; done)
   # shellcheck disable=SC2086 # one target name per word
   cmake --build build-fuzz -j"$(nproc)" --target $fuzzers >/dev/null
+  # Each target starts from a copy of tests/fuzz/corpus/<target>/ (if any):
+  # libFuzzer runs every input there before it mutates, so inputs that once
+  # crashed a target are replayed as regressions on every run.
   for f in $(printf 'build-fuzz/%s ' $fuzzers); do
-    if "$f" -max_total_time=10 -print_final_stats=1 >".run/test/$(basename "$f").log" 2>&1; then
+    corpus=".run/test/corpus/$(basename "$f")"
+    mkdir -p "$corpus"
+    if [ -d "tests/fuzz/corpus/$(basename "$f")" ]; then cp "tests/fuzz/corpus/$(basename "$f")"/* "$corpus"/; fi
+    if "$f" -max_total_time=10 -print_final_stats=1 -artifact_prefix=.run/test/ "$corpus" >".run/test/$(basename "$f").log" 2>&1; then
       echo "$(basename "$f"): $(grep -o 'number_of_executed_units: [0-9]*' ".run/test/$(basename "$f").log"), no crash"
     else
       echo "$(basename "$f"): FAILED"; tail -20 ".run/test/$(basename "$f").log"; status=1
