@@ -11,8 +11,9 @@ dur=${1:-10s}; conns=${2:-64}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -x build/keywardd ] || cmake -S . -B build >/dev/null && cmake --build build -j"$(nproc)" >/dev/null
 
-eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
-eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
+. scripts/lib.sh
+load_env tokens/provision-softhsm.sh .run/bench/token keyward-bench
+load_env scripts/pg-cluster.sh start .run/bench/pg 55434
 # Every run starts from an empty database, so runs compare: rows left by
 # earlier runs (hundreds of MB after a few dozen) would slow the next one.
 psql "$KEYWARD_PG_ADMIN" -q -c "DROP DATABASE IF EXISTS kwbench WITH (FORCE)" -c "CREATE DATABASE kwbench"
@@ -31,12 +32,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 wait_up() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer at $1" >&2; exit 1; }
-run_wrk() { # URL [wrk args] -> "rps p99"
+run_wrk() { # URL [wrk args] -> "rps p99 non2xx"; rps counts 2xx answers only
   local url=$1; shift
-  wrk -t2 -c"$conns" -d"$dur" --latency "$@" "$url" | awk '
-    /Requests\/sec/ { rps = $2 }
-    /^ +99%/ { p99 = $2 }
-    END { print rps, p99 }'
+  wrk -t2 -c"$conns" -d"$dur" --latency "$@" "$url" | wrk_2xx
 }
 
 build/kw_bench_baseline 18081 & pids+=($!)
@@ -49,7 +47,7 @@ wait_up http://127.0.0.1:18080/healthz
 rounds=${ROUNDS:-3}
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 : >.run/bench/base.txt; : >.run/bench/kw.txt
-for i in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
   run_wrk http://127.0.0.1:18081/ >>.run/bench/base.txt
   run_wrk http://127.0.0.1:18080/healthz >>.run/bench/kw.txt
 done
@@ -69,10 +67,12 @@ admin=$(build/keywardctl tenant create "$tenant_name" 2>/dev/null | awk '/^api_k
 key=$(curl -sf -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
   -d '{"name":"bench","scopes":["admin"],"rate_limit_per_minute":1000000}' \
   http://127.0.0.1:18080/api/v1/api-keys | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-read -r kw2_rps kw2_p99 < <(run_wrk http://127.0.0.1:18080/healthz)
-read -r auth_rps auth_p99 < <(run_wrk http://127.0.0.1:18080/api/v1/api-keys -H "Authorization: Bearer $key")
+read -r kw2_rps kw2_p99 kw2_bad < <(run_wrk http://127.0.0.1:18080/healthz)
+read -r auth_rps auth_p99 auth_bad < <(run_wrk http://127.0.0.1:18080/api/v1/api-keys -H "Authorization: Bearer $key")
 echo
 printf '%-34s %12s %10s\n' "target (wrk -t2 -c$conns -d$dur)" "requests/s" "p99"
 printf '%-34s %12s %10s\n' "keywardd GET /api/v1/api-keys" "$auth_rps" "$auth_p99"
 printf '%-34s %12s %10s\n' "keywardd GET /healthz (again)" "$kw2_rps" "$kw2_p99"
 awk -v a="$auth_rps" -v b="$kw2_rps" 'BEGIN { printf "ratio authenticated/healthz: %.2f\n", a / b }'
+bad=$(cat .run/bench/base.txt .run/bench/kw.txt | awk '{ s += $3 } END { print s + kw2 + auth }' kw2="$kw2_bad" auth="$auth_bad")
+[ "$bad" = 0 ] || echo "WARNING: $bad non-2xx answers (left out of the rates)"

@@ -29,11 +29,12 @@ for b in keywardd keywardctl kw_bench_gcm; do
 done
 mkdir -p .run/bench
 
-eval "$(tokens/provision-softhsm.sh .run/bench/token keyward-bench)"
+. scripts/lib.sh
+load_env tokens/provision-softhsm.sh .run/bench/token keyward-bench
 pg_was_up=false
-pidfile=.run/bench/pg/data/postmaster.pid
+pidfile="$(scripts/pg-cluster.sh where .run/bench/pg)/data/postmaster.pid"
 [ -f "$pidfile" ] && kill -0 "$(head -n1 "$pidfile")" 2>/dev/null && pg_was_up=true
-eval "$(scripts/pg-cluster.sh start .run/bench/pg 55434)"
+load_env scripts/pg-cluster.sh start .run/bench/pg 55434
 
 pids=()
 cleanup() {
@@ -110,9 +111,7 @@ pg_pids=$(echo "$pm"; pgrep -P "$pm")
 k0=$(ticks_of "${pids[0]}"); p0=$(ticks_of $pg_pids); m0=$(busy_ticks)
 out=$(wrk -t2 -c32 -d"${dur}s" --latency -s bench/vault_key.lua "$base/api/v1/me/encryption-vault/key")
 k1=$(ticks_of "${pids[0]}"); p1=$(ticks_of $pg_pids); m1=$(busy_ticks)
-rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
-p99=$(awk '/^ +99%/ { print $2 }' <<<"$out")
-bad=$(awk '/Non-2xx or 3xx responses/ { print $NF }' <<<"$out"); bad=${bad:-0}
+read -r rps p99 bad <<<"$(wrk_2xx <<<"$out")" # rps: 2xx answers only
 rows=$(psql "$KEYWARD_DB_ADMIN_CONNINFO" -qAt -c "SELECT count(*) FROM audit_log WHERE action = 'vault.key' AND status = 'ok'")
 
 curl -s "$base/metrics" | grep -E "^keyward_(audit_group_(commits|rows)|worker_batched_calls_total|http_requests_total)" >.run/bench/vault-metrics.txt || true

@@ -8,15 +8,19 @@
 #                         (e.g. `ctl tenant create acme`, `ctl token status`, `ctl audit verify`)
 # Run it as root on a fresh Debian 12 machine (it apt-get installs what is
 # missing), or as a user who already has the packages.
+# Any checkout location works (spaces, a 0700 home directory as root): the
+# PostgreSQL cluster goes where its user can reach it (scripts/pg-cluster.sh
+# says where), and every helper's failure stops this script with its message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/lib.sh
 
 PACKAGES="build-essential cmake pkg-config git ca-certificates curl openssl
   libp11-kit-dev p11-kit softhsm2 libssl-dev libevent-dev libpq-dev postgresql
   libjansson-dev libcriterion-dev libsystemd-dev libsecp256k1-dev
   python3 python3-jwt python3-cryptography python3-ecdsa python3-pycryptodome
-  wrk clang clang-format cppcheck"
+  wrk clang clang-format cppcheck shellcheck"
 
 install_deps() {
   local missing=()
@@ -42,7 +46,7 @@ build() { # build DIR [cmake args...]
 # Private PostgreSQL + a service login role (member of keyward_app, no RLS
 # bypass) + a database. Exports KEYWARD_DB_* for keywardd and keywardctl.
 setup_pg() { # setup_pg DIR PORT DBNAME
-  eval "$(scripts/pg-cluster.sh start "$1" "$2")"
+  load_env scripts/pg-cluster.sh start "$1" "$2"
   local admin="$KEYWARD_PG_ADMIN"
   psql "$admin" -qAt -c "SELECT 1 FROM pg_database WHERE datname = '$3'" | grep -q 1 ||
     psql "$admin" -q -c "CREATE DATABASE $3" >/dev/null
@@ -66,7 +70,7 @@ case "$cmd" in
 run)
   install_deps
   build build
-  eval "$(tokens/provision-softhsm.sh tokens/dev keyward-dev)"
+  load_env tokens/provision-softhsm.sh tokens/dev keyward-dev
   setup_pg .run/dev/pg 55432 keyward
   build/keywardctl migrate up
   create_service_role
@@ -78,22 +82,24 @@ run)
 ctl)
   shift
   [ -x build/keywardctl ] || { echo "run 'scripts/dev.sh run' first" >&2; exit 1; }
-  eval "$(tokens/provision-softhsm.sh tokens/dev keyward-dev)"
+  load_env tokens/provision-softhsm.sh tokens/dev keyward-dev
   setup_pg .run/dev/pg 55432 keyward
   exec build/keywardctl "$@"
   ;;
 test)
   install_deps
+  scripts/pg-cluster.sh destroy .run/test/pg
   rm -rf .run/test
-  eval "$(tokens/provision-softhsm.sh .run/test/token keyward-test)"
-  eval "$(scripts/pg-cluster.sh start .run/test/pg 55433)"
+  load_env tokens/provision-softhsm.sh .run/test/token keyward-test
+  load_env scripts/pg-cluster.sh start .run/test/pg 55433
   trap 'scripts/pg-cluster.sh stop .run/test/pg' EXIT
   status=0
   : >.run/test/summary
-  echo "== lint: clang-format, cppcheck"
+  echo "== lint: clang-format, cppcheck, shellcheck"
   clang-format --dry-run -Werror src/*/*.c src/*.c include/keyward/*.h tests/*/*.c tests/support/*.h bench/*.c
   cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
     -Iinclude --suppress=missingIncludeSystem src/
+  shellcheck -S warning scripts/*.sh bench/*.sh tokens/*.sh .ci/run
   for variant in build build-asan; do
     if [ "$variant" = build-asan ]; then
       build "$variant" -DKEYWARD_SANITIZE=ON
@@ -132,7 +138,7 @@ test)
   exit $status
   ;;
 *)
-  echo "usage: scripts/dev.sh run|test" >&2
+  echo "usage: scripts/dev.sh run|test|ctl ARGS" >&2
   exit 2
   ;;
 esac

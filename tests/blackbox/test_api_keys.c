@@ -371,8 +371,8 @@ Test(api_keys, last_used_at_and_audit_chain)
 	cr_assert_str_eq(n, "1");
 	free(n);
 	/* The whole trail verifies. */
-	char bin[512], cmd[1200];
-	kwt_bin("keywardctl", bin, sizeof(bin));
+	char bin[600], cmd[3000];
+	kwt_bin_sh("keywardctl", bin, sizeof(bin));
 	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s audit verify >/dev/null", d.db.admin,
 	         bin);
 	cr_assert_eq(system(cmd), 0, "audit verify failed");

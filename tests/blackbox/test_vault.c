@@ -455,9 +455,9 @@ Test(vault, every_call_leaves_an_audit_row)
 	         (int)getpid());
 	cr_assert_geq(sql_long(&d.db, sql), 1);
 	/* The trail still verifies. */
-	char cmd[1024], bin[512];
+	char cmd[1200], bin[600];
 	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s audit verify >/dev/null", d.db.admin,
-	         kwt_bin("keywardctl", bin, sizeof(bin)));
+	         kwt_bin_sh("keywardctl", bin, sizeof(bin)));
 	cr_assert_eq(system(cmd), 0, "audit verify failed");
 }
 
@@ -640,7 +640,7 @@ typedef struct kek_env {
 
 static void kek_env_start(kek_env *e, const char *tag)
 {
-	char cmd[2048], bin[512];
+	char cmd[2048], bin[600];
 	memset(e, 0, sizeof(*e));
 	snprintf(e->label, sizeof(e->label), "kwt-%s-%d", tag, (int)getpid());
 	snprintf(cmd, sizeof(cmd),
@@ -655,7 +655,7 @@ static void kek_env_start(kek_env *e, const char *tag)
 	snprintf(e->pin_env, sizeof(e->pin_env), "KEYWARD_HSM_PIN_SOURCE=%s", e->pin);
 	snprintf(cmd, sizeof(cmd),
 	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s %s token init >/dev/null",
-	         e->label, e->pin, kwt_bin("keywardctl", bin, sizeof(bin)));
+	         e->label, e->pin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
 	cr_assert_eq(system(cmd), 0);
 	const char *env[] = {e->uri_env,
 	                     e->pin_env,
@@ -668,7 +668,7 @@ static void kek_env_start(kek_env *e, const char *tag)
 	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s "
 	         "KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s "
 	         "KEYWARD_DB_ADMIN_CONNINFO='%s' %s",
-	         e->label, e->pin, e->d.db.admin, kwt_bin("keywardctl", bin, sizeof(bin)));
+	         e->label, e->pin, e->d.db.admin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
 	snprintf(cmd, sizeof(cmd), "%s tenant create %s 2>/dev/null | sed -n 's/^api_key: //p'", e->ctl, tag);
 	FILE *p = popen(cmd, "r");
 	char key[128] = "", auth[256];

@@ -53,9 +53,10 @@ static void py_sign(const char *key, const char *text, char out[140])
 	cr_assert(fd >= 0);
 	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	close(fd);
-	char cmd[1024], src[512];
-	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/tests/support/kwt_wallet.py sign %s < %s",
-	         kwt_env("KW_SOURCE_DIR"), key, path);
+	char cmd[1600], src[512], script[512], word[600];
+	snprintf(script, sizeof(script), "%s/tests/support/kwt_wallet.py", kwt_env("KW_SOURCE_DIR"));
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s sign %s < %s", kwt_shq(script, word, sizeof(word)),
+	         key, path);
 	FILE *p = popen(cmd, "r");
 	cr_assert_not_null(p);
 	cr_assert_not_null(fgets(src, sizeof(src), p));
@@ -410,7 +411,7 @@ Test(refresh_policy, housekeeping_purges_dead_rows_in_batches)
 Test(refresh_policy, jwt_rotation_keeps_old_tokens_valid_until_retired)
 {
 	/* A token of its own, so rotation does not disturb other suites. */
-	char label[64], cmd[2048], bin[512], ctl[1024];
+	char label[64], cmd[2048], bin[600], ctl[1024];
 	snprintf(label, sizeof(label), "kwt-rot-%d", (int)getpid());
 	snprintf(cmd, sizeof(cmd),
 	         "softhsm2-util --init-token --free --label %s --pin 87654321 --so-pin 12345678 >/dev/null",
@@ -428,14 +429,14 @@ Test(refresh_policy, jwt_rotation_keeps_old_tokens_valid_until_retired)
 	/* Keys first: production mode refuses a token without them. */
 	snprintf(cmd, sizeof(cmd),
 	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s %s token init >/dev/null",
-	         label, pin, kwt_bin("keywardctl", bin, sizeof(bin)));
+	         label, pin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
 	cr_assert_eq(system(cmd), 0);
 	const char *env[] = {uri, pinenv, "KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s", NULL};
 	kwt_daemon_start(&d2, env);
 	snprintf(ctl, sizeof(ctl),
 	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s "
 	         "KEYWARD_DB_ADMIN_CONNINFO='%s' %s",
-	         label, pin, d2.db.admin, kwt_bin("keywardctl", bin, sizeof(bin)));
+	         label, pin, d2.db.admin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
 	/* A tenant whose admin key is peppered by this token. */
 	snprintf(cmd, sizeof(cmd), "%s tenant create rot 2>/dev/null | sed -n 's/^api_key: //p'", ctl);
 	FILE *p = popen(cmd, "r");

@@ -1,6 +1,6 @@
 /* test_hsm.c — the PKCS#11 layer against a real SoftHSM token.
  *
- * Most tests use the token scripts/test.sh provisions (KEYWARD_HSM_*).
+ * Most tests use the token scripts/dev.sh test provisions (KEYWARD_HSM_*).
  * Tests that rotate, destroy or present a wrong PIN use scratch tokens
  * created next to it in the same SoftHSM store, so they neither change the
  * keys other suites rely on nor spend tries of the real PIN. */

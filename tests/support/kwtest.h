@@ -3,7 +3,7 @@
  * Every fixture talks to real parts: the SoftHSM token named by
  * KEYWARD_HSM_MODULE / KEYWARD_HSM_URI / KEYWARD_HSM_PIN_SOURCE (with
  * SOFTHSM2_CONF), and the PostgreSQL cluster at KEYWARD_PG_ADMIN (a
- * superuser conninfo). scripts/test.sh provisions both. A missing variable
+ * superuser conninfo). scripts/dev.sh test provisions both. A missing variable
  * fails the test: nothing is skipped silently. */
 #ifndef KWTEST_H
 #define KWTEST_H

@@ -1,6 +1,6 @@
 /* kwtest_hsm.c — the environment and the HSM fixture of the test tiers.
  *
- * The token is the one scripts/test.sh provisions (SoftHSM, with
+ * The token is the one scripts/dev.sh test provisions (SoftHSM, with
  * SOFTHSM2_CONF); a missing variable fails the test instead of skipping. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@ const char *kwt_env(const char *name)
 {
 	const char *v = getenv(name);
 	if (v == NULL || v[0] == '\0')
-		cr_assert_fail("%s is not set; run scripts/test.sh", name);
+		cr_assert_fail("%s is not set; run scripts/dev.sh test", name);
 	return v;
 }
 

@@ -28,6 +28,31 @@ const char *kwt_bin(const char *name, char *buf, size_t cap)
 	return buf;
 }
 
+const char *kwt_shq(const char *s, char *buf, size_t cap)
+{
+	size_t n = 0;
+	buf[n++] = '\'';
+	for (; *s != '\0'; s++) {
+		const char *piece = *s == '\'' ? "'\\''" : NULL;
+		size_t len = piece ? strlen(piece) : 1;
+		cr_assert_lt(n + len + 2, cap, "a shell word does not fit its buffer");
+		if (piece)
+			memcpy(buf + n, piece, len);
+		else
+			buf[n] = *s;
+		n += len;
+	}
+	buf[n++] = '\'';
+	buf[n] = '\0';
+	return buf;
+}
+
+const char *kwt_bin_sh(const char *name, char *buf, size_t cap)
+{
+	char path[1024];
+	return kwt_shq(kwt_bin(name, path, sizeof(path)), buf, cap);
+}
+
 int kwt_free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -364,8 +389,8 @@ int kwt_http_req(const kwt_daemon *d, const char *method, const char *path, cons
 
 void kwt_tenant_create(const kwt_daemon *d, const char *name, kwt_tenant *out)
 {
-	char bin[512], cmd[2048];
-	kwt_bin("keywardctl", bin, sizeof(bin));
+	char bin[600], cmd[2048];
+	kwt_bin_sh("keywardctl", bin, sizeof(bin));
 	snprintf(cmd, sizeof(cmd),
 	         "KEYWARD_DB_ADMIN_CONNINFO='%s' KEYWARD_MODE=production %s tenant create '%s' 2>/dev/null",
 	         d->db.admin, bin, name);

@@ -74,5 +74,9 @@ void kwt_api_key_create(const kwt_daemon *d, const kwt_tenant *t, const char *na
 int kwt_free_port(void);
 /* Path of a built binary: $KW_BUILD_DIR/name. */
 const char *kwt_bin(const char *name, char *buf, size_t cap);
+/* The same, as one single-quoted shell word (for system() and popen()). */
+const char *kwt_bin_sh(const char *name, char *buf, size_t cap);
+/* s as one single-quoted shell word in buf (fails the test if it does not fit). */
+const char *kwt_shq(const char *s, char *buf, size_t cap);
 
 #endif
