@@ -99,7 +99,7 @@ test)
   clang-format --dry-run -Werror src/*/*.c src/*.c include/keyward/*.h tests/*/*.c tests/support/*.h bench/*.c
   cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
     -Iinclude --suppress=missingIncludeSystem src/
-  shellcheck -S warning scripts/*.sh bench/*.sh tokens/*.sh .ci/run
+  shellcheck -S warning scripts/*.sh bench/*.sh tokens/*.sh tests/*.sh .ci/run
   for variant in build build-asan; do
     if [ "$variant" = build-asan ]; then
       build "$variant" -DKEYWARD_SANITIZE=ON
@@ -108,7 +108,11 @@ test)
       build "$variant"
     fi
     echo "== tests ($variant)"
-    (cd "$variant" && ctest -V --timeout 300) 2>&1 | tee ".run/test/$variant.log" |
+    # Test binaries run four at a time, each integration and black-box
+    # binary with its own token store (tests/with-token.sh) and every test
+    # with its own database (copied from a migrated template).
+    KWT_TOKENS_DIR="$root/.run/test/tokens" ctest --test-dir "$variant" -V -j4 --timeout 300 2>&1 |
+      tee ".run/test/$variant.log" |
       grep -E '^\[----\]|^\[FAIL\]|Synthesis|tests passed|tests failed|^[0-9]+/[0-9]+ Test|Failed|\*\*\*' || true
     grep -q '100% tests passed' ".run/test/$variant.log" || status=1
     grep -h 'Synthesis' ".run/test/$variant.log" >>.run/test/summary || true
