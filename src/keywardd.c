@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keyward/api.h"
 #include "keyward/app.h"
 #include "keyward/log.h"
 
@@ -91,7 +92,8 @@ int main(int argc, char **argv)
 		snprintf(errbuf, sizeof(errbuf), "cannot start the housekeeping thread");
 		goto out;
 	}
-	if (kw_server_start(&app, &app.server, errbuf, sizeof(errbuf)) != KW_OK)
+	if (kw_server_start(&app, kw_api_routes, kw_api_routes_count, &app.server, errbuf, sizeof(errbuf)) !=
+	    KW_OK)
 		goto out;
 	kw_info("keywardd ready: listen=%s unix=%s workers=%d mode=%s", cfg.listen[0] ? cfg.listen : "-",
 	        cfg.unix_socket[0] ? cfg.unix_socket : "-", workers,

@@ -59,7 +59,7 @@ typedef void (*kw_pool_done_fn)(kw_call *call, void *arg);
 KW_MUST_CHECK kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out);
 /* Queues call; `done` runs on the worker thread after the handler. Returns
  * KW_ERR_BUSY when the queue is full (the caller answers 503). */
-KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done, void *arg);
+KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *arg);
 int kw_pool_queue_depth(kw_pool *pool);
 int kw_pool_workers(kw_pool *pool);
 /* Calls run together with at least one other (a route's batch handler). */
@@ -73,7 +73,11 @@ void kw_pool_cancel_queued(kw_pool *pool);
 /* HTTP server (src/http/server.c). kw_server_validate checks the listener
  * settings (address, TLS pair, loopback policy) without binding. */
 KW_MUST_CHECK kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen);
-KW_MUST_CHECK kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen);
+/* Serves routes[0..n) (the application's table; it must outlive the
+ * server). */
+struct kw_route;
+KW_MUST_CHECK kw_err kw_server_start(kw_app *app, const struct kw_route *routes, size_t nroutes,
+                                     kw_server **out, char *errbuf, size_t errlen);
 /* Stops accepting, waits up to drain_ms for requests in flight, stops the
  * loops. Returns the number of requests still in flight when it gave up. */
 int kw_server_drain(kw_server *srv, int drain_ms);

@@ -62,8 +62,9 @@ struct kw_call {
 	kw_app *app;
 	kw_request req;
 	kw_response resp;
-	kw_worker_res *res; /* NULL on an I/O thread */
-	int route;          /* index in kw_routes */
+	kw_worker_res *res;         /* NULL on an I/O thread */
+	const struct kw_route *def; /* the matched row of the server's route table */
+	int route;                  /* its index in that table */
 	/* Set by a handler running on an I/O thread that cannot finish there
 	 * (it needs the token or the database, e.g. to audit a refusal): the
 	 * server then runs this on a worker, with no answer written yet. */
@@ -96,13 +97,13 @@ typedef struct kw_route {
 	kw_batch_fn batch;
 } kw_route;
 
-/* The route table (src/api/routes.c) and its size. */
-extern const kw_route kw_routes[];
-extern const size_t kw_routes_count;
-/* Finds a route for method + path; *path_allowed tells whether another
- * method would match (405 rather than 404). Writes the {param} into
- * param (cap bytes). Returns the index, or -1. */
-int kw_route_match(const char *method, const char *path, char *param, size_t cap, bool *path_allowed);
+/* Finds a route of routes[0..n) for method + path; *path_allowed tells
+ * whether another method would match (405 rather than 404). Writes the
+ * {param} into param (cap bytes). Returns the index, or -1. The table is
+ * the application's (kw_server_start is handed it); the transport only
+ * matches and runs its rows. */
+int kw_route_match(const kw_route *routes, size_t n, const char *method, const char *path, char *param,
+                   size_t cap, bool *path_allowed);
 
 /* Case-insensitive lookup; NULL if absent. *count is how many times the
  * header appears (for "two Authorization headers" checks). */

@@ -8,13 +8,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct kw_app kw_app;
+#include "keyward/strbuf.h"
 
-/* route = index in kw_routes, or -1 for unmatched; seconds = latency. */
+struct kw_route;
+/* Names the rows of the route table (at most 64) for rendering; called by
+ * kw_server_start before any request. */
+void kw_metrics_set_routes(const struct kw_route *routes, size_t n);
+/* route = index in the route table, or -1 for unmatched; seconds = latency. */
 void kw_metrics_observe(int route, int status, double seconds);
 void kw_metrics_rejected_busy(void);
-/* Renders every metric (HTTP, HSM, queue, DB, audit) into a malloc'd
- * string. */
-char *kw_metrics_render(kw_app *app, size_t *len);
+/* Appends the HTTP counters and histograms as Prometheus text. */
+void kw_metrics_render_http(kw_strbuf *b);
 
 #endif

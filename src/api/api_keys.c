@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/apikey.h"
 #include "keyward/app.h"
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 #include "keyward/log.h"
 
 #define KW_MAX_RATE_LIMIT 1000000

@@ -15,10 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/apikey.h"
 #include "keyward/app.h"
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 #include "keyward/log.h"
 #include "keyward/ratelimit.h"
 #include "keyward/revocation.h"

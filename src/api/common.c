@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/app.h"
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 
 void kw_api_respond_object(kw_call *call, int status, json_t *o)
 {

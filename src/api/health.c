@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/app.h"
 #include "keyward/metrics.h"
 #include "keyward/revocation.h"
@@ -46,7 +46,7 @@ void kw_api_readyz(kw_call *call)
 void kw_api_metrics(kw_call *call)
 {
 	size_t len = 0;
-	char *text = kw_metrics_render(call->app, &len);
+	char *text = kw_api_metrics_text(call->app, &len);
 	if (text == NULL) {
 		kw_respond_error(call, 500, "internal", "out of memory");
 		return;

@@ -3,9 +3,10 @@
  * A reader finds each route here: method, path pattern, handler, whether
  * it runs on a worker (HSM or database) or inline on the I/O thread, and
  * its metrics label. */
-#include "api.h"
+#include "handlers.h"
+#include "keyward/api.h"
 
-const kw_route kw_routes[] = {
+const kw_route kw_api_routes[] = {
     {"GET", "/healthz", kw_api_healthz, false, "healthz", NULL},
     {"GET", "/readyz", kw_api_readyz, true, "readyz", NULL},
     {"GET", "/metrics", kw_api_metrics, false, "metrics", NULL},
@@ -27,4 +28,4 @@ const kw_route kw_routes[] = {
     {"GET", "/api/v1/me/encryption-vault/key", kw_api_vault_key, true, "vault_key", kw_api_vault_key_batch},
     {"POST", "/api/v1/me/encryption-vault/rotate", kw_api_vault_rotate, true, "vault_rotate", NULL},
 };
-const size_t kw_routes_count = sizeof(kw_routes) / sizeof(kw_routes[0]);
+const size_t kw_api_routes_count = sizeof(kw_api_routes) / sizeof(kw_api_routes[0]);

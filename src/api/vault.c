@@ -18,9 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/app.h"
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 #include "keyward/log.h"
 #include "keyward/tokens.h"
 #include "keyward/vault.h"

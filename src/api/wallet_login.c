@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "handlers.h"
 #include "keyward/app.h"
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 #include "keyward/log.h"
 #include "keyward/ratelimit.h"
 #include "keyward/sessions.h"

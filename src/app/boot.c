@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "keyward/app.h"
-#include "keyward/auth.h"
 #include "keyward/clientip.h"
+#include "keyward/guard.h"
 #include "keyward/log.h"
 #include "keyward/migrate.h"
 #include "keyward/ratelimit.h"

@@ -24,7 +24,6 @@
 
 typedef struct kw_job {
 	kw_call *call;
-	int route;
 	kw_pool_done_fn done;
 	void *arg;
 } kw_job;
@@ -75,7 +74,7 @@ _Thread_local bool kw_call_detached;
 /* A queued call its route's batch handler may take. */
 static bool batchable(const kw_job *job)
 {
-	return job->call->defer == NULL && kw_routes[job->route].batch != NULL;
+	return job->call->defer == NULL && job->call->def->batch != NULL;
 }
 
 void kw_call_detach(kw_call *call)
@@ -120,7 +119,8 @@ static void *worker_main(void *arg)
 			pool->head = (pool->head + 1) % pool->cap;
 			pool->count--;
 		} while (batchable(&run[0]) && n < max && pool->count > 0 &&
-		         pool->ring[pool->head].route == run[0].route && batchable(&pool->ring[pool->head]));
+		         pool->ring[pool->head].call->def == run[0].call->def &&
+		         batchable(&pool->ring[pool->head]));
 		atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
 		pthread_mutex_unlock(&pool->lock);
 
@@ -134,10 +134,9 @@ static void *worker_main(void *arg)
 		}
 		if (n > 1) {
 			atomic_fetch_add(&pool->batched, n);
-			kw_routes[run[0].route].batch(calls, n, detached);
+			run[0].call->def->batch(calls, n, detached);
 		} else {
-			kw_handler_fn fn =
-			    run[0].call->defer ? run[0].call->defer : kw_routes[run[0].route].fn;
+			kw_handler_fn fn = run[0].call->defer ? run[0].call->defer : run[0].call->def->fn;
 			run[0].call->defer = NULL;
 			kw_call_detached = false;
 			fn(run[0].call);
@@ -197,7 +196,7 @@ kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out)
 	return KW_OK;
 }
 
-kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn done, void *arg)
+kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *arg)
 {
 	pthread_mutex_lock(&pool->lock);
 	if (pool->count >= pool->cap || pool->stopping) {
@@ -205,7 +204,7 @@ kw_err kw_pool_submit(kw_pool *pool, kw_call *call, int route, kw_pool_done_fn d
 		return KW_ERR_BUSY;
 	}
 	int tail = (pool->head + pool->count) % pool->cap;
-	pool->ring[tail] = (kw_job){call, route, done, arg};
+	pool->ring[tail] = (kw_job){call, done, arg};
 	pool->count++;
 	atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
 	pthread_cond_signal(&pool->nonempty);

@@ -139,18 +139,19 @@ static bool pattern_match(const char *pat, const char *path, char *param, size_t
 	return *pat == '\0' && *path == '\0';
 }
 
-int kw_route_match(const char *method, const char *path, char *param, size_t cap, bool *path_allowed)
+int kw_route_match(const kw_route *routes, size_t n, const char *method, const char *path, char *param,
+                   size_t cap, bool *path_allowed)
 {
 	*path_allowed = false;
-	for (size_t i = 0; i < kw_routes_count; i++) {
+	for (size_t i = 0; i < n; i++) {
 		char tmp[128];
-		if (!pattern_match(kw_routes[i].pattern, path, tmp, sizeof(tmp)))
+		if (!pattern_match(routes[i].pattern, path, tmp, sizeof(tmp)))
 			continue;
-		if (strcmp(kw_routes[i].method, method) != 0) {
+		if (strcmp(routes[i].method, method) != 0) {
 			*path_allowed = true;
 			continue;
 		}
-		snprintf(param, cap, "%s", strchr(kw_routes[i].pattern, '{') ? tmp : "");
+		snprintf(param, cap, "%s", strchr(routes[i].pattern, '{') ? tmp : "");
 		return (int)i;
 	}
 	return -1;

@@ -79,6 +79,8 @@ static atomic_size_t g_max_headers = 65536;
 
 struct kw_server {
 	kw_app *app;
+	const kw_route *routes; /* the application's table, handed to kw_server_start */
+	size_t nroutes;
 	int nloops;
 	kw_loop *loops;
 	int tcp_fd, unix_fd;
@@ -362,8 +364,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	} else {
 		bool other_method = false;
 		kw_request *req = &p->call.req;
-		p->route = kw_route_match(req->method, req->path, req->path_param, sizeof(req->path_param),
-		                          &other_method);
+		p->route = kw_route_match(srv->routes, srv->nroutes, req->method, req->path, req->path_param,
+		                          sizeof(req->path_param), &other_method);
 		if (p->route < 0 && other_method) {
 			kw_respond_error(&p->call, 405, "method_not_allowed",
 			                 "method not allowed on this path");
@@ -371,14 +373,14 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 			kw_respond_error(&p->call, 404, "not_found", "no such route");
 		} else {
 			p->call.route = p->route;
+			p->call.def = &srv->routes[p->route];
 			bool inline_done = false;
-			if (!kw_routes[p->route].on_worker) {
-				kw_routes[p->route].fn(&p->call);
+			if (!p->call.def->on_worker) {
+				p->call.def->fn(&p->call);
 				inline_done = p->call.defer == NULL; /* else: finish on a worker */
 			}
 			if (!inline_done) {
-				if (kw_pool_submit(srv->app->pool, &p->call, p->route, on_worker_done, p) ==
-				    KW_OK)
+				if (kw_pool_submit(srv->app->pool, &p->call, on_worker_done, p) == KW_OK)
 					return; /* on_worker_done brings it back */
 				kw_metrics_rejected_busy();
 				kw_respond_error(&p->call, 503, "overloaded",
@@ -642,7 +644,8 @@ static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
 	return http;
 }
 
-kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen)
+kw_err kw_server_start(kw_app *app, const kw_route *routes, size_t nroutes, kw_server **out, char *errbuf,
+                       size_t errlen)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, (void (*)(void))evthread_use_pthreads);
@@ -652,6 +655,9 @@ kw_err kw_server_start(kw_app *app, kw_server **out, char *errbuf, size_t errlen
 	if (srv == NULL)
 		return KW_ERR_NOMEM;
 	srv->app = app;
+	srv->routes = routes;
+	srv->nroutes = nroutes;
+	kw_metrics_set_routes(routes, nroutes);
 	atomic_store(&g_max_headers, cfg->max_headers);
 	srv->tcp_fd = srv->unix_fd = -1;
 	if ((err = kw_server_validate(cfg, errbuf, errlen)) != KW_OK)

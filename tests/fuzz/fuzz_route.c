@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyward/api.h"
 #include "keyward/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -16,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = '\0';
 	char param[128];
 	bool other;
-	(void)kw_route_match("GET", s, param, sizeof(param), &other);
-	(void)kw_route_match("DELETE", s, param, sizeof(param), &other);
+	(void)kw_route_match(kw_api_routes, kw_api_routes_count, "GET", s, param, sizeof(param), &other);
+	(void)kw_route_match(kw_api_routes, kw_api_routes_count, "DELETE", s, param, sizeof(param), &other);
 	(void)kw_request_id_valid(s);
 	free(s);
 	return 0;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyward/api.h"
 #include "keyward/http.h"
 
 Test(http, request_id_validation)
@@ -39,15 +40,23 @@ Test(http, route_matching)
 {
 	char param[128];
 	bool other;
-	int r = kw_route_match("GET", "/healthz", param, sizeof(param), &other);
+	int r = kw_route_match(kw_api_routes, kw_api_routes_count, "GET", "/healthz", param, sizeof(param),
+	                       &other);
 	cr_assert_geq(r, 0);
-	cr_assert_str_eq(kw_routes[r].name, "healthz");
-	cr_assert_lt(kw_route_match("POST", "/healthz", param, sizeof(param), &other), 0);
+	cr_assert_str_eq(kw_api_routes[r].name, "healthz");
+	cr_assert_lt(kw_route_match(kw_api_routes, kw_api_routes_count, "POST", "/healthz", param,
+	                            sizeof(param), &other),
+	             0);
 	cr_assert(other, "POST /healthz must be 405, not 404");
-	cr_assert_lt(kw_route_match("GET", "/healthz/", param, sizeof(param), &other), 0);
+	cr_assert_lt(kw_route_match(kw_api_routes, kw_api_routes_count, "GET", "/healthz/", param,
+	                            sizeof(param), &other),
+	             0);
 	cr_assert_not(other);
-	cr_assert_lt(kw_route_match("GET", "/health", param, sizeof(param), &other), 0);
-	cr_assert_lt(kw_route_match("GET", "", param, sizeof(param), &other), 0);
+	cr_assert_lt(kw_route_match(kw_api_routes, kw_api_routes_count, "GET", "/health", param,
+	                            sizeof(param), &other),
+	             0);
+	cr_assert_lt(
+	    kw_route_match(kw_api_routes, kw_api_routes_count, "GET", "", param, sizeof(param), &other), 0);
 }
 
 Test(http, error_shape)

@@ -1,4 +1,4 @@
-/* auth.c — API-key authentication, budgets and refusals.
+/* guard.c — API-key and access-token checks, budgets and refusals.
  *
  * Order of checks, cheapest first: the client IP's budget; the IP's budget
  * of failed authentications (so key guessing is throttled); exactly one
@@ -6,7 +6,7 @@
  * typo never reaches the database); the cache of recently verified keys;
  * then the database row and HMAC(pepper) computed in the token, compared
  * in constant time; revocation; the key's own budget; the scopes. */
-#include "keyward/auth.h"
+#include "keyward/guard.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -383,7 +383,7 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 
 static bool defer_to_worker(kw_call *call)
 {
-	call->defer = kw_routes[call->route].fn;
+	call->defer = call->def->fn;
 	return false;
 }
 

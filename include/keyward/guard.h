@@ -1,12 +1,13 @@
-/* auth.h — who is calling: API keys, scopes, rate limits, refusals.
+/* guard.h — who is calling: API keys, access tokens, budgets, refusals
+ * (src/api/guard.c, above the transport).
  *
  * Everything here runs on a worker (it may ask the token and the
  * database). A refusal is complete when these functions return false: the
  * JSON error, the rate-limit headers and the audit row are done, and the
  * handler only returns. The tenant of every later query comes from the
  * principal, never from the request. */
-#ifndef KEYWARD_AUTH_H
-#define KEYWARD_AUTH_H
+#ifndef KEYWARD_GUARD_H
+#define KEYWARD_GUARD_H
 
 #include <stdbool.h>
 #include <stddef.h>

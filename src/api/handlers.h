@@ -1,6 +1,6 @@
-/* api.h — handler declarations for the route table in routes.c. */
-#ifndef KEYWARD_API_H
-#define KEYWARD_API_H
+/* handlers.h — the handlers of the route table in routes.c, and what they share. */
+#ifndef KEYWARD_API_HANDLERS_H
+#define KEYWARD_API_HANDLERS_H
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -23,6 +23,9 @@ kw_err kw_api_finish_tx(kw_call *call, kw_err err);
 bool kw_api_resources_ready(kw_call *call);
 /* The body as a JSON object (an empty body is {}); NULL if it is not one. */
 json_t *kw_api_body_object(kw_call *call);
+
+/* metrics.c: every metric as Prometheus text (malloc'd), or NULL. */
+char *kw_api_metrics_text(kw_app *app, size_t *len);
 
 void kw_api_healthz(kw_call *call);
 void kw_api_readyz(kw_call *call);
