@@ -31,7 +31,8 @@ void kw_keycache_free(kw_keycache *c);
 /* Drops every entry of this prefix (after a revocation). */
 void kw_keycache_forget(kw_keycache *c, const char *prefix);
 
-/* The per-IP budget of /api/ routes; false = 429 written and audited. */
+/* The per-IP budget of /api/ routes, spent at most once per request;
+ * false = 429 written and audited. */
 bool kw_auth_ip_budget(kw_call *call);
 /* The IP's budget of failed authentications (checked, not spent), for
  * routes whose credential is in the body (refresh, wallet sign-in);
@@ -47,8 +48,9 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out);
  * and nbf with auth.leeway, then revocation of jti and sid. A revoked
  * token is accepted only with allow_revoked (logout is idempotent). On an
  * I/O thread only the success path runs there: anything else sets
- * call->defer to the route's handler, which runs again on a worker and
- * refuses (401/429/503) with its audit row. */
+ * call->defer to the route's pipeline, which runs again on a worker and
+ * refuses (401/429/503) with its audit row; the address's budget spent on
+ * the I/O thread is not spent again there. */
 struct kw_access_claims;
 bool kw_auth_access_token(kw_call *call, bool allow_revoked, struct kw_access_claims *out);
 

@@ -69,6 +69,9 @@ struct kw_call {
 	 * (it needs the token or the database, e.g. to audit a refusal): the
 	 * server then runs this on a worker, with no answer written yet. */
 	kw_handler_fn defer;
+	/* The application's, untouched by the transport: what its pipeline has
+	 * done already, kept across a defer to a worker. */
+	unsigned app_flags;
 	/* Set by the pool: finishes the call (hands the reply to its loop). */
 	void (*finish)(kw_call *call, void *arg);
 	void *finish_arg;
@@ -86,15 +89,20 @@ extern _Thread_local bool kw_call_detached;
  * sets detached[i] for each call it detached (see kw_call_detach). */
 typedef void (*kw_batch_fn)(kw_call **calls, size_t n, bool *detached);
 
+/* A row of the route table the server is handed. The transport matches
+ * method and pattern, runs fn on the I/O thread or a worker, counts
+ * under name; spec is the application's own declaration of the route,
+ * which the transport never reads. */
 typedef struct kw_route {
 	const char *method;
 	const char *pattern; /* "/api/v1/api-keys/{id}": one {param} segment at most */
-	kw_handler_fn fn;
+	const char *name;    /* metrics label */
 	bool on_worker;
-	const char *name; /* metrics label */
+	kw_handler_fn fn;
 	/* Optional, for on_worker routes: takes calls of this route that wait
 	 * next to each other in the worker queue (up to KW_POOL_BATCH_MAX). */
 	kw_batch_fn batch;
+	const void *spec;
 } kw_route;
 
 /* Finds a route of routes[0..n) for method + path; *path_allowed tells

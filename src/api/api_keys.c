@@ -101,12 +101,11 @@ bad:
 	return false;
 }
 
-void kw_api_keys_create(kw_call *call)
+void kw_api_keys_create(kw_call *call, const kw_caller *who)
 {
-	kw_principal p;
+	const kw_principal p = who->key;
 	kw_apikey_row row;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call) ||
-	    !parse_create(call, &row))
+	if (!parse_create(call, &row))
 		return;
 	kw_worker_res *res = call->res;
 	char key[KW_APIKEY_LEN + 1] = "";
@@ -150,11 +149,9 @@ void kw_api_keys_create(kw_call *call)
 	kw_respond_text(call, 201, "application/json", text, strlen(text));
 }
 
-void kw_api_keys_list(kw_call *call)
+void kw_api_keys_list(kw_call *call, const kw_caller *who)
 {
-	kw_principal p;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call))
-		return;
+	const kw_principal p = who->key;
 	kw_apikey_row *rows = NULL;
 	size_t n = 0;
 	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
@@ -174,11 +171,9 @@ void kw_api_keys_list(kw_call *call)
 	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
 }
 
-void kw_api_keys_revoke(kw_call *call)
+void kw_api_keys_revoke(kw_call *call, const kw_caller *who)
 {
-	kw_principal p;
-	if (!kw_auth_api_key(call, KW_SCOPE_ADMIN, &p) || !kw_api_resources_ready(call))
-		return;
+	const kw_principal p = who->key;
 	kw_apikey_row row;
 	const char *id = call->req.path_param;
 	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);

@@ -268,11 +268,9 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		login_job_free(j);
 }
 
-void kw_api_auth_login(kw_call *call)
+void kw_api_auth_login(kw_call *call, const kw_caller *who)
 {
-	kw_principal p;
-	if (!kw_auth_api_key(call, KW_SCOPE_AUTH_ISSUE, &p) || !kw_api_resources_ready(call))
-		return;
+	const kw_principal p = who->key;
 	json_t *body = kw_api_body_object(call);
 	json_t *sub = json_object_get(body, "subject"), *role = json_object_get(body, "role");
 	if (body == NULL || !subject_ok(json_string_value(sub), json_string_length(sub)) ||
@@ -346,11 +344,10 @@ static void actor_of(const char *subject, char *out, size_t cap)
 	snprintf(out, cap, "user:%.200s", subject);
 }
 
-void kw_api_auth_refresh(kw_call *call)
+void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 {
+	(void)who; /* the credential is the body's refresh token */
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call) || !kw_auth_fail_budget(call) || !kw_api_resources_ready(call))
-		return;
 	json_t *body = NULL;
 	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
@@ -497,11 +494,9 @@ static void respond_ok(kw_call *call)
 	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
 }
 
-void kw_api_auth_logout(kw_call *call)
+void kw_api_auth_logout(kw_call *call, const kw_caller *who)
 {
-	kw_access_claims c;
-	if (!kw_auth_access_token(call, true, &c) || !kw_api_resources_ready(call))
-		return;
+	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
 	char actor[256];
 	actor_of(c.sub, actor, sizeof(actor));
@@ -529,11 +524,10 @@ void kw_api_auth_logout(kw_call *call)
 	respond_ok(call);
 }
 
-void kw_api_auth_revoke(kw_call *call)
+void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 {
+	(void)who; /* possession of the refresh token is the credential (RFC 7009) */
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
-		return;
 	json_t *body = NULL;
 	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
@@ -574,11 +568,9 @@ void kw_api_auth_revoke(kw_call *call)
 	respond_ok(call);
 }
 
-void kw_api_auth_revoke_all(kw_call *call)
+void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 {
-	kw_access_claims c;
-	if (!kw_auth_access_token(call, false, &c) || !kw_api_resources_ready(call))
-		return;
+	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
 	char actor[256];
 	actor_of(c.sub, actor, sizeof(actor));
@@ -609,11 +601,9 @@ void kw_api_auth_revoke_all(kw_call *call)
 
 /* --- sessions, whoami, introspection, JWKS ------------------------------ */
 
-void kw_api_auth_sessions(kw_call *call)
+void kw_api_auth_sessions(kw_call *call, const kw_caller *who)
 {
-	kw_access_claims c;
-	if (!kw_auth_access_token(call, false, &c) || !kw_api_resources_ready(call))
-		return;
+	const kw_access_claims c = who->claims;
 	kw_session_row *rows = NULL;
 	size_t n = 0;
 	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
@@ -654,14 +644,10 @@ static json_t *claims_json(const kw_access_claims *c)
 	                 (json_int_t)c->exp);
 }
 
-/* Runs on the I/O thread; the token check defers to a worker when it
- * must refuse. */
-void kw_api_auth_whoami(kw_call *call)
+/* Runs on the I/O thread (a refused token is audited on a worker). */
+void kw_api_auth_whoami(kw_call *call, const kw_caller *who)
 {
-	kw_access_claims c;
-	if (!kw_auth_access_token(call, false, &c))
-		return;
-	kw_api_respond_object(call, 200, claims_json(&c));
+	kw_api_respond_object(call, 200, claims_json(&who->claims));
 }
 
 static void respond_inactive(kw_call *call)
@@ -735,16 +721,9 @@ static void introspect_refresh(kw_call *call, const kw_principal *p, const char 
 	                                "exp", (json_int_t)exp));
 }
 
-void kw_api_auth_introspect(kw_call *call)
+void kw_api_auth_introspect(kw_call *call, const kw_caller *who)
 {
-	kw_principal p;
-	if (!kw_auth_api_key(call, 0, &p) || !kw_api_resources_ready(call))
-		return;
-	if ((p.scopes & (KW_SCOPE_AUTH_ISSUE | KW_SCOPE_ADMIN)) == 0) {
-		kw_respond_error(call, 403, "insufficient_scope", "introspection needs auth:issue or admin");
-		kw_audit_refusal(call, p.tenant_id, p.actor, "auth.introspect", 403, "insufficient_scope");
-		return;
-	}
+	const kw_principal p = who->key;
 	json_t *body = kw_api_body_object(call);
 	json_t *t = json_object_get(body, "token");
 	if (body == NULL || !json_is_string(t) || json_string_length(t) == 0 ||
@@ -762,8 +741,9 @@ void kw_api_auth_introspect(kw_call *call)
 	json_decref(body);
 }
 
-void kw_api_jwks(kw_call *call)
+void kw_api_jwks(kw_call *call, const kw_caller *who)
 {
+	(void)who;
 	char *jwks = kw_jwt_keyset_jwks(call->app->jwks);
 	if (jwks == NULL) {
 		kw_respond_error(call, 500, "internal", "out of memory");

@@ -65,19 +65,6 @@ kw_err kw_api_finish_tx(kw_call *call, kw_err err)
 	return err;
 }
 
-bool kw_api_resources_ready(kw_call *call)
-{
-	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
-		kw_respond_failure(call, KW_ERR_DB_UNAVAILABLE);
-		return false;
-	}
-	if (call->res->hsm == NULL) {
-		kw_respond_failure(call, KW_ERR_HSM_UNAVAILABLE);
-		return false;
-	}
-	return true;
-}
-
 json_t *kw_api_body_object(kw_call *call)
 {
 	if (call->req.body_len == 0)

@@ -202,13 +202,27 @@ static void refuse_429(kw_call *call, const kw_rl_result *r, const char *tenant,
 	kw_audit_refusal(call, tenant, actor, "auth.rate_limited", 429, "rate_limited");
 }
 
-bool kw_auth_ip_budget(kw_call *call)
+/* The address's budget, spent at most once per request: a request that
+ * moves from its I/O thread to a worker (call->defer) keeps what it spent
+ * there (call->app_flags). */
+#define SPENT_IP 1u
+
+static bool take_ip_budget(kw_call *call, kw_rl_result *r)
 {
+	if (call->app_flags & SPENT_IP)
+		return true;
 	char key[96];
 	snprintf(key, sizeof(key), "ip:%s", call->req.client_ip);
+	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_ip_per_minute, kw_ratelimit_now(), r);
+	if (r->allowed)
+		call->app_flags |= SPENT_IP;
+	return r->allowed;
+}
+
+bool kw_auth_ip_budget(kw_call *call)
+{
 	kw_rl_result r;
-	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_ip_per_minute, kw_ratelimit_now(), &r);
-	if (r.allowed)
+	if (take_ip_budget(call, &r))
 		return true;
 	refuse_429(call, &r, NULL, NULL, "too many requests from this address");
 	return false;
@@ -406,11 +420,9 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 	kw_app *app = call->app;
 	bool io = call->res == NULL;
 	char key[96];
-	snprintf(key, sizeof(key), "ip:%s", call->req.client_ip);
 	kw_rl_result r;
 	double mono = kw_ratelimit_now();
-	kw_ratelimit_take(app->rl, key, app->cfg->rl_ip_per_minute, mono, &r);
-	if (!r.allowed) {
+	if (!take_ip_budget(call, &r)) {
 		if (io)
 			return defer_to_worker(call);
 		refuse_429(call, &r, NULL, NULL, "too many requests from this address");

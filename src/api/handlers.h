@@ -5,7 +5,95 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "keyward/guard.h"
 #include "keyward/http.h"
+#include "keyward/tokens.h"
+
+/* --- the pipeline (pipeline.c) -------------------------------------------
+ *
+ * Every request runs the same phases, in this order; the route's row in
+ * routes.c says what each phase does for it, and the handler runs last:
+ *   1. limits on size            (the transport: 431, 413)
+ *   2. client address            (the transport: trusted proxies only)
+ *   3. the address's budget      (spent once, even when an I/O-thread
+ *                                 route moves to a worker)
+ *   4. the credential            (none, API key, access token, or one in
+ *                                 the body; 401, audited)
+ *   5. the credential's budgets  (the API key's own; failed-auth; 429)
+ *   6. scopes / permission       (403, audited)
+ *   7. resources                 (the worker's database and token session; 503)
+ *   8. the handler               (with the caller the pipeline found)
+ * A refusal in phases 3-7 is answered and audited by the pipeline; the
+ * handler never sees the call. Routes that audit every call also get a row
+ * for refusals in phases 6-7 under their own action (kw_api_refuse). */
+
+/* Who may call: what the credential phase looks for. */
+typedef enum kw_credential {
+	KW_CRED_NONE,         /* public, no budget: health, metrics, JWKS */
+	KW_CRED_PUBLIC,       /* public, under the client address's budget */
+	KW_CRED_IN_BODY,      /* the credential is in the body (a refresh token, a wallet
+	                       * signature): the address's budget and its failed-auth budget */
+	KW_CRED_API_KEY,      /* Authorization: Bearer kw_... */
+	KW_CRED_ACCESS_TOKEN, /* Authorization: Bearer <JWT> */
+	KW_CRED_SIGNATURE,    /* HMAC request signature (DESIGN 5.6): the slot; no route yet */
+} kw_credential;
+
+/* What the pipeline writes to the audit trail for the route. */
+typedef enum kw_audit_mode {
+	KW_AUDIT_NONE,       /* nothing (health, metrics, JWKS) */
+	KW_AUDIT_REFUSALS,   /* refused credentials, budgets and scopes; the handler
+	                      * audits its own changes in their transaction */
+	KW_AUDIT_EVERY_CALL, /* every call, refusals included, under the route's action;
+	                      * an answer is sent only once its row is durable */
+} kw_audit_mode;
+
+/* Resources the handler needs from its worker (KW_NEED_* bits). */
+#define KW_NEED_DB  1u
+#define KW_NEED_HSM 2u
+
+/* Who is calling, as the credential phase found it. */
+typedef struct kw_caller {
+	kw_principal key;                   /* KW_CRED_API_KEY */
+	kw_access_claims claims;            /* KW_CRED_ACCESS_TOKEN */
+	char actor[5 + KW_SUBJECT_MAX + 1]; /* access token: "user:<sub>" */
+} kw_caller;
+
+typedef void (*kw_api_fn)(kw_call *call, const kw_caller *who);
+typedef void (*kw_api_batch_fn)(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
+
+/* One route's declaration (the transport row's spec). */
+typedef struct kw_api_spec {
+	kw_credential cred;
+	uint32_t scopes;        /* API key: every one of these (kw_scope bits) */
+	uint32_t any_scope;     /* API key: at least one of these, checked after resources */
+	const char *permission; /* access token: this permission */
+	bool allow_revoked;     /* access token: a revoked one still passes (logout) */
+	unsigned needs;         /* KW_NEED_* */
+	kw_audit_mode audit;
+	const char *action;        /* the route's own audit action (every-call and any_scope refusals) */
+	const char *target;        /* ... and target */
+	const char *scope_message; /* the message of an any_scope refusal */
+	bool coalesce;             /* identical concurrent GETs may share one run (DESIGN 5.8; later) */
+	kw_api_fn handler;
+	kw_api_batch_fn batch; /* optional: runs calls queued together (worker routes) */
+} kw_api_spec;
+
+/* The transport's entry points for every row (fn and batch). */
+void kw_api_pipeline(kw_call *call);
+void kw_api_pipeline_batch(kw_call **calls, size_t n, bool *detached);
+/* A refusal after the pipeline let the call through: the JSON error (and
+ * Retry-After on a 503) and, for a route that audits every call, its row
+ * under the route's action. */
+void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *code, const char *msg);
+/* The route's audit row for a call (every-call routes), written before the
+ * answer: through the group-commit writer, or the worker's own chain. */
+KW_MUST_CHECK kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status,
+                                       const char *context);
+/* The route's audit action (its row's .action). */
+const char *kw_api_action(const kw_call *call);
+/* The same row as an event (strings borrowed from call and who). */
+kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char *status,
+                                 const char *context);
 
 /* common.c */
 /* Serialises o (consumed; NULL = out of memory) as the answer. */
@@ -19,38 +107,37 @@ void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char 
 /* Commits (err == KW_OK) or rolls back, moving the audit chain's head only
  * if the commit held. Returns the final error. */
 kw_err kw_api_finish_tx(kw_call *call, kw_err err);
-/* The worker's database and token session; false = 503 written. */
-bool kw_api_resources_ready(kw_call *call);
 /* The body as a JSON object (an empty body is {}); NULL if it is not one. */
 json_t *kw_api_body_object(kw_call *call);
 
 /* metrics.c: every metric as Prometheus text (malloc'd), or NULL. */
 char *kw_api_metrics_text(kw_app *app, size_t *len);
 
-void kw_api_healthz(kw_call *call);
-void kw_api_readyz(kw_call *call);
-void kw_api_metrics(kw_call *call);
-void kw_api_keys_create(kw_call *call);
-void kw_api_keys_list(kw_call *call);
-void kw_api_keys_revoke(kw_call *call);
+void kw_api_healthz(kw_call *call, const kw_caller *who);
+void kw_api_readyz(kw_call *call, const kw_caller *who);
+void kw_api_metrics(kw_call *call, const kw_caller *who);
+/* api_keys.c */
+void kw_api_keys_create(kw_call *call, const kw_caller *who);
+void kw_api_keys_list(kw_call *call, const kw_caller *who);
+void kw_api_keys_revoke(kw_call *call, const kw_caller *who);
 /* auth_tokens.c */
-void kw_api_jwks(kw_call *call);
-void kw_api_auth_login(kw_call *call);
-void kw_api_auth_refresh(kw_call *call);
-void kw_api_auth_logout(kw_call *call);
-void kw_api_auth_revoke(kw_call *call);
-void kw_api_auth_revoke_all(kw_call *call);
-void kw_api_auth_sessions(kw_call *call);
-void kw_api_auth_introspect(kw_call *call);
-void kw_api_auth_whoami(kw_call *call);
+void kw_api_jwks(kw_call *call, const kw_caller *who);
+void kw_api_auth_login(kw_call *call, const kw_caller *who);
+void kw_api_auth_refresh(kw_call *call, const kw_caller *who);
+void kw_api_auth_logout(kw_call *call, const kw_caller *who);
+void kw_api_auth_revoke(kw_call *call, const kw_caller *who);
+void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who);
+void kw_api_auth_sessions(kw_call *call, const kw_caller *who);
+void kw_api_auth_introspect(kw_call *call, const kw_caller *who);
+void kw_api_auth_whoami(kw_call *call, const kw_caller *who);
 /* vault.c */
-void kw_api_vault_init(kw_call *call);
-void kw_api_vault_key(kw_call *call);
-void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached);
-void kw_api_vault_rotate(kw_call *call);
+void kw_api_vault_init(kw_call *call, const kw_caller *who);
+void kw_api_vault_key(kw_call *call, const kw_caller *who);
+void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
+void kw_api_vault_rotate(kw_call *call, const kw_caller *who);
 /* wallet_login.c */
-void kw_api_wallet_nonce(kw_call *call);
-void kw_api_wallet_login(kw_call *call);
+void kw_api_wallet_nonce(kw_call *call, const kw_caller *who);
+void kw_api_wallet_login(kw_call *call, const kw_caller *who);
 /* shared by both: a new family, its refresh token and an access token,
  * answered as the login response. With in_tx the caller's transaction
  * (scoped to tenant_id) is used and finished here. */

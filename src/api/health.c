@@ -11,13 +11,15 @@
 #include "keyward/metrics.h"
 #include "keyward/revocation.h"
 
-void kw_api_healthz(kw_call *call)
+void kw_api_healthz(kw_call *call, const kw_caller *who)
 {
+	(void)who;
 	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
 }
 
-void kw_api_readyz(kw_call *call)
+void kw_api_readyz(kw_call *call, const kw_caller *who)
 {
+	(void)who;
 	kw_worker_res *res = call->res;
 	bool hsm_ok = res->hsm != NULL && kw_hsm_session_ping(res->hsm) == KW_OK;
 	bool db_ok = res->db != NULL && kw_db_ping(res->db) == KW_OK;
@@ -43,8 +45,9 @@ void kw_api_readyz(kw_call *call)
 	kw_respond_header(call, "Retry-After", "5");
 }
 
-void kw_api_metrics(kw_call *call)
+void kw_api_metrics(kw_call *call, const kw_caller *who)
 {
+	(void)who;
 	size_t len = 0;
 	char *text = kw_api_metrics_text(call->app, &len);
 	if (text == NULL) {

@@ -1,31 +1,92 @@
-/* routes.c — every HTTP route of keywardd, in one table.
+/* routes.c — every HTTP route of keywardd, declared in one table.
  *
- * A reader finds each route here: method, path pattern, handler, whether
- * it runs on a worker (HSM or database) or inline on the I/O thread, and
- * its metrics label. */
+ * A row says who may call the route and what it costs: method and pattern;
+ * where it runs (on the I/O thread, which must not block, or on a worker,
+ * which holds a token session and a database connection); the credential
+ * it takes; the scopes (API keys) or permission (access tokens) it needs;
+ * the resources it needs; its audit mode; its handler, batch handler and
+ * coalescing flag. The pipeline (pipeline.c) runs every phase from the
+ * row; a handler only does the route's own work. A new capability is a row
+ * here plus a handler. */
 #include "handlers.h"
 #include "keyward/api.h"
+#include "keyward/apikey.h"
+
+#define IO     false
+#define WORKER true
+/* One row: the transport's part, then the pipeline's (a kw_api_spec). */
+#define ROUTE(method, pattern, name, where, ...)                                                             \
+	{                                                                                                    \
+		method, pattern, name, where, kw_api_pipeline, NULL, &(const kw_api_spec)                    \
+		{                                                                                            \
+			__VA_ARGS__                                                                          \
+		}                                                                                            \
+	}
+/* The same, for a route with a batch handler (it runs on a worker). */
+#define BATCH_ROUTE(method, pattern, name, ...)                                                              \
+	{                                                                                                    \
+		method, pattern, name, WORKER, kw_api_pipeline, kw_api_pipeline_batch, &(const kw_api_spec)  \
+		{                                                                                            \
+			__VA_ARGS__                                                                          \
+		}                                                                                            \
+	}
+
+#define DB_HSM (KW_NEED_DB | KW_NEED_HSM)
 
 const kw_route kw_api_routes[] = {
-    {"GET", "/healthz", kw_api_healthz, false, "healthz", NULL},
-    {"GET", "/readyz", kw_api_readyz, true, "readyz", NULL},
-    {"GET", "/metrics", kw_api_metrics, false, "metrics", NULL},
-    {"POST", "/api/v1/api-keys", kw_api_keys_create, true, "api_keys_create", NULL},
-    {"GET", "/api/v1/api-keys", kw_api_keys_list, true, "api_keys_list", NULL},
-    {"DELETE", "/api/v1/api-keys/{id}", kw_api_keys_revoke, true, "api_keys_revoke", NULL},
-    {"GET", "/.well-known/jwks.json", kw_api_jwks, false, "jwks", NULL},
-    {"POST", "/api/v1/auth/login", kw_api_auth_login, true, "auth_login", NULL},
-    {"POST", "/api/v1/auth/wallet/nonce", kw_api_wallet_nonce, true, "auth_wallet_nonce", NULL},
-    {"POST", "/api/v1/auth/wallet", kw_api_wallet_login, true, "auth_wallet", NULL},
-    {"POST", "/api/v1/auth/refresh", kw_api_auth_refresh, true, "auth_refresh", NULL},
-    {"POST", "/api/v1/auth/logout", kw_api_auth_logout, true, "auth_logout", NULL},
-    {"POST", "/api/v1/auth/revoke", kw_api_auth_revoke, true, "auth_revoke", NULL},
-    {"POST", "/api/v1/auth/revoke-all", kw_api_auth_revoke_all, true, "auth_revoke_all", NULL},
-    {"GET", "/api/v1/auth/sessions", kw_api_auth_sessions, true, "auth_sessions", NULL},
-    {"GET", "/api/v1/auth/whoami", kw_api_auth_whoami, false, "auth_whoami", NULL},
-    {"POST", "/api/v1/auth/introspect", kw_api_auth_introspect, true, "auth_introspect", NULL},
-    {"POST", "/api/v1/me/encryption-vault/init", kw_api_vault_init, true, "vault_init", NULL},
-    {"GET", "/api/v1/me/encryption-vault/key", kw_api_vault_key, true, "vault_key", kw_api_vault_key_batch},
-    {"POST", "/api/v1/me/encryption-vault/rotate", kw_api_vault_rotate, true, "vault_rotate", NULL},
+    /* operations */
+    ROUTE("GET", "/healthz", "healthz", IO, .cred = KW_CRED_NONE, .handler = kw_api_healthz),
+    ROUTE("GET", "/readyz", "readyz", WORKER, .cred = KW_CRED_NONE, .handler = kw_api_readyz),
+    ROUTE("GET", "/metrics", "metrics", IO, .cred = KW_CRED_NONE, .handler = kw_api_metrics),
+
+    /* tenants' API keys (DESIGN 5.2) */
+    ROUTE("POST", "/api/v1/api-keys", "api_keys_create", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_keys_create),
+    ROUTE("GET", "/api/v1/api-keys", "api_keys_list", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_keys_list),
+    ROUTE("DELETE", "/api/v1/api-keys/{id}", "api_keys_revoke", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_keys_revoke),
+
+    /* access and refresh tokens (DESIGN 5.4) */
+    ROUTE("GET", "/.well-known/jwks.json", "jwks", IO, .cred = KW_CRED_NONE, .coalesce = true,
+          .handler = kw_api_jwks),
+    ROUTE("POST", "/api/v1/auth/login", "auth_login", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_AUTH_ISSUE, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_auth_login),
+    ROUTE("POST", "/api/v1/auth/wallet/nonce", "auth_wallet_nonce", WORKER, .cred = KW_CRED_PUBLIC,
+          .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_wallet_nonce),
+    ROUTE("POST", "/api/v1/auth/wallet", "auth_wallet", WORKER, .cred = KW_CRED_IN_BODY, .needs = DB_HSM,
+          .audit = KW_AUDIT_REFUSALS, .handler = kw_api_wallet_login),
+    ROUTE("POST", "/api/v1/auth/refresh", "auth_refresh", WORKER, .cred = KW_CRED_IN_BODY, .needs = DB_HSM,
+          .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_refresh),
+    ROUTE("POST", "/api/v1/auth/logout", "auth_logout", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
+          .allow_revoked = true, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_logout),
+    ROUTE("POST", "/api/v1/auth/revoke", "auth_revoke", WORKER, .cred = KW_CRED_PUBLIC, .needs = DB_HSM,
+          .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_revoke),
+    ROUTE("POST", "/api/v1/auth/revoke-all", "auth_revoke_all", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
+          .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_revoke_all),
+    ROUTE("GET", "/api/v1/auth/sessions", "auth_sessions", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
+          .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_sessions),
+    /* On the I/O thread while the token is good; a refusal moves to a worker to be audited. */
+    ROUTE("GET", "/api/v1/auth/whoami", "auth_whoami", IO, .cred = KW_CRED_ACCESS_TOKEN,
+          .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_whoami),
+    ROUTE("POST", "/api/v1/auth/introspect", "auth_introspect", WORKER, .cred = KW_CRED_API_KEY,
+          .any_scope = KW_SCOPE_AUTH_ISSUE | KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .action = "auth.introspect", .scope_message = "introspection needs auth:issue or admin",
+          .handler = kw_api_auth_introspect),
+
+    /* the per-user encryption vault (DESIGN 5.3) */
+    ROUTE("POST", "/api/v1/me/encryption-vault/init", "vault_init", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
+          .permission = "vault:write", .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL, .action = "vault.init",
+          .target = "encryption_vault", .handler = kw_api_vault_init),
+    BATCH_ROUTE("GET", "/api/v1/me/encryption-vault/key", "vault_key", .cred = KW_CRED_ACCESS_TOKEN,
+                .permission = "vault:read", .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
+                .action = "vault.key", .target = "encryption_vault", .coalesce = true,
+                .handler = kw_api_vault_key, .batch = kw_api_vault_key_batch),
+    ROUTE("POST", "/api/v1/me/encryption-vault/rotate", "vault_rotate", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
+          .permission = "vault:write", .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
+          .action = "vault.rotate", .target = "encryption_vault", .handler = kw_api_vault_rotate),
 };
 const size_t kw_api_routes_count = sizeof(kw_api_routes) / sizeof(kw_api_routes[0]);

@@ -25,124 +25,47 @@
 #include "keyward/tokens.h"
 #include "keyward/vault.h"
 
-typedef struct vault_req {
-	kw_call *call;
-	kw_access_claims c;
-	char actor[5 + KW_SUBJECT_MAX + 1];
-	const char *action;
-} vault_req;
-
-static const char *user_agent(kw_call *call)
-{
-	return kw_request_header(&call->req, "User-Agent", NULL);
-}
-
-static kw_audit_event vault_event(vault_req *v, const char *status, const char *context)
-{
-	kw_call *call = v->call;
-	return (kw_audit_event){.tenant_id = v->c.tid,
-	                        .actor = v->actor,
-	                        .action = v->action,
-	                        .target = "encryption_vault",
-	                        .status = status,
-	                        .ip = call->req.client_ip,
-	                        .user_agent = user_agent(call),
-	                        .request_id = call->req.request_id,
-	                        .context = context,
-	                        .user_id = v->c.sub};
-}
-
-/* An audit row for a call that changed nothing, written before the answer
- * (group-commit writer; the worker's own chain if there is none). */
-static kw_err audit_now(vault_req *v, const char *status, const char *context)
-{
-	kw_call *call = v->call;
-	kw_audit_event ev = vault_event(v, status, context);
-	if (call->app->audit != NULL)
-		return kw_audit_writer_log(call->app->audit, &ev);
-	if (call->res == NULL || call->res->audit == NULL || call->res->db == NULL)
-		return KW_ERR_DB_UNAVAILABLE;
-	return kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, &ev);
-}
-
-static void refuse(vault_req *v, int status, const char *code, const char *msg)
-{
-	char st[64];
-	snprintf(st, sizeof(st), "%d %s", status, code);
-	kw_err err = audit_now(v, st, NULL);
-	if (err != KW_OK)
-		kw_warn("audit: vault refusal of request %s not recorded: %s", v->call->req.request_id,
-		        kw_err_str(err));
-	kw_respond_error(v->call, status, code, msg);
-	if (status == 503)
-		kw_respond_header(v->call, "Retry-After", "1");
-}
-
 /* Answers a failure of the token, the database or the stored blob. */
-static void fail(vault_req *v, kw_err err)
+static void fail(kw_call *call, const kw_caller *who, kw_err err)
 {
 	switch (err) {
 	case KW_ERR_VERIFY:
 		/* Never a 500: the row exists but is not this user's key. */
-		refuse(v, 409, "vault_corrupt",
-		       "the stored vault does not unwrap for this user; the operator has been told");
-		kw_err_log("vault: the vault of a user of tenant %s does not unwrap (request %s)", v->c.tid,
-		           v->call->req.request_id);
+		kw_api_refuse(call, who, 409, "vault_corrupt",
+		              "the stored vault does not unwrap for this user; the operator has been told");
+		kw_err_log("vault: the vault of a user of tenant %s does not unwrap (request %s)",
+		           who->claims.tid, call->req.request_id);
 		break;
 	case KW_ERR_INVALID:
 		/* Before any row is read: ids the vault cannot be keyed by. */
-		refuse(v, 400, "invalid_subject", "the access token's subject or tenant cannot own a vault");
+		kw_api_refuse(call, who, 400, "invalid_subject",
+		              "the access token's subject or tenant cannot own a vault");
 		break;
 	case KW_ERR_NOT_FOUND: {
 		/* The row's KEK is gone, or the database refused a write under a
 		 * retired one: this instance may have missed a rotation. Looking
 		 * up the next version re-reads the token (at most every 100 ms). */
 		const kw_hsm_key *active, *next;
-		if (kw_hsm_key_active(v->call->app->hsm, KW_KEY_KEK, &active) == KW_OK &&
-		    kw_hsm_key_get_fresh(v->call->app->hsm, KW_KEY_KEK, kw_hsm_key_version(active) + 1,
-		                         &next) == KW_OK)
+		if (kw_hsm_key_active(call->app->hsm, KW_KEY_KEK, &active) == KW_OK &&
+		    kw_hsm_key_get_fresh(call->app->hsm, KW_KEY_KEK, kw_hsm_key_version(active) + 1, &next) ==
+		        KW_OK)
 			kw_info("vault: KEK %" PRIu32 " found in the token", kw_hsm_key_version(next));
-		refuse(v, 503, "kek_unavailable",
-		       "the key-encryption key this needs is not in the key store");
+		kw_api_refuse(call, who, 503, "kek_unavailable",
+		              "the key-encryption key this needs is not in the key store");
 		break;
 	}
 	case KW_ERR_HSM_UNAVAILABLE:
 	case KW_ERR_HSM:
-		refuse(v, 503, "hsm_unavailable", "the key store is unavailable");
+		kw_api_refuse(call, who, 503, "hsm_unavailable", "the key store is unavailable");
 		break;
 	case KW_ERR_DB_UNAVAILABLE:
-		refuse(v, 503, "db_unavailable", "the database is unavailable");
+		kw_api_refuse(call, who, 503, "db_unavailable", "the database is unavailable");
 		break;
 	default:
-		kw_err_log("vault: request %s failed: %s", v->call->req.request_id, kw_err_str(err));
-		refuse(v, 500, "internal", "internal error");
+		kw_err_log("vault: request %s failed: %s", call->req.request_id, kw_err_str(err));
+		kw_api_refuse(call, who, 500, "internal", "internal error");
 		break;
 	}
-}
-
-/* The access token, the worker's resources and the permission; false when
- * the call is answered already. */
-static bool vault_begin(kw_call *call, const char *action, const char *permission, vault_req *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->call = call;
-	v->action = action;
-	if (!kw_auth_access_token(call, false, &v->c))
-		return false;
-	snprintf(v->actor, sizeof(v->actor), "user:%s", v->c.sub);
-	if (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK) {
-		refuse(v, 503, "db_unavailable", "the database is unavailable");
-		return false;
-	}
-	if (call->res->hsm == NULL) {
-		refuse(v, 503, "hsm_unavailable", "the key store is unavailable");
-		return false;
-	}
-	if (!kw_access_permits(&v->c, permission)) {
-		refuse(v, 403, "insufficient_permission", "the access token's role may not do this");
-		return false;
-	}
-	return true;
 }
 
 /* Unwraps (kw_vault_unwrap re-reads the token's keys for a KEK version
@@ -192,22 +115,20 @@ static char *kek_context(const kw_vault_row *row, const char *extra)
 
 /* --- init and rotate: a change and its audit row in one transaction ----- */
 
-void kw_api_vault_init(kw_call *call)
+void kw_api_vault_init(kw_call *call, const kw_caller *who)
 {
-	vault_req v;
-	if (!vault_begin(call, "vault.init", "vault:write", &v))
-		return;
+	const kw_access_claims *c = &who->claims;
 	kw_app *app = call->app;
 	kw_db *db = call->res->db;
 	unsigned char mk[KW_MK_LEN];
 	kw_vault_row row;
 	memset(&row, 0, sizeof(row));
-	snprintf(row.tenant_id, sizeof(row.tenant_id), "%s", v.c.tid);
-	snprintf(row.user_id, sizeof(row.user_id), "%s", v.c.sub);
+	snprintf(row.tenant_id, sizeof(row.tenant_id), "%s", c->tid);
+	snprintf(row.user_id, sizeof(row.user_id), "%s", c->sub);
 	bool created = false;
-	kw_err err = kw_db_begin(db, v.c.tid, v.c.sub);
+	kw_err err = kw_db_begin(db, c->tid, c->sub);
 	if (err == KW_OK)
-		err = kw_vault_get(db, v.c.tid, v.c.sub, false, &row);
+		err = kw_vault_get(db, c->tid, c->sub, false, &row);
 	if (err == KW_ERR_NOT_FOUND) {
 		err = kw_vault_new_mk(call->res->hsm, mk);
 		if (err == KW_OK)
@@ -216,7 +137,7 @@ void kw_api_vault_init(kw_call *call)
 			err = kw_vault_insert(db, &row);
 		created = err == KW_OK;
 		if (err == KW_ERR_EXISTS) /* a concurrent first call won: answer its key */
-			err = kw_vault_get(db, v.c.tid, v.c.sub, false, &row);
+			err = kw_vault_get(db, c->tid, c->sub, false, &row);
 	}
 	if (err == KW_OK && !created)
 		err = unwrap(call, &row, mk);
@@ -225,7 +146,7 @@ void kw_api_vault_init(kw_call *call)
 	    err == KW_OK ? kek_context(&row, created ? ",\"created\":true" : ",\"created\":false") : NULL;
 	if (err == KW_OK && ctx == NULL)
 		err = KW_ERR_NOMEM;
-	kw_api_audit_in_tx(call, v.c.tid, v.actor, v.action, "encryption_vault", ctx, &err);
+	kw_api_audit_in_tx(call, c->tid, who->actor, kw_api_action(call), "encryption_vault", ctx, &err);
 	/* The in-transaction row must satisfy the vault audit policy: the
 	 * transaction is scoped to this user, so it does. */
 	err = kw_api_finish_tx(call, err);
@@ -233,26 +154,25 @@ void kw_api_vault_init(kw_call *call)
 	if (err == KW_OK)
 		respond_key(call, created ? 201 : 200, mk, &row);
 	else
-		fail(&v, db_err != KW_OK ? db_err : err);
+		fail(call, who, db_err != KW_OK ? db_err : err);
 	OPENSSL_cleanse(mk, sizeof(mk));
 	OPENSSL_cleanse(&row, sizeof(row));
 }
 
-void kw_api_vault_rotate(kw_call *call)
+void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
 {
-	vault_req v;
-	if (!vault_begin(call, "vault.rotate", "vault:write", &v))
-		return;
+	const kw_access_claims *c = &who->claims;
 	kw_db *db = call->res->db;
 	unsigned char mk[KW_MK_LEN];
 	kw_vault_row row;
 	memset(&row, 0, sizeof(row));
-	kw_err err = kw_db_begin(db, v.c.tid, v.c.sub);
+	kw_err err = kw_db_begin(db, c->tid, c->sub);
 	if (err == KW_OK)
-		err = kw_vault_get(db, v.c.tid, v.c.sub, true, &row);
+		err = kw_vault_get(db, c->tid, c->sub, true, &row);
 	if (err == KW_ERR_NOT_FOUND) {
 		(void)kw_api_finish_tx(call, err);
-		refuse(&v, 404, "vault_not_found", "this user has no encryption vault; init one first");
+		kw_api_refuse(call, who, 404, "vault_not_found",
+		              "this user has no encryption vault; init one first");
 		return;
 	}
 	uint32_t old_kek = row.kek_id;
@@ -268,13 +188,13 @@ void kw_api_vault_rotate(kw_call *call)
 	char *ctx = err == KW_OK ? kek_context(&row, extra) : NULL;
 	if (err == KW_OK && ctx == NULL)
 		err = KW_ERR_NOMEM;
-	kw_api_audit_in_tx(call, v.c.tid, v.actor, v.action, "encryption_vault", ctx, &err);
+	kw_api_audit_in_tx(call, c->tid, who->actor, kw_api_action(call), "encryption_vault", ctx, &err);
 	err = kw_api_finish_tx(call, err);
 	free(ctx);
 	if (err == KW_OK)
 		respond_key(call, 200, mk, &row);
 	else
-		fail(&v, db_err != KW_OK ? db_err : err);
+		fail(call, who, db_err != KW_OK ? db_err : err);
 	OPENSSL_cleanse(mk, sizeof(mk));
 	OPENSSL_cleanse(&row, sizeof(row));
 }
@@ -282,7 +202,8 @@ void kw_api_vault_rotate(kw_call *call)
 /* --- key: one read, one unwrap, the audit row through the writer -------- */
 
 typedef struct key_job {
-	vault_req v;
+	kw_call *call;
+	kw_caller who; /* a copy: the answer may be written after the pipeline returned */
 	char *body;
 	size_t body_len;
 	char ctx[48];
@@ -303,7 +224,7 @@ static void key_job_free(key_job *j)
 static void key_logged(void *arg, kw_err err)
 {
 	key_job *j = arg;
-	kw_call *call = j->v.call;
+	kw_call *call = j->call;
 	if (err == KW_OK) {
 		kw_respond_text(call, 200, "application/json", j->body, j->body_len);
 		j->body = NULL; /* the response owns it now */
@@ -315,19 +236,15 @@ static void key_logged(void *arg, kw_err err)
 	kw_call_finish(call);
 }
 
-/* The token, the resources and the permission of one fetch; NULL when the
- * call is answered already. */
-static key_job *key_begin(kw_call *call)
+static key_job *key_begin(kw_call *call, const kw_caller *who)
 {
 	key_job *j = calloc(1, sizeof(*j));
 	if (j == NULL) {
 		kw_respond_failure(call, KW_ERR_NOMEM);
 		return NULL;
 	}
-	if (!vault_begin(call, "vault.key", "vault:read", &j->v)) {
-		key_job_free(j);
-		return NULL;
-	}
+	j->call = call;
+	j->who = *who;
 	return j;
 }
 
@@ -335,18 +252,18 @@ static key_job *key_begin(kw_call *call)
  * unwrap, then the answer waits for its audit row. May detach the call. */
 static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 {
-	kw_call *call = j->v.call;
+	kw_call *call = j->call;
+	const kw_access_claims *c = &j->who.claims;
 	unsigned char mk[KW_MK_LEN];
 	if (err == KW_ERR_NOT_FOUND) {
-		refuse(&j->v, 404, "vault_not_found", "this user has no encryption vault");
+		kw_api_refuse(call, &j->who, 404, "vault_not_found", "this user has no encryption vault");
 		key_job_free(j);
 		return;
 	}
 	/* The row read for this call names this call's owner, or nothing of
 	 * it is used (the unwrap alone would not notice: its AAD comes from
 	 * the row). */
-	if (err == KW_OK &&
-	    (strcasecmp(row->tenant_id, j->v.c.tid) != 0 || strcmp(row->user_id, j->v.c.sub) != 0)) {
+	if (err == KW_OK && (strcasecmp(row->tenant_id, c->tid) != 0 || strcmp(row->user_id, c->sub) != 0)) {
 		kw_err_log("vault: request %s was handed a row of another user; refused",
 		           call->req.request_id);
 		err = KW_ERR_INTERNAL;
@@ -357,14 +274,14 @@ static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 		err = KW_ERR_NOMEM;
 	OPENSSL_cleanse(mk, sizeof(mk));
 	if (err != KW_OK) {
-		fail(&j->v, err);
+		fail(call, &j->who, err);
 		key_job_free(j);
 		return;
 	}
 	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row->kek_id);
-	j->ev = vault_event(&j->v, "ok", j->ctx);
+	j->ev = kw_api_call_event(call, &j->who, "ok", j->ctx);
 	if (call->app->audit == NULL) {
-		err = audit_now(&j->v, "ok", j->ctx);
+		err = kw_api_audit_call(call, &j->who, "ok", j->ctx);
 		if (err == KW_OK) {
 			kw_respond_text(call, 200, "application/json", j->body, j->body_len);
 			j->body = NULL;
@@ -380,22 +297,22 @@ static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 		key_logged(j, err); /* not queued: answer as the writer would have */
 }
 
-void kw_api_vault_key(kw_call *call)
+void kw_api_vault_key(kw_call *call, const kw_caller *who)
 {
-	key_job *j = key_begin(call);
+	key_job *j = key_begin(call, who);
 	if (j == NULL)
 		return;
 	kw_vault_row row;
-	kw_err err = kw_vault_fetch(call->res->db, j->v.c.tid, j->v.c.sub, &row);
+	kw_err err = kw_vault_fetch(call->res->db, who->claims.tid, who->claims.sub, &row);
 	key_finish(j, err, &row);
 	OPENSSL_cleanse(&row, sizeof(row));
 }
 
-/* Fetches queued together on one worker: their reads share one round trip
- * to the database (each still its own transaction, scoped to its own user);
- * everything else happens per call, in order. */
-/* A call of a batch whose answer is written: handed back at once, rather
- * than after the rest of the batch. */
+/* Fetches queued together on one worker, past the pipeline: their reads
+ * share one round trip to the database (each still its own transaction,
+ * scoped to its own user); everything else happens per call, in order. A
+ * call whose answer is written is handed back at once, rather than after
+ * the rest of its batch. */
 static void batch_hand_back(kw_call *call, bool *detached)
 {
 	if (!kw_call_detached) {
@@ -405,33 +322,24 @@ static void batch_hand_back(kw_call *call, bool *detached)
 	*detached = true;
 }
 
-void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached)
+void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached)
 {
 	kw_db *db = calls[0]->res->db; /* the worker's: calls[0] may be gone early */
-	key_job **jobs = calloc(n, sizeof(*jobs));
-	const char **tids = calloc(n, sizeof(*tids));
-	const char **subs = calloc(n, sizeof(*subs));
-	kw_vault_row *rows = calloc(n, sizeof(*rows));
-	kw_err *errs = calloc(n, sizeof(*errs));
+	key_job *jobs[KW_POOL_BATCH_MAX] = {0};
+	const char *tids[KW_POOL_BATCH_MAX], *subs[KW_POOL_BATCH_MAX];
+	kw_vault_row rows[KW_POOL_BATCH_MAX];
+	kw_err errs[KW_POOL_BATCH_MAX];
 	size_t m = 0;
-	if (jobs == NULL || tids == NULL || subs == NULL || rows == NULL || errs == NULL) {
-		for (size_t i = 0; i < n; i++) {
-			kw_call_detached = false;
-			kw_api_vault_key(calls[i]);
-			batch_hand_back(calls[i], &detached[i]);
-		}
-		goto done;
-	}
 	for (size_t i = 0; i < n; i++) {
 		kw_call_detached = false;
-		key_job *j = key_begin(calls[i]);
+		key_job *j = key_begin(calls[i], who[i]);
 		if (j == NULL) {
 			batch_hand_back(calls[i], &detached[i]);
 			continue;
 		}
 		jobs[i] = j;
-		tids[m] = j->v.c.tid;
-		subs[m] = j->v.c.sub;
+		tids[m] = j->who.claims.tid;
+		subs[m] = j->who.claims.sub;
 		m++;
 	}
 	if (m > 0)
@@ -444,11 +352,5 @@ void kw_api_vault_key_batch(kw_call **calls, size_t n, bool *detached)
 		batch_hand_back(calls[i], &detached[i]);
 		k++;
 	}
-	OPENSSL_cleanse(rows, n * sizeof(*rows));
-done:
-	free(jobs);
-	free(tids);
-	free(subs);
-	free(rows);
-	free(errs);
+	OPENSSL_cleanse(rows, sizeof(rows));
 }

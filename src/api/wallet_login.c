@@ -83,10 +83,9 @@ static bool read_tenant_address(kw_call *call, json_t *body, char tenant[37],
 	return true;
 }
 
-void kw_api_wallet_nonce(kw_call *call)
+void kw_api_wallet_nonce(kw_call *call, const kw_caller *who)
 {
-	if (!kw_auth_ip_budget(call) || !kw_api_resources_ready(call))
-		return;
+	(void)who; /* public: the pipeline spent the address's budget */
 	json_t *body = kw_api_body_object(call);
 	char tenant[37], address[KW_WALLET_ADDR_TEXT + 1];
 	if (!read_tenant_address(call, body, tenant, address)) {
@@ -155,11 +154,10 @@ static bool nonce_shape_ok(const char *s, size_t n)
 	return true;
 }
 
-void kw_api_wallet_login(kw_call *call)
+void kw_api_wallet_login(kw_call *call, const kw_caller *who)
 {
+	(void)who; /* the credential is the body's signature */
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call) || !kw_auth_fail_budget(call) || !kw_api_resources_ready(call))
-		return;
 	json_t *body = kw_api_body_object(call);
 	char tenant[37], address[KW_WALLET_ADDR_TEXT + 1];
 	if (!read_tenant_address(call, body, tenant, address)) {

@@ -863,3 +863,29 @@ Test(tokens, malformed_and_oversize_bodies_and_credentials_get_json_4xx)
 	cr_assert_eq(r.status, 200);
 	kwt_resp_free(&r);
 }
+
+/* A daemon whose address budget is small enough to count. */
+static void start_tight(void)
+{
+	static const char *const env[] = {"KEYWARD_RATELIMIT_IP_PER_MINUTE=8",
+	                                  "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000", NULL};
+	kwt_daemon_start(&d, env);
+}
+
+TestSuite(tokens_budget, .init = start_tight, .fini = stop, .timeout = 120);
+
+/* whoami runs on the I/O thread; a refused token moves to a worker to be
+ * audited. The address's budget is spent once for such a request, not once
+ * on each thread: 8 a minute means 8 refusals with 401, then 429. */
+Test(tokens_budget, a_refused_token_spends_the_address_budget_once)
+{
+	kwt_resp r;
+	for (int i = 0; i < 8; i++) {
+		cr_assert_eq(kwt_http_get(&d, "/api/v1/auth/whoami", &r), 0);
+		cr_assert_eq(r.status, 401, "request %d answered %d: %s", i + 1, r.status, r.body);
+		kwt_resp_free(&r);
+	}
+	cr_assert_eq(kwt_http_get(&d, "/api/v1/auth/whoami", &r), 0);
+	kwt_assert_json_error(&r, 429, "rate_limited");
+	kwt_resp_free(&r);
+}
