@@ -84,7 +84,8 @@ int main(int argc, char **argv)
 		goto out;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int workers = cfg.workers > 0 ? cfg.workers : (int)(ncpu > 0 ? ncpu * 2 : 2);
-	if (kw_pool_start(&app, workers, cfg.queue_max, &app.pool) != KW_OK) {
+	kw_pool_hooks hooks = kw_app_pool_hooks(&app);
+	if (kw_pool_start(&hooks, workers, cfg.queue_max, &app.pool) != KW_OK) {
 		snprintf(errbuf, sizeof(errbuf), "cannot start the worker pool");
 		goto out;
 	}
@@ -92,8 +93,13 @@ int main(int argc, char **argv)
 		snprintf(errbuf, sizeof(errbuf), "cannot start the housekeeping thread");
 		goto out;
 	}
-	if (kw_server_start(&app, kw_api_routes, kw_api_routes_count, &app.server, errbuf, sizeof(errbuf)) !=
-	    KW_OK)
+	kw_server_opts opts = {.cfg = &cfg,
+	                       .trusted = app.trusted,
+	                       .pool = app.pool,
+	                       .app = &app,
+	                       .routes = kw_api_routes,
+	                       .nroutes = kw_api_routes_count};
+	if (kw_server_start(&opts, &app.server, errbuf, sizeof(errbuf)) != KW_OK)
 		goto out;
 	kw_info("keywardd ready: listen=%s unix=%s workers=%d mode=%s", cfg.listen[0] ? cfg.listen : "-",
 	        cfg.unix_socket[0] ? cfg.unix_socket : "-", workers,

@@ -12,10 +12,9 @@
 
 #include "keyward/audit.h"
 #include "keyward/config.h"
+#include "keyward/db.h"
 #include "keyward/hsm.h"
-
-typedef struct kw_pool kw_pool;
-typedef struct kw_server kw_server;
+#include "keyward/http.h"
 
 typedef struct kw_app kw_app;
 struct kw_app {
@@ -51,37 +50,17 @@ typedef struct kw_housekeeper kw_housekeeper;
 KW_MUST_CHECK kw_err kw_housekeeper_start(kw_app *app, kw_housekeeper **out);
 void kw_housekeeper_stop(kw_housekeeper *h);
 
-/* Worker pool (src/http/pool.c). Each worker owns one HSM session, one
- * database connection and one audit chain, opened lazily and reopened when
- * they fail. */
-typedef struct kw_call kw_call;
-typedef void (*kw_pool_done_fn)(kw_call *call, void *arg);
-KW_MUST_CHECK kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out);
-/* Queues call; `done` runs on the worker thread after the handler. Returns
- * KW_ERR_BUSY when the queue is full (the caller answers 503). */
-KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *arg);
-int kw_pool_queue_depth(kw_pool *pool);
-int kw_pool_workers(kw_pool *pool);
-/* Calls run together with at least one other (a route's batch handler). */
-unsigned long long kw_pool_batched_calls(kw_pool *pool);
-/* How many queued calls of one route a worker takes at once. */
-#define KW_POOL_BATCH_MAX 16
-void kw_pool_stop(kw_pool *pool);
-/* Answers every queued, not yet started call 503 without running it. */
-void kw_pool_cancel_queued(kw_pool *pool);
-
-/* HTTP server (src/http/server.c). kw_server_validate checks the listener
- * settings (address, TLS pair, loopback policy) without binding. */
-KW_MUST_CHECK kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen);
-/* Serves routes[0..n) (the application's table; it must outlive the
- * server). */
-struct kw_route;
-KW_MUST_CHECK kw_err kw_server_start(kw_app *app, const struct kw_route *routes, size_t nroutes,
-                                     kw_server **out, char *errbuf, size_t errlen);
-/* Stops accepting, waits up to drain_ms for requests in flight, stops the
- * loops. Returns the number of requests still in flight when it gave up. */
-int kw_server_drain(kw_server *srv, int drain_ms);
-void kw_server_free(kw_server *srv);
-long kw_server_in_flight(kw_server *srv);
+/* A worker's resources (src/app/workers.c): one HSM session, one database
+ * connection and one audit chain, opened lazily and reopened when they
+ * fail; NULL members are unavailable right now. */
+struct kw_worker_res {
+	int index;
+	kw_app *app;
+	kw_hsm_session *hsm;
+	kw_db *db;
+	kw_audit_chain *audit;
+};
+/* The pool's hooks for these (ctx = the app). */
+kw_pool_hooks kw_app_pool_hooks(kw_app *app);
 
 #endif

@@ -12,11 +12,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "keyward/audit.h"
-#include "keyward/db.h"
-#include "keyward/hsm.h"
+#include "keyward/config.h"
+#include "keyward/error.h"
 
+/* The application's shared state and a worker's resources: the transport
+ * hands them to handlers (kw_call) and never looks inside. */
 typedef struct kw_app kw_app;
+typedef struct kw_worker_res kw_worker_res;
 
 typedef struct kw_header {
 	char *name;
@@ -46,14 +48,6 @@ typedef struct kw_response {
 	kw_header headers[KW_RESP_MAX_HEADERS]; /* malloc'd names and values */
 	size_t nheaders;
 } kw_response;
-
-/* What a worker owns; NULL members are unavailable right now. */
-typedef struct kw_worker_res {
-	int index;
-	kw_hsm_session *hsm;
-	kw_db *db;
-	kw_audit_chain *audit;
-} kw_worker_res;
 
 typedef struct kw_call kw_call;
 typedef void (*kw_handler_fn)(kw_call *call);
@@ -123,6 +117,56 @@ void kw_respond_text(kw_call *call, int status, const char *content_type, char *
 /* {"error": code, "message": message, "request_id": ...} */
 void kw_respond_error(kw_call *call, int status, const char *code, const char *message);
 void kw_respond_header(kw_call *call, const char *name, const char *value);
+
+/* --- the worker pool (pool.c) ---------------------------------------------
+ *
+ * N threads take calls from one bounded FIFO. What a worker holds (a token
+ * session, a database connection, ...) is the application's: the pool asks
+ * its hooks to open it when the worker starts, to make sure it is usable
+ * before each run, and to close it when the worker stops. */
+typedef struct kw_pool kw_pool;
+typedef struct kw_pool_hooks {
+	void *ctx;
+	kw_worker_res *(*open)(void *ctx, int index); /* NULL = no resources (handlers see NULL) */
+	void (*prepare)(void *ctx, kw_worker_res *res);
+	void (*close)(void *ctx, kw_worker_res *res);
+} kw_pool_hooks;
+typedef void (*kw_pool_done_fn)(kw_call *call, void *arg);
+KW_MUST_CHECK kw_err kw_pool_start(const kw_pool_hooks *hooks, int workers, int queue_max, kw_pool **out);
+/* Queues call; `done` runs on the worker thread after the handler. Returns
+ * KW_ERR_BUSY when the queue is full (the caller answers 503). */
+KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *arg);
+int kw_pool_queue_depth(kw_pool *pool);
+int kw_pool_workers(kw_pool *pool);
+/* Calls run together with at least one other (a route's batch handler). */
+unsigned long long kw_pool_batched_calls(kw_pool *pool);
+/* How many queued calls of one route a worker takes at once. */
+#define KW_POOL_BATCH_MAX 16
+void kw_pool_stop(kw_pool *pool);
+/* Answers every queued, not yet started call 503 without running it. */
+void kw_pool_cancel_queued(kw_pool *pool);
+
+/* --- the server (server.c) -------------------------------------------------
+ * kw_server_validate checks the listener settings (address, TLS pair,
+ * loopback policy) without binding. */
+typedef struct kw_server kw_server;
+struct kw_cidr_list;
+typedef struct kw_server_opts {
+	const kw_config *cfg;
+	const struct kw_cidr_list *trusted; /* proxies whose X-Forwarded-For counts */
+	kw_pool *pool;
+	kw_app *app;            /* handed to every call */
+	const kw_route *routes; /* the application's table; it must outlive the server */
+	size_t nroutes;
+} kw_server_opts;
+KW_MUST_CHECK kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen);
+KW_MUST_CHECK kw_err kw_server_start(const kw_server_opts *opts, kw_server **out, char *errbuf,
+                                     size_t errlen);
+/* Stops accepting, waits up to drain_ms for requests in flight, stops the
+ * loops. Returns the number of requests still in flight when it gave up. */
+int kw_server_drain(kw_server *srv, int drain_ms);
+void kw_server_free(kw_server *srv);
+long kw_server_in_flight(kw_server *srv);
 
 /* A valid incoming X-Request-Id: 1-128 of [A-Za-z0-9._-]. */
 bool kw_request_id_valid(const char *s);

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "keyward/app.h"
 #include "keyward/guard.h"
 #include "keyward/http.h"
 #include "keyward/tokens.h"

@@ -1,8 +1,9 @@
 /* pool.c — the bounded worker pool.
  *
- * N threads take calls from one bounded FIFO. Each worker owns one HSM
- * session, one PostgreSQL connection and one audit chain for its whole
- * life; they are opened lazily and reopened after a failure, so a token or
+ * N threads take calls from one bounded FIFO. Each worker owns what the
+ * application's hooks open for it (keywardd: one HSM session, one
+ * PostgreSQL connection and one audit chain, src/app/workers.c) for its
+ * whole life; the hooks reopen what failed before each run, so a token or
  * database outage degrades answers (503) instead of killing threads. When
  * the queue is full kw_pool_submit refuses at once: the caller answers 503
  * with Retry-After instead of letting latency grow without bound.
@@ -18,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "keyward/app.h"
 #include "keyward/http.h"
 #include "keyward/log.h"
 
@@ -30,12 +30,13 @@ typedef struct kw_job {
 
 typedef struct kw_worker {
 	kw_pool *pool;
+	int index;
 	pthread_t thread;
-	kw_worker_res res;
+	kw_worker_res *res;
 } kw_worker;
 
 struct kw_pool {
-	kw_app *app;
+	kw_pool_hooks hooks;
 	pthread_mutex_t lock;
 	pthread_cond_t nonempty;
 	kw_job *ring; /* guarded by lock */
@@ -48,25 +49,10 @@ struct kw_pool {
 	atomic_ullong batched;
 };
 
-/* Makes sure the worker's session, connection and chain exist; failures
- * leave the member NULL and the handler reports the part unavailable. */
-static void worker_prepare(kw_pool *pool, kw_worker_res *res)
+static void worker_prepare(kw_pool *pool, kw_worker *w)
 {
-	kw_app *app = pool->app;
-	if (res->hsm == NULL && kw_hsm_session_open(app->hsm, &res->hsm) != KW_OK)
-		res->hsm = NULL;
-	if (res->db == NULL) {
-		if (kw_db_connect(app->cfg->db_conninfo, &res->db) == KW_OK)
-			atomic_fetch_add(&app->db_connected, 1);
-		else
-			res->db = NULL;
-	}
-	if (res->audit == NULL) {
-		char name[64];
-		snprintf(name, sizeof(name), "keywardd:worker-%d", res->index);
-		if (kw_audit_chain_new(app->hsm, name, &res->audit) != KW_OK)
-			res->audit = NULL;
-	}
+	if (w->res != NULL && pool->hooks.prepare != NULL)
+		pool->hooks.prepare(pool->hooks.ctx, w->res);
 }
 
 _Thread_local bool kw_call_detached;
@@ -94,7 +80,8 @@ static void *worker_main(void *arg)
 {
 	kw_worker *w = arg;
 	kw_pool *pool = w->pool;
-	worker_prepare(pool, &w->res); /* connect now, not on the first request */
+	/* Open now, not on the first request. */
+	w->res = pool->hooks.open ? pool->hooks.open(pool->hooks.ctx, w->index) : NULL;
 	kw_job run[KW_POOL_BATCH_MAX];
 	kw_call *calls[KW_POOL_BATCH_MAX];
 	bool detached[KW_POOL_BATCH_MAX];
@@ -124,9 +111,9 @@ static void *worker_main(void *arg)
 		atomic_store_explicit(&pool->depth, pool->count, memory_order_relaxed);
 		pthread_mutex_unlock(&pool->lock);
 
-		worker_prepare(pool, &w->res);
+		worker_prepare(pool, w);
 		for (size_t i = 0; i < n; i++) {
-			run[i].call->res = &w->res;
+			run[i].call->res = w->res;
 			run[i].call->finish = run[i].done;
 			run[i].call->finish_arg = run[i].arg;
 			calls[i] = run[i].call;
@@ -149,25 +136,19 @@ static void *worker_main(void *arg)
 			run[i].done(run[i].call, run[i].arg);
 		}
 	}
-	if (w->res.audit)
-		kw_audit_chain_free(w->res.audit);
-	if (w->res.db) {
-		kw_db_close(w->res.db);
-		atomic_fetch_sub(&pool->app->db_connected, 1);
-	}
-	if (w->res.hsm)
-		kw_hsm_session_close(w->res.hsm);
+	if (w->res != NULL && pool->hooks.close != NULL)
+		pool->hooks.close(pool->hooks.ctx, w->res);
 	return NULL;
 }
 
-kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out)
+kw_err kw_pool_start(const kw_pool_hooks *hooks, int workers, int queue_max, kw_pool **out)
 {
 	if (workers <= 0 || queue_max <= 0)
 		kw_misuse("kw_pool_start: sizes must be positive");
 	kw_pool *p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		return KW_ERR_NOMEM;
-	p->app = app;
+	p->hooks = *hooks;
 	p->cap = queue_max;
 	p->ring = calloc((size_t)queue_max, sizeof(*p->ring));
 	p->workers = calloc((size_t)workers, sizeof(*p->workers));
@@ -181,7 +162,7 @@ kw_err kw_pool_start(kw_app *app, int workers, int queue_max, kw_pool **out)
 	pthread_cond_init(&p->nonempty, NULL);
 	for (int i = 0; i < workers; i++) {
 		p->workers[i].pool = p;
-		p->workers[i].res.index = i;
+		p->workers[i].index = i;
 		if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
 			kw_err_log("cannot start worker %d", i);
 			break;

@@ -40,7 +40,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/app.h"
 #include "keyward/clientip.h"
 #include "keyward/http.h"
 #include "keyward/log.h"
@@ -78,9 +77,7 @@ struct kw_loop {
 static atomic_size_t g_max_headers = 65536;
 
 struct kw_server {
-	kw_app *app;
-	const kw_route *routes; /* the application's table, handed to kw_server_start */
-	size_t nroutes;
+	kw_server_opts o; /* the configuration, trusted proxies, pool, app and route table */
 	int nloops;
 	kw_loop *loops;
 	int tcp_fd, unix_fd;
@@ -280,7 +277,7 @@ static void peer_of(struct evhttp_request *ereq, char *out, size_t cap)
  * HTTP status to refuse with. */
 static int copy_request(kw_server *srv, struct evhttp_request *ereq, kw_request *req)
 {
-	const kw_config *cfg = srv->app->cfg;
+	const kw_config *cfg = srv->o.cfg;
 	req->method = method_name(evhttp_request_get_command(ereq));
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ereq);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
@@ -342,7 +339,7 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	p->ereq = ereq;
 	p->loop = loop;
 	p->route = -1;
-	p->call.app = srv->app;
+	p->call.app = srv->o.app;
 
 	const char *rid = evhttp_find_header(evhttp_request_get_input_headers(ereq), "X-Request-Id");
 	if (rid && kw_request_id_valid(rid))
@@ -350,7 +347,7 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	else
 		kw_request_id_new(p->call.req.request_id);
 	peer_of(ereq, p->call.req.peer_ip, sizeof(p->call.req.peer_ip));
-	kw_client_ip(srv->app->trusted, p->call.req.peer_ip,
+	kw_client_ip(srv->o.trusted, p->call.req.peer_ip,
 	             evhttp_find_header(evhttp_request_get_input_headers(ereq), "X-Forwarded-For"),
 	             p->call.req.client_ip, sizeof(p->call.req.client_ip));
 
@@ -364,8 +361,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	} else {
 		bool other_method = false;
 		kw_request *req = &p->call.req;
-		p->route = kw_route_match(srv->routes, srv->nroutes, req->method, req->path, req->path_param,
-		                          sizeof(req->path_param), &other_method);
+		p->route = kw_route_match(srv->o.routes, srv->o.nroutes, req->method, req->path,
+		                          req->path_param, sizeof(req->path_param), &other_method);
 		if (p->route < 0 && other_method) {
 			kw_respond_error(&p->call, 405, "method_not_allowed",
 			                 "method not allowed on this path");
@@ -373,14 +370,14 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 			kw_respond_error(&p->call, 404, "not_found", "no such route");
 		} else {
 			p->call.route = p->route;
-			p->call.def = &srv->routes[p->route];
+			p->call.def = &srv->o.routes[p->route];
 			bool inline_done = false;
 			if (!p->call.def->on_worker) {
 				p->call.def->fn(&p->call);
 				inline_done = p->call.defer == NULL; /* else: finish on a worker */
 			}
 			if (!inline_done) {
-				if (kw_pool_submit(srv->app->pool, &p->call, on_worker_done, p) == KW_OK)
+				if (kw_pool_submit(srv->o.pool, &p->call, on_worker_done, p) == KW_OK)
 					return; /* on_worker_done brings it back */
 				kw_metrics_rejected_busy();
 				kw_respond_error(&p->call, 503, "overloaded",
@@ -550,9 +547,9 @@ kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen)
 
 static kw_err listen_tcp(kw_server *srv, char *errbuf, size_t errlen)
 {
-	const char *spec = srv->app->cfg->listen;
+	const char *spec = srv->o.cfg->listen;
 	struct addrinfo *ai = NULL;
-	kw_err err = resolve_listen(srv->app->cfg, &ai, errbuf, errlen);
+	kw_err err = resolve_listen(srv->o.cfg, &ai, errbuf, errlen);
 	if (err != KW_OK)
 		return err;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -599,7 +596,7 @@ static kw_err listen_unix(kw_server *srv, const char *path, char *errbuf, size_t
 
 static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 {
-	const kw_config *cfg = srv->app->cfg;
+	const kw_config *cfg = srv->o.cfg;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
 	    SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1 ||
@@ -618,7 +615,7 @@ static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 
 static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
 {
-	const kw_config *cfg = loop->srv->app->cfg;
+	const kw_config *cfg = loop->srv->o.cfg;
 	struct evhttp *http = evhttp_new(loop->base);
 	if (http == NULL)
 		return NULL;
@@ -644,20 +641,17 @@ static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
 	return http;
 }
 
-kw_err kw_server_start(kw_app *app, const kw_route *routes, size_t nroutes, kw_server **out, char *errbuf,
-                       size_t errlen)
+kw_err kw_server_start(const kw_server_opts *opts, kw_server **out, char *errbuf, size_t errlen)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, (void (*)(void))evthread_use_pthreads);
-	const kw_config *cfg = app->cfg;
+	const kw_config *cfg = opts->cfg;
 	kw_err err = KW_OK;
 	kw_server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL)
 		return KW_ERR_NOMEM;
-	srv->app = app;
-	srv->routes = routes;
-	srv->nroutes = nroutes;
-	kw_metrics_set_routes(routes, nroutes);
+	srv->o = *opts;
+	kw_metrics_set_routes(opts->routes, opts->nroutes);
 	atomic_store(&g_max_headers, cfg->max_headers);
 	srv->tcp_fd = srv->unix_fd = -1;
 	if ((err = kw_server_validate(cfg, errbuf, errlen)) != KW_OK)
@@ -745,7 +739,7 @@ int kw_server_drain(kw_server *srv, int drain_ms)
 	srv->tcp_fd = -1;
 	if (srv->unix_fd >= 0) {
 		close(srv->unix_fd);
-		unlink(srv->app->cfg->unix_socket);
+		unlink(srv->o.cfg->unix_socket);
 	}
 	srv->unix_fd = -1;
 	struct timespec t0;
@@ -806,8 +800,8 @@ void kw_server_free(kw_server *srv)
 		close(srv->tcp_fd);
 	if (srv->unix_fd >= 0) {
 		close(srv->unix_fd);
-		if (srv->app->cfg->unix_socket[0])
-			unlink(srv->app->cfg->unix_socket);
+		if (srv->o.cfg->unix_socket[0])
+			unlink(srv->o.cfg->unix_socket);
 	}
 	SSL_CTX_free(srv->ssl);
 	free(srv);
