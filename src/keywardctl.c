@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "keyward/apikey.h"
+#include "keyward/app.h"
 #include "keyward/audit.h"
 #include "keyward/config.h"
 #include "keyward/db.h"

@@ -90,22 +90,4 @@ KW_MUST_CHECK kw_err kw_apikey_revoke(kw_db *db, const char *id, kw_apikey_row *
  * decides how rarely). KW_ERR_NOT_FOUND as for kw_apikey_revoke. */
 KW_MUST_CHECK kw_err kw_apikey_touch(kw_db *db, const char *id);
 
-/* Tenants (keywardctl, as the schema owner). Creates the tenant and its
- * first admin key in one transaction, with an audit row appended to chain
- * (whose head moves only if the commit holds); key is shown to the
- * operator once. KW_ERR_INVALID for a name that is not 1..128 bytes of
- * UTF-8 without control characters (nothing sent); KW_ERR_EXISTS for a
- * duplicate name (nothing written). Outputs are set only on success. */
-KW_MUST_CHECK kw_err kw_tenant_create(kw_db *db, kw_hsm *hsm, kw_hsm_session *s, kw_audit_chain *chain,
-                                      const char *name, char tenant_id[37], char key[KW_APIKEY_LEN + 1]);
-typedef struct kw_tenant_row {
-	char id[37];
-	char name[129];
-	char created_at[40];
-} kw_tenant_row;
-/* All tenants, oldest first; *rows is malloc'd. Needs a role that bypasses
- * RLS (superuser, or the schema owner with BYPASSRLS): tenants FORCEs RLS,
- * so any other role sees no rows. */
-KW_MUST_CHECK kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n);
-
 #endif

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "keyward/apikey.h"
 #include "keyward/audit.h"
 #include "keyward/config.h"
 #include "keyward/db.h"
@@ -63,4 +64,13 @@ struct kw_worker_res {
 /* The pool's hooks for these (ctx = the app). */
 kw_pool_hooks kw_app_pool_hooks(kw_app *app);
 
+/* Tenants (src/app/tenants.c; keywardctl, as the schema owner). */
+/* Creates the tenant and its
+ * first admin key in one transaction, with an audit row appended to chain
+ * (whose head moves only if the commit holds); key is shown to the
+ * operator once. KW_ERR_INVALID for a name that is not 1..128 bytes of
+ * UTF-8 without control characters (nothing sent); KW_ERR_EXISTS for a
+ * duplicate name (nothing written). Outputs are set only on success. */
+KW_MUST_CHECK kw_err kw_tenant_create(kw_db *db, kw_hsm *hsm, kw_hsm_session *s, kw_audit_chain *chain,
+                                      const char *name, char tenant_id[37], char key[KW_APIKEY_LEN + 1]);
 #endif

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "keyward/error.h"
+#include "keyward/text.h"
 
 typedef struct kw_db kw_db;
 
@@ -64,10 +65,21 @@ KW_MUST_CHECK kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, siz
  * (PQexec). For migration files only: never pass text built from data. */
 KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);
 
-/* A UUID in text form (36 characters, hex and dashes, any case). */
-bool kw_db_is_uuid(const char *s);
-
 /* Count of statements this process sent (for tests and /metrics). */
 unsigned long long kw_db_statements(void);
+
+/* Tenants (src/db/repo_tenants.c; as the schema owner). Inserts one in the
+ * caller's transaction, scoped to that tenant: KW_ERR_EXISTS for a name
+ * that is taken. */
+KW_MUST_CHECK kw_err kw_tenant_insert(kw_db *db, const char *id, const char *name);
+typedef struct kw_tenant_row {
+	char id[37];
+	char name[129];
+	char created_at[40];
+} kw_tenant_row;
+/* All tenants, oldest first; *rows is malloc'd. Needs a role that bypasses
+ * RLS (superuser, or the schema owner with BYPASSRLS): tenants FORCEs RLS,
+ * so any other role sees no rows. */
+KW_MUST_CHECK kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "keyward/error.h"
 #include "keyward/hsm.h"
+#include "keyward/text.h"
 
 #define KW_JWT_MAX_LEN 8192
 #define KW_JWK_KID_LEN 43 /* base64url of a SHA-256 */
@@ -31,14 +32,6 @@ typedef struct kw_jwt_key {
  * by many threads at once); release frees it. */
 KW_MUST_CHECK kw_err kw_jwt_key_prepare(kw_jwt_key *key);
 void kw_jwt_key_release(kw_jwt_key *key);
-
-/* base64url without padding. out holds 4 * ceil(len / 3) + 1 bytes;
- * returns the length written (NUL terminated). */
-size_t kw_b64url_encode(const unsigned char *in, size_t len, char *out);
-/* Strict decode: only [A-Za-z0-9_-], no padding, no stray bits.
- * KW_ERR_INVALID otherwise, or when it would exceed cap. */
-KW_MUST_CHECK kw_err kw_b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap,
-                                      size_t *outlen);
 
 /* RFC 7638 thumbprint of a P-256 public point: the kid. */
 KW_MUST_CHECK kw_err kw_jwk_thumbprint(const unsigned char point[KW_EC_POINT_LEN],

@@ -103,11 +103,7 @@ KW_MUST_CHECK kw_err kw_refresh_generate(kw_hsm_session *s, const char *tenant_i
  * shape is wrong (no I/O). */
 KW_MUST_CHECK kw_err kw_refresh_parse(const char *text, size_t len, char tenant_id[37]);
 
-/* 128 random bits as 32 lower-case hex characters (OpenSSL's RNG). */
-KW_MUST_CHECK kw_err kw_random_hex128(char out[33]);
-/* A random (version 4) UUID, lower case. */
-KW_MUST_CHECK kw_err kw_random_uuid(char out[37]);
-/* The same two from the token's RNG (through the session's pool, so
+/* A jti (128 random bits, hex) and a sid (a UUID), from the token's RNG (through the session's pool, so
  * usually without a token call). sid may be NULL. */
 KW_MUST_CHECK kw_err kw_random_ids(kw_hsm_session *s, char jti[33], char sid[37]);
 

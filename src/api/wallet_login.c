@@ -20,6 +20,7 @@
 #include "keyward/log.h"
 #include "keyward/ratelimit.h"
 #include "keyward/sessions.h"
+#include "keyward/text.h"
 #include "keyward/wallet.h"
 
 #define KW_NONCE_HEX         32
@@ -60,7 +61,7 @@ static bool read_tenant_address(kw_call *call, json_t *body, char tenant[37],
 {
 	json_t *t = json_object_get(body, "tenant"), *a = json_object_get(body, "address");
 	const char *ts = json_string_value(t);
-	if (body == NULL || ts == NULL || !json_is_string(a) || !kw_db_is_uuid(ts)) {
+	if (body == NULL || ts == NULL || !json_is_string(a) || !kw_is_uuid(ts)) {
 		kw_respond_error(call, 400, "invalid_request",
 		                 "the body must carry \"tenant\" (a tenant id) and \"address\" (a string)");
 		return false;

@@ -18,6 +18,7 @@
 
 #include "audit_internal.h"
 #include "keyward/log.h"
+#include "keyward/text.h"
 
 typedef struct chain_state {
 	uint64_t seq;                        /* last row (0: no row yet) */
@@ -118,7 +119,7 @@ kw_err kw_audit_event_check(const kw_audit_event *ev)
 		return KW_ERR_INVALID;
 	if (ev->actor[0] == '\0' || ev->action[0] == '\0' || ev->status[0] == '\0')
 		return KW_ERR_INVALID;
-	if (ev->tenant_id != NULL && !kw_db_is_uuid(ev->tenant_id))
+	if (ev->tenant_id != NULL && !kw_is_uuid(ev->tenant_id))
 		return KW_ERR_INVALID;
 	if (ev->context != NULL && (ev->context[0] == '\0' || strlen(ev->context) > KW_AUDIT_MAX_CONTEXT))
 		return KW_ERR_INVALID;
@@ -147,20 +148,6 @@ static void format_now(char at[32])
 	snprintf(at + n, 32 - n, ".%06ldZ", ts.tv_nsec / 1000);
 }
 
-static kw_err new_uuid(char out[KW_AUDIT_UUID_LEN + 1])
-{
-	unsigned char b[16];
-	/* A chain id is not a secret: OpenSSL's RNG is enough. */
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return KW_ERR_INTERNAL;
-	b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
-	snprintf(out, KW_AUDIT_UUID_LEN + 1,
-	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-	         b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-	return KW_OK;
-}
-
 kw_err kw_audit_chain_new(kw_hsm *hsm, const char *writer, kw_audit_chain **out)
 {
 	kw_err err = KW_OK;
@@ -177,7 +164,7 @@ kw_err kw_audit_chain_new(kw_hsm *hsm, const char *writer, kw_audit_chain **out)
 	}
 	c->hsm = hsm;
 	snprintf(c->writer, sizeof(c->writer), "%s", writer);
-	err = new_uuid(c->id);
+	err = kw_random_uuid(c->id);
 	if (err != KW_OK)
 		goto done;
 	*out = c;
@@ -200,7 +187,7 @@ const char *kw_audit_chain_id(const kw_audit_chain *c)
 void kw_audit_chain_restart(kw_audit_chain *c)
 {
 	char id[KW_AUDIT_UUID_LEN + 1];
-	if (new_uuid(id) != KW_OK) {
+	if (kw_random_uuid(id) != KW_OK) {
 		/* Without a fresh id the chain would fork: refuse to go on. */
 		kw_misuse("audit: no random bytes for a new chain id");
 	}

@@ -14,65 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t kw_b64url_encode(const unsigned char *in, size_t len, char *out)
-{
-	int n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	while (n > 0 && out[n - 1] == '=')
-		n--;
-	for (int i = 0; i < n; i++) {
-		if (out[i] == '+')
-			out[i] = '-';
-		else if (out[i] == '/')
-			out[i] = '_';
-	}
-	out[n] = '\0';
-	return (size_t)n;
-}
-
-kw_err kw_b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap, size_t *outlen)
-{
-	if (len % 4 == 1 || len > KW_JWT_MAX_LEN)
-		return KW_ERR_INVALID;
-	size_t padded = (len + 3) / 4 * 4;
-	size_t want = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
-	if (want > cap)
-		return KW_ERR_INVALID;
-	char *tmp = malloc(padded + 1);
-	unsigned char *raw = malloc(padded / 4 * 3 + 1);
-	kw_err err = KW_ERR_INVALID;
-	if (tmp == NULL || raw == NULL) {
-		err = KW_ERR_NOMEM;
-		goto done;
-	}
-	for (size_t i = 0; i < len; i++) {
-		char c = in[i];
-		if (c == '-')
-			c = '+';
-		else if (c == '_')
-			c = '/';
-		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
-			goto done;
-		tmp[i] = c;
-	}
-	for (size_t i = len; i < padded; i++)
-		tmp[i] = '=';
-	tmp[padded] = '\0';
-	if (EVP_DecodeBlock(raw, (const unsigned char *)tmp, (int)padded) < 0)
-		goto done;
-	/* Canonical encoding only: the unused low bits of the last character
-	 * must be zero, so one token has exactly one spelling. */
-	char check[4 * ((KW_JWT_MAX_LEN + 2) / 3) + 1];
-	if (kw_b64url_encode(raw, want, check) != len || memcmp(check, in, len) != 0)
-		goto done;
-	memcpy(out, raw, want);
-	*outlen = want;
-	err = KW_OK;
-done:
-	free(tmp);
-	free(raw);
-	return err;
-}
-
 kw_err kw_jwk_thumbprint(const unsigned char point[KW_EC_POINT_LEN], char kid[KW_JWK_KID_LEN + 1])
 {
 	if (point[0] != 0x04)

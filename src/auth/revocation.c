@@ -24,6 +24,7 @@
  * Locking: rc->lock guards both sets; rc->mu guards nothing but the ready
  * condition variable. Everything else shared is atomic. */
 #include "keyward/revocation.h"
+#include "keyward/text.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -108,42 +109,9 @@ static int64_t wall_s(void)
 
 /* ---- ids ---------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* n hex digit pairs from s into out; false on anything else. */
-static bool hex_bytes(const char *s, unsigned char *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return true;
-}
-
 static bool parse_jti(const char *s, unsigned char out[KW_ID_LEN])
 {
-	return strnlen(s, KW_JTI_HEX_LEN + 1) == KW_JTI_HEX_LEN && hex_bytes(s, out, KW_ID_LEN);
-}
-
-/* 8-4-4-4-12 hex digits, any case. */
-static bool parse_sid(const char *s, unsigned char out[KW_ID_LEN])
-{
-	if (strnlen(s, KW_SID_TEXT_LEN + 1) != KW_SID_TEXT_LEN || s[8] != '-' || s[13] != '-' ||
-	    s[18] != '-' || s[23] != '-')
-		return false;
-	return hex_bytes(s, out, 4) && hex_bytes(s + 9, out + 4, 2) && hex_bytes(s + 14, out + 6, 2) &&
-	       hex_bytes(s + 19, out + 8, 2) && hex_bytes(s + 24, out + 10, 6);
+	return strnlen(s, KW_JTI_HEX_LEN + 1) == KW_JTI_HEX_LEN && kw_hex_decode(s, KW_ID_LEN, out);
 }
 
 /* ---- sets --------------------------------------------------------------- */
@@ -417,7 +385,7 @@ static kw_err rc_load(kw_revcache *rc, PGconn *conn, kw_log_level level)
 			if (ok)
 				set_put_nogrow(rc, &jti, key, exp);
 		} else if (ok && !PQgetisnull(res, i, 1)) {
-			ok = parse_sid(PQgetvalue(res, i, 1), key);
+			ok = kw_uuid_parse(PQgetvalue(res, i, 1), key);
 			if (ok)
 				set_put_nogrow(rc, &sid, key, exp);
 		} else {
@@ -454,7 +422,7 @@ static bool rc_put(kw_revcache *rc, const char *jti, const char *sid, int64_t ex
 	bool has_jti = jti != NULL, has_sid = sid != NULL;
 	kw_err err = KW_OK;
 
-	if ((has_jti && !parse_jti(jti, jk)) || (has_sid && !parse_sid(sid, sk)) || exp <= 0)
+	if ((has_jti && !parse_jti(jti, jk)) || (has_sid && !kw_uuid_parse(sid, sk)) || exp <= 0)
 		return false;
 	if (exp < wall_s() - KW_RC_PURGE_GRACE_S)
 		return true; /* would be purged at once; ignored by every check */
@@ -714,7 +682,7 @@ kw_err kw_revcache_check(kw_revcache *rc, const char *jti, const char *sid, int6
 		return KW_ERR_DB_UNAVAILABLE;
 	}
 	has_jti = jti != NULL && parse_jti(jti, jk);
-	has_sid = sid != NULL && parse_sid(sid, sk);
+	has_sid = sid != NULL && kw_uuid_parse(sid, sk);
 	if (!has_jti && !has_sid)
 		return KW_OK;
 	pthread_rwlock_rdlock(&rc->lock);

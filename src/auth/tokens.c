@@ -4,6 +4,7 @@
  * Nothing here touches the database. Refresh tokens and their HMACs are
  * wiped by the callers that hold them. */
 #include "keyward/tokens.h"
+#include "keyward/text.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -228,16 +229,6 @@ kw_err kw_jwt_keyset_verify(kw_jwt_keyset *ks, const char *token, size_t len, js
 
 /* --- claims ----------------------------------------------------------- */
 
-static bool is_hex32(const char *s)
-{
-	if (strlen(s) != 32)
-		return false;
-	for (size_t i = 0; i < 32; i++)
-		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
-			return false;
-	return true;
-}
-
 static bool get_str(json_t *o, const char *name, char *out, size_t cap, size_t min)
 {
 	json_t *v = json_object_get(o, name);
@@ -283,10 +274,10 @@ kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_clai
 	json_t *perms = json_object_get(payload, "permissions");
 	if (!json_is_object(payload) || !get_str(payload, "iss", iss, sizeof(iss), 1) ||
 	    strcmp(iss, issuer) != 0 || !get_str(payload, "sub", c.sub, sizeof(c.sub), 1) ||
-	    !get_str(payload, "tid", c.tid, sizeof(c.tid), 36) || !kw_db_is_uuid(c.tid) ||
+	    !get_str(payload, "tid", c.tid, sizeof(c.tid), 36) || !kw_is_uuid(c.tid) ||
 	    !get_str(payload, "role", c.role, sizeof(c.role), 1) ||
-	    !get_str(payload, "jti", c.jti, sizeof(c.jti), 32) || !is_hex32(c.jti) ||
-	    !get_str(payload, "sid", c.sid, sizeof(c.sid), 36) || !kw_db_is_uuid(c.sid) ||
+	    !get_str(payload, "jti", c.jti, sizeof(c.jti), 32) || !kw_is_lower_hex(c.jti, 32) ||
+	    !get_str(payload, "sid", c.sid, sizeof(c.sid), 36) || !kw_is_uuid(c.sid) ||
 	    !get_time(payload, "iat", &c.iat) || !get_time(payload, "nbf", &c.nbf) ||
 	    !get_time(payload, "exp", &c.exp) || !json_is_array(perms))
 		return KW_ERR_INVALID;
@@ -326,7 +317,8 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 	json_decref(ji);
 	char *payload = NULL;
 	int n = -1;
-	if (sub != NULL && iss != NULL && kw_db_is_uuid(c->tid) && kw_db_is_uuid(c->sid) && is_hex32(c->jti))
+	if (sub != NULL && iss != NULL && kw_is_uuid(c->tid) && kw_is_uuid(c->sid) &&
+	    kw_is_lower_hex(c->jti, 32))
 		n = asprintf(
 		    &payload,
 		    "{\"iss\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,\"iat\":%lld,"
@@ -447,36 +439,10 @@ void kw_tokcache_put(kw_tokcache *c, const unsigned char hash[32], uint64_t gene
 
 /* --- refresh tokens and ids --------------------------------------------- */
 
-static bool uuid_bytes(const char *uuid, unsigned char out[16])
-{
-	if (!kw_db_is_uuid(uuid))
-		return false;
-	size_t j = 0;
-	for (size_t i = 0; uuid[i] && j < 32; i++) {
-		if (uuid[i] == '-')
-			continue;
-		unsigned v = isdigit((unsigned char)uuid[i])
-		                 ? (unsigned)(uuid[i] - '0')
-		                 : (unsigned)(tolower((unsigned char)uuid[i]) - 'a' + 10);
-		if (j % 2 == 0)
-			out[j / 2] = (unsigned char)(v << 4);
-		else
-			out[j / 2] |= (unsigned char)v;
-		j++;
-	}
-	return j == 32;
-}
-
-static void uuid_text(const unsigned char b[16], char out[37])
-{
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
 kw_err kw_refresh_generate(kw_hsm_session *s, const char *tenant_id, char text[KW_REFRESH_TEXT_LEN + 1])
 {
 	unsigned char raw[16 + KW_REFRESH_RAND_LEN];
-	if (!uuid_bytes(tenant_id, raw))
+	if (!kw_uuid_parse(tenant_id, raw))
 		return KW_ERR_INVALID;
 	kw_err err = kw_hsm_random(s, raw + 16, KW_REFRESH_RAND_LEN);
 	if (err == KW_OK)
@@ -492,29 +458,8 @@ kw_err kw_refresh_parse(const char *text, size_t len, char tenant_id[37])
 	if (text == NULL || len != KW_REFRESH_TEXT_LEN ||
 	    kw_b64url_decode(text, len, raw, sizeof(raw), &n) != KW_OK || n != 16 + KW_REFRESH_RAND_LEN)
 		return KW_ERR_INVALID;
-	uuid_text(raw, tenant_id);
+	kw_uuid_format(raw, tenant_id);
 	OPENSSL_cleanse(raw, sizeof(raw));
-	return KW_OK;
-}
-
-kw_err kw_random_hex128(char out[33])
-{
-	unsigned char b[16];
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return KW_ERR_INTERNAL;
-	for (size_t i = 0; i < 16; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-	return KW_OK;
-}
-
-kw_err kw_random_uuid(char out[37])
-{
-	unsigned char b[16];
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return KW_ERR_INTERNAL;
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	uuid_text(b, out);
 	return KW_OK;
 }
 
@@ -524,12 +469,11 @@ kw_err kw_random_ids(kw_hsm_session *s, char jti[33], char sid[37])
 	kw_err err = kw_hsm_random(s, b, sid ? 32 : 16);
 	if (err != KW_OK)
 		return err;
-	for (size_t i = 0; i < 16; i++)
-		snprintf(jti + 2 * i, 3, "%02x", b[i]);
+	kw_hex_encode(b, 16, jti);
 	if (sid) {
 		b[16 + 6] = (unsigned char)((b[16 + 6] & 0x0f) | 0x40);
 		b[16 + 8] = (unsigned char)((b[16 + 8] & 0x3f) | 0x80);
-		uuid_text(b + 16, sid);
+		kw_uuid_format(b + 16, sid);
 	}
 	OPENSSL_cleanse(b, sizeof(b));
 	return KW_OK;

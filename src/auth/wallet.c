@@ -10,6 +10,7 @@
  * lives until the process exits. Arguments reaching libsecp256k1 are
  * checked first, because its illegal-argument callback aborts. */
 #include "keyward/wallet.h"
+#include "keyward/text.h"
 
 #include <pthread.h>
 #include <secp256k1.h>
@@ -121,28 +122,6 @@ void kw_keccak256(const unsigned char *in, size_t len, unsigned char out[32])
 
 /* ---- hex ---------------------------------------------------------------- */
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static bool hex_decode(const char *hex, size_t n, unsigned char *out)
-{
-	for (size_t i = 0; i < n; i++) {
-		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return true;
-}
-
 /* ---- addresses (EIP-55) ------------------------------------------------- */
 
 /* The checksummed spelling of the 40 hex digits: a letter is upper case
@@ -171,7 +150,7 @@ kw_err kw_wallet_address_parse(const char *text, size_t len, unsigned char addr[
 		return KW_ERR_INVALID;
 	const char *hex = text + 2;
 	unsigned char raw[KW_WALLET_ADDR_LEN];
-	if (!hex_decode(hex, KW_WALLET_ADDR_LEN, raw))
+	if (!kw_hex_decode(hex, KW_WALLET_ADDR_LEN, raw))
 		return KW_ERR_INVALID;
 	bool lower = false, upper = false;
 	for (size_t i = 0; i < 2 * KW_WALLET_ADDR_LEN; i++) {
@@ -239,7 +218,7 @@ kw_err kw_wallet_signature_parse(const char *text, size_t len, unsigned char sig
 		len -= 2;
 	}
 	unsigned char raw[KW_WALLET_SIG_LEN];
-	if (len != 2 * KW_WALLET_SIG_LEN || !hex_decode(text, KW_WALLET_SIG_LEN, raw))
+	if (len != 2 * KW_WALLET_SIG_LEN || !kw_hex_decode(text, KW_WALLET_SIG_LEN, raw))
 		return KW_ERR_INVALID;
 	if (raw[64] == 27 || raw[64] == 28)
 		raw[64] -= 27;

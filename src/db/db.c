@@ -332,25 +332,6 @@ done:
 	return err;
 }
 
-bool kw_db_is_uuid(const char *s)
-{
-	static const int dash[] = {8, 13, 18, 23};
-	size_t d = 0;
-
-	if (s == NULL || strnlen(s, 37) != 36)
-		return false;
-	for (int i = 0; i < 36; i++) {
-		if (d < 4 && i == dash[d]) {
-			if (s[i] != '-')
-				return false;
-			d++;
-		} else if (!isxdigit((unsigned char)s[i])) {
-			return false;
-		}
-	}
-	return true;
-}
-
 static bool user_id_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -375,7 +356,7 @@ kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
 
 	if (db == NULL)
 		kw_misuse("kw_db_begin: NULL db");
-	if (tenant_id != NULL && !kw_db_is_uuid(tenant_id))
+	if (tenant_id != NULL && !kw_is_uuid(tenant_id))
 		return KW_ERR_INVALID;
 	if (tenant_id != NULL) {
 		/* The database prints uuids in lowercase; policies compare text. */

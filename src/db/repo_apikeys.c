@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "keyward/apikey.h"
+#include "keyward/text.h"
 
 #define KW_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
@@ -121,17 +122,6 @@ static uint32_t scopes_bits(const char *text)
 	return bits;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Copies a result field into a buffer of cap bytes; false if it is longer. */
 static bool copy_field(const PGresult *res, int row, int col, char *out, size_t cap)
 {
@@ -178,7 +168,7 @@ static kw_err row_from_result(const PGresult *res, int i, kw_apikey_row *out)
 	if (PQgetlength(res, i, C_HMAC) != 2 * KW_HMAC_LEN)
 		return KW_ERR_INTERNAL;
 	for (size_t b = 0; b < KW_HMAC_LEN; b++) {
-		int hi = hexval(hex[2 * b]), lo = hexval(hex[2 * b + 1]);
+		int hi = kw_hex_value(hex[2 * b]), lo = kw_hex_value(hex[2 * b + 1]);
 		if (hi < 0 || lo < 0)
 			return KW_ERR_INTERNAL;
 		r.key_hmac[b] = (unsigned char)(hi << 4 | lo);
@@ -222,7 +212,7 @@ kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row)
 
 	if (db == NULL || row == NULL)
 		kw_misuse("kw_apikey_insert: NULL argument");
-	if (!kw_db_is_uuid(row->tenant_id) || !name_ok(row->name) || !prefix_ok(row->prefix) ||
+	if (!kw_is_uuid(row->tenant_id) || !name_ok(row->name) || !prefix_ok(row->prefix) ||
 	    row->pepper_version == 0 || row->pepper_version > INT32_MAX || row->rate_limit_per_minute < 0 ||
 	    !scopes_text(row->scopes, scopes, sizeof(scopes)))
 		return KW_ERR_INVALID;
@@ -274,7 +264,7 @@ kw_err kw_apikey_tenant_of(kw_db *db, const char *prefix, char tenant_id[37])
 		err = PQntuples(res) == 0 ? KW_ERR_NOT_FOUND : KW_ERR_INTERNAL;
 		goto done;
 	}
-	if (!copy_field(res, 0, 0, t, sizeof(t)) || !kw_db_is_uuid(t)) {
+	if (!copy_field(res, 0, 0, t, sizeof(t)) || !kw_is_uuid(t)) {
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
@@ -331,7 +321,7 @@ kw_err kw_apikey_revoke(kw_db *db, const char *id, kw_apikey_row *out)
 	if (db == NULL || out == NULL)
 		kw_misuse("kw_apikey_revoke: NULL argument");
 	/* An id that is no uuid names no key; the database is not asked. */
-	if (!kw_db_is_uuid(id))
+	if (!kw_is_uuid(id))
 		return KW_ERR_NOT_FOUND;
 	return one_row(db, SQL_REVOKE, id, out);
 }
@@ -343,7 +333,7 @@ kw_err kw_apikey_touch(kw_db *db, const char *id)
 
 	if (db == NULL)
 		kw_misuse("kw_apikey_touch: NULL db");
-	if (!kw_db_is_uuid(id))
+	if (!kw_is_uuid(id))
 		return KW_ERR_NOT_FOUND;
 	const char *vals[1] = {id};
 	err = kw_db_exec(db, SQL_TOUCH, 1, vals, NULL, NULL, &res);

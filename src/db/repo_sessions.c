@@ -210,7 +210,7 @@ kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, in
                         bool *newly, int64_t *revocation_exp)
 {
 	*newly = false;
-	if (!kw_db_is_uuid(family_id))
+	if (!kw_is_uuid(family_id))
 		return KW_OK;
 	char ttl[24];
 	i64_text(access_ttl_max_s, ttl);

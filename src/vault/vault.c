@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "keyward/log.h"
+#include "keyward/text.h"
 #include "keyward/vault.h"
 
 size_t kw_vault_aad(char *buf, size_t cap, const char *tenant_id, const char *user_id, uint32_t kek_id)
@@ -163,7 +164,7 @@ kw_err kw_vault_get(kw_db *db, const char *tenant_id, const char *user_id, bool 
 static bool fetch_stmts(const char *tenant_id, const char *user_id, char tenant[37], const char *scope[2],
                         kw_db_stmt st[4])
 {
-	if (!kw_db_is_uuid(tenant_id) || user_id[0] == '\0' || strlen(user_id) > KW_VAULT_USER_MAX)
+	if (!kw_is_uuid(tenant_id) || user_id[0] == '\0' || strlen(user_id) > KW_VAULT_USER_MAX)
 		return false;
 	for (size_t i = 0; i <= 36; i++)
 		tenant[i] = (char)tolower((unsigned char)tenant_id[i]);

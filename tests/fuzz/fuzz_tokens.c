@@ -59,8 +59,8 @@ static void check_claims(const uint8_t *data, size_t size)
 	kw_access_claims c;
 	if (kw_access_claims_read(payload, "keyward", &c) == KW_OK) {
 		size_t sub = strlen(c.sub);
-		if (sub == 0 || sub > KW_SUBJECT_MAX || c.role[0] == '\0' || !kw_db_is_uuid(c.tid) ||
-		    !kw_db_is_uuid(c.sid) || !lower_hex(c.jti, 32) || c.iat < 0 || c.nbf < 0 || c.exp < 0 ||
+		if (sub == 0 || sub > KW_SUBJECT_MAX || c.role[0] == '\0' || !kw_is_uuid(c.tid) ||
+		    !kw_is_uuid(c.sid) || !lower_hex(c.jti, 32) || c.iat < 0 || c.nbf < 0 || c.exp < 0 ||
 		    !json_string_array(c.permissions))
 			abort();
 	}
@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	char tid[37];
 	if (kw_refresh_parse((const char *)data, size, tid) == KW_OK &&
-	    (size != KW_REFRESH_TEXT_LEN || !kw_db_is_uuid(tid)))
+	    (size != KW_REFRESH_TEXT_LEN || !kw_is_uuid(tid)))
 		abort();
 
 	check_claims(data, size);

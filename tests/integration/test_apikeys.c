@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "keyward/apikey.h"
+#include "keyward/app.h"
 #include "keyward/audit.h"
 #include "kwtest.h"
 
