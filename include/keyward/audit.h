@@ -56,6 +56,11 @@ void kw_audit_chain_rolled_back(kw_audit_chain *c);
 /* The COMMIT itself was lost (KW_ERR_DB_UNAVAILABLE): the rows may or may
  * not be in, so the chain goes on under a new id rather than fork. */
 void kw_audit_chain_commit_unknown(kw_audit_chain *c);
+/* Ends the caller's transaction on db: COMMIT when err is KW_OK, else
+ * ROLLBACK; when chain appended rows in it (chain may be NULL), moves the
+ * chain's head only if the COMMIT held (committed, rolled back, or unknown
+ * when the COMMIT itself was lost). Returns the final error. */
+KW_MUST_CHECK kw_err kw_audit_end_tx(kw_audit_chain *chain, kw_db *db, kw_err err);
 
 /* Convenience: BEGIN (scoped to ev->tenant_id, so the INSERT policy admits
  * the row; system scope when it is NULL), append, COMMIT, and the chain's

@@ -34,6 +34,9 @@ void kw_keycache_forget(kw_keycache *c, const char *prefix);
 /* The per-IP budget of /api/ routes, spent at most once per request;
  * false = 429 written and audited. */
 bool kw_auth_ip_budget(kw_call *call);
+/* Spends one of the address's failed authentications (a refused
+ * credential, wherever it was presented). */
+void kw_auth_failed(kw_call *call);
 /* The IP's budget of failed authentications (checked, not spent), for
  * routes whose credential is in the body (refresh, wallet sign-in);
  * false = 429 written and audited. */

@@ -49,13 +49,8 @@ static char *ctx_json(const char *k1, const char *v1, const char *k2, const char
 static void refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
                    const char *actor, const char *action)
 {
-	if (status == 401) {
-		char key[96];
-		snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-		kw_rl_result r;
-		kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute,
-		                  kw_ratelimit_now(), &r);
-	}
+	if (status == 401)
+		kw_auth_failed(call);
 	kw_respond_error(call, status, code, msg);
 	kw_audit_refusal(call, tenant, actor, action, status, code);
 }
@@ -221,15 +216,7 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		                       .user_agent = user_agent(call),
 		                       .token_hmac = j->mac,
 		                       .pepper_id = pepper_id};
-		j->ev = (kw_audit_event){.tenant_id = j->tenant,
-		                         .actor = j->actor,
-		                         .action = "auth.login",
-		                         .target = j->sid,
-		                         .status = "ok",
-		                         .ip = call->req.client_ip,
-		                         .user_agent = user_agent(call),
-		                         .request_id = call->req.request_id,
-		                         .context = j->ctx};
+		j->ev = kw_api_event(call, j->tenant, j->actor, "auth.login", j->sid, "ok", j->ctx);
 	}
 	if (in_tx) {
 		/* The caller's transaction (it consumed a nonce) carries it all. */
@@ -421,11 +408,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 			kw_revcache_add(app->revs, NULL, row.family_id, rexp);
 			kw_warn("refresh token reuse: family %s revoked (request %s)", row.family_id,
 			        call->req.request_id);
-			char key[96];
-			snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-			kw_rl_result r;
-			kw_ratelimit_take(app->rl, key, app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
-			                  &r);
+			kw_auth_failed(call);
 			kw_respond_error(call, 401, "token_family_compromised",
 			                 "this refresh token was already used; the session has been revoked");
 			goto done;

@@ -19,6 +19,20 @@ void kw_api_respond_object(kw_call *call, int status, json_t *o)
 	kw_respond_text(call, status, "application/json", text, strlen(text));
 }
 
+kw_audit_event kw_api_event(const kw_call *call, const char *tenant_id, const char *actor, const char *action,
+                            const char *target, const char *status, const char *context)
+{
+	return (kw_audit_event){.tenant_id = tenant_id,
+	                        .actor = actor,
+	                        .action = action,
+	                        .target = target,
+	                        .status = status,
+	                        .ip = call->req.client_ip,
+	                        .user_agent = kw_request_header(&call->req, "User-Agent", NULL),
+	                        .request_id = call->req.request_id,
+	                        .context = context};
+}
+
 void kw_api_audit_in_tx(kw_call *call, const char *tenant_id, const char *actor, const char *action,
                         const char *target, const char *context, kw_err *err)
 {
@@ -30,16 +44,7 @@ void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char 
 {
 	if (*err != KW_OK)
 		return;
-	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
-	kw_audit_event ev = {.tenant_id = tenant_id,
-	                     .actor = actor,
-	                     .action = action,
-	                     .target = target,
-	                     .status = status,
-	                     .ip = call->req.client_ip,
-	                     .user_agent = ua,
-	                     .request_id = call->req.request_id,
-	                     .context = context};
+	kw_audit_event ev = kw_api_event(call, tenant_id, actor, action, target, status, context);
 	if (call->res->audit == NULL)
 		*err = KW_ERR_DB_UNAVAILABLE;
 	else
@@ -48,21 +53,7 @@ void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char 
 
 kw_err kw_api_finish_tx(kw_call *call, kw_err err)
 {
-	kw_db *db = call->res->db;
-	bool committing = err == KW_OK;
-	if (err == KW_OK)
-		err = kw_db_commit(db);
-	else if (kw_db_in_tx(db))
-		kw_db_rollback(db);
-	if (call->res->audit) {
-		if (err == KW_OK)
-			kw_audit_chain_committed(call->res->audit);
-		else if (committing && err == KW_ERR_DB_UNAVAILABLE)
-			kw_audit_chain_commit_unknown(call->res->audit);
-		else
-			kw_audit_chain_rolled_back(call->res->audit);
-	}
-	return err;
+	return kw_audit_end_tx(call->res->audit, call->res->db, err);
 }
 
 json_t *kw_api_body_object(kw_call *call)

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "handlers.h"
 #include "keyward/apikey.h"
 #include "keyward/app.h"
 #include "keyward/log.h"
@@ -162,16 +163,7 @@ void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, c
 	                      strnlen(call->req.path, 256));
 	char *ctx = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	const char *ua = kw_request_header(&call->req, "User-Agent", NULL);
-	kw_audit_event ev = {.tenant_id = tenant_id,
-	                     .actor = actor ? actor : "anonymous",
-	                     .action = action,
-	                     .target = NULL,
-	                     .status = st,
-	                     .ip = call->req.client_ip,
-	                     .user_agent = ua,
-	                     .request_id = call->req.request_id,
-	                     .context = ctx};
+	kw_audit_event ev = kw_api_event(call, tenant_id, actor ? actor : "anonymous", action, NULL, st, ctx);
 	kw_err err = kw_audit_writer_log(call->app->audit, &ev);
 	if (err != KW_OK)
 		kw_warn("audit: refusal of request %s not recorded: %s", call->req.request_id,
@@ -228,15 +220,29 @@ bool kw_auth_ip_budget(kw_call *call)
 	return false;
 }
 
+/* The address's budget of failed authentications: peeked before a
+ * credential is checked (so guessing is throttled), spent by each failure. */
+static void fail_budget(kw_call *call, bool spend, double now, kw_rl_result *r)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	if (spend)
+		kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, now, r);
+	else
+		kw_ratelimit_peek(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, now, r);
+}
+
+void kw_auth_failed(kw_call *call)
+{
+	kw_rl_result r;
+	fail_budget(call, true, kw_ratelimit_now(), &r);
+}
+
 /* A failed authentication: spend one of the IP's failure tokens, answer
  * 401 invalid_credentials, audit. */
 static bool refuse_401(kw_call *call, const char *tenant, const char *actor)
 {
-	char key[96];
-	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-	kw_rl_result r;
-	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
-	                  &r);
+	kw_auth_failed(call);
 	atomic_fetch_add(&st_401, 1);
 	kw_respond_error(call, 401, "invalid_credentials", "missing or invalid credentials");
 	kw_respond_header(call, "WWW-Authenticate", "Bearer");
@@ -246,11 +252,8 @@ static bool refuse_401(kw_call *call, const char *tenant, const char *actor)
 
 bool kw_auth_fail_budget(kw_call *call)
 {
-	char key[96];
-	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
 	kw_rl_result r;
-	kw_ratelimit_peek(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
-	                  &r);
+	fail_budget(call, false, kw_ratelimit_now(), &r);
 	if (r.allowed)
 		return true;
 	refuse_429(call, &r, NULL, NULL, "too many failed authentications from this address");
@@ -330,10 +333,8 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 	if (!kw_auth_ip_budget(call))
 		return false;
 	double now = kw_ratelimit_now();
-	char fkey[96];
-	snprintf(fkey, sizeof(fkey), "fail:%s", call->req.client_ip);
 	kw_rl_result fr;
-	kw_ratelimit_peek(app->rl, fkey, app->cfg->rl_auth_fail_per_minute, now, &fr);
+	fail_budget(call, false, now, &fr);
 	if (!fr.allowed) {
 		refuse_429(call, &fr, NULL, NULL, "too many failed authentications from this address");
 		return false;
@@ -403,11 +404,7 @@ static bool defer_to_worker(kw_call *call)
 
 static bool refuse_token(kw_call *call, const char *code, const char *msg, const char *tenant)
 {
-	char key[96];
-	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-	kw_rl_result r;
-	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(),
-	                  &r);
+	kw_auth_failed(call);
 	atomic_fetch_add(&st_401, 1);
 	kw_respond_error(call, 401, code, msg);
 	kw_respond_header(call, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
@@ -419,7 +416,6 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 {
 	kw_app *app = call->app;
 	bool io = call->res == NULL;
-	char key[96];
 	kw_rl_result r;
 	double mono = kw_ratelimit_now();
 	if (!take_ip_budget(call, &r)) {
@@ -428,8 +424,7 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 		refuse_429(call, &r, NULL, NULL, "too many requests from this address");
 		return false;
 	}
-	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-	kw_ratelimit_peek(app->rl, key, app->cfg->rl_auth_fail_per_minute, mono, &r);
+	fail_budget(call, false, mono, &r);
 	if (!r.allowed) {
 		if (io)
 			return defer_to_worker(call);

@@ -99,6 +99,10 @@ kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char
 /* common.c */
 /* Serialises o (consumed; NULL = out of memory) as the answer. */
 void kw_api_respond_object(kw_call *call, int status, json_t *o);
+/* An audit event for this request (address, User-Agent, request id);
+ * strings are borrowed. */
+kw_audit_event kw_api_event(const kw_call *call, const char *tenant_id, const char *actor, const char *action,
+                            const char *target, const char *status, const char *context);
 /* Appends an audit row ("ok") inside the open transaction, unless *err is
  * already set; failure goes to *err. */
 void kw_api_audit_in_tx(kw_call *call, const char *tenant_id, const char *actor, const char *action,

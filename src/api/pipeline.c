@@ -28,16 +28,10 @@ const char *kw_api_action(const kw_call *call)
 kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char *status, const char *context)
 {
 	const kw_api_spec *s = spec_of(call);
-	return (kw_audit_event){.tenant_id = who->claims.tid,
-	                        .actor = who->actor,
-	                        .action = s->action,
-	                        .target = s->target,
-	                        .status = status,
-	                        .ip = call->req.client_ip,
-	                        .user_agent = kw_request_header(&call->req, "User-Agent", NULL),
-	                        .request_id = call->req.request_id,
-	                        .context = context,
-	                        .user_id = who->claims.sub};
+	kw_audit_event ev =
+	    kw_api_event(call, who->claims.tid, who->actor, s->action, s->target, status, context);
+	ev.user_id = who->claims.sub;
+	return ev;
 }
 
 kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status, const char *context)

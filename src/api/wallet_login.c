@@ -41,13 +41,8 @@ static int wallet_message(char *out, size_t cap, const char *address, const char
 static void wallet_refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
                           const char *address)
 {
-	if (status == 401) {
-		char key[96];
-		snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-		kw_rl_result r;
-		kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute,
-		                  kw_ratelimit_now(), &r);
-	}
+	if (status == 401)
+		kw_auth_failed(call);
 	char actor[64];
 	snprintf(actor, sizeof(actor), "wallet:%.42s", address ? address : "-");
 	kw_respond_error(call, status, code, msg);
@@ -236,10 +231,7 @@ void kw_api_wallet_login(kw_call *call, const kw_caller *who)
 			kw_respond_failure(call, err);
 			return;
 		}
-		char key[96];
-		snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
-		kw_rl_result r;
-		kw_ratelimit_take(app->rl, key, app->cfg->rl_auth_fail_per_minute, kw_ratelimit_now(), &r);
+		kw_auth_failed(call);
 		kw_respond_error(call, 401, code, msg);
 		return;
 	}

@@ -115,20 +115,13 @@ kw_err kw_tenant_create(kw_db *db, kw_hsm *hsm, kw_hsm_session *s, kw_audit_chai
 	                     .context = context};
 	err = kw_audit_append(chain, s, db, &ev);
 	appended = true;
-	if (err != KW_OK)
-		goto done;
-	if ((err = kw_db_commit(db)) != KW_OK)
-		goto done;
-	kw_audit_chain_committed(chain);
-	appended = false;
-
-	memcpy(tenant_id, id, sizeof(id));
-	memcpy(key, k, sizeof(k));
 done:
-	if (err != KW_OK && in_tx)
-		kw_db_rollback(db); /* a no-op when COMMIT already ended it */
-	if (appended)
-		kw_audit_chain_rolled_back(chain);
+	if (in_tx)
+		err = kw_audit_end_tx(appended ? chain : NULL, db, err);
+	if (err == KW_OK) {
+		memcpy(tenant_id, id, sizeof(id));
+		memcpy(key, k, sizeof(k));
+	}
 	OPENSSL_cleanse(k, sizeof(k));
 	OPENSSL_cleanse(row.key_hmac, sizeof(row.key_hmac));
 	free(context);

@@ -217,6 +217,24 @@ void kw_audit_chain_commit_unknown(kw_audit_chain *c)
 	kw_audit_chain_rolled_back(c);
 }
 
+kw_err kw_audit_end_tx(kw_audit_chain *chain, kw_db *db, kw_err err)
+{
+	bool committing = err == KW_OK;
+	if (committing)
+		err = kw_db_commit(db);
+	else if (kw_db_in_tx(db))
+		kw_db_rollback(db);
+	if (chain == NULL)
+		return err;
+	if (err == KW_OK)
+		kw_audit_chain_committed(chain);
+	else if (committing && err == KW_ERR_DB_UNAVAILABLE)
+		kw_audit_chain_commit_unknown(chain);
+	else
+		kw_audit_chain_rolled_back(chain);
+	return err;
+}
+
 void kw_audit_row_clear(kw_audit_row *row)
 {
 	free(row->text);

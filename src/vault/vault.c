@@ -487,19 +487,7 @@ kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit
 		                     .context = ctx};
 		err = kw_audit_append(audit, s, db, &ev);
 	}
-	bool committing = err == KW_OK;
-	if (err == KW_OK)
-		err = kw_db_commit(db);
-	else if (kw_db_in_tx(db))
-		kw_db_rollback(db);
-	if (audited) {
-		if (err == KW_OK)
-			kw_audit_chain_committed(audit);
-		else if (committing && err == KW_ERR_DB_UNAVAILABLE)
-			kw_audit_chain_commit_unknown(audit);
-		else
-			kw_audit_chain_rolled_back(audit);
-	}
+	err = kw_audit_end_tx(audited ? audit : NULL, db, err);
 	if (err != KW_OK)
 		*done = *skipped = 0;
 	return err;
