@@ -242,13 +242,9 @@ static kw_err ctl_rotation_lock(kw_ctl *c, const char *family)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "keyward:rotate:%s", family);
-	const char *vals[1] = {name};
 	for (int i = 0; i < 600; i++) {
-		PGresult *res = NULL;
-		kw_err err =
-		    kw_db_exec(c->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, NULL, NULL, &res);
-		bool got = err == KW_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-		PQclear(res);
+		bool got = false;
+		kw_err err = kw_db_try_lock(c->db, name, &got);
 		if (err != KW_OK)
 			return err;
 		if (got)
@@ -266,17 +262,7 @@ static kw_err ctl_rotation_lock(kw_ctl *c, const char *family)
  * service's roles cannot write). Without it, retire needs --force. */
 static void ctl_rotation_record(kw_ctl *c, const char *family, uint32_t version, uint32_t previous)
 {
-	char v[12], p[12];
-	snprintf(v, sizeof(v), "%" PRIu32, version);
-	snprintf(p, sizeof(p), "%" PRIu32, previous);
-	const char *vals[3] = {family, v, p};
-	/* A version number seen before (a token re-initialised against the same
-	 * database) starts its wait again. */
-	kw_err err = kw_db_exec(c->db,
-	                        "INSERT INTO key_rotations (family, version, previous) "
-	                        "VALUES ($1, $2::int, $3::int) ON CONFLICT (family, version) DO UPDATE "
-	                        "SET previous = EXCLUDED.previous, rotated_at = now()",
-	                        3, vals, NULL, NULL, NULL);
+	kw_err err = kw_rotation_record(c->db, family, version, previous);
 	if (err != KW_OK)
 		fprintf(stderr,
 		        "keywardctl: warning: the rotation is not recorded in key_rotations (%s; it takes "
@@ -289,22 +275,7 @@ static void ctl_rotation_record(kw_ctl *c, const char *family, uint32_t version,
 static kw_err ctl_rotation_wait(kw_ctl *c, const char *family, unsigned long v, int64_t wait_s, bool *known,
                                 long long *wait)
 {
-	char vs[24], ws[24];
-	snprintf(vs, sizeof(vs), "%lu", v);
-	snprintf(ws, sizeof(ws), "%" PRId64, wait_s);
-	const char *vals[3] = {family, vs, ws};
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(
-	    c->db,
-	    "SELECT floor(extract(epoch FROM max(rotated_at) + $3::bigint * interval '1 second' - now()))"
-	    "::bigint FROM key_rotations WHERE family = $1 AND previous = $2::int",
-	    3, vals, NULL, NULL, &res);
-	if (err != KW_OK)
-		return err;
-	*known = !PQgetisnull(res, 0, 0);
-	*wait = *known ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
-	PQclear(res);
-	return KW_OK;
+	return kw_rotation_wait(c->db, family, (uint32_t)v, wait_s, known, wait);
 }
 
 static int cmd_jwt_rotate(kw_ctl *c)
@@ -344,15 +315,26 @@ static int cmd_jwt_rotate(kw_ctl *c)
 	return 0;
 }
 
-static int cmd_jwt_retire(kw_ctl *c)
+/* "N [--force]" of the retire commands; false = usage printed. */
+static bool retire_args(const kw_ctl *c, const char *cmd, uint32_t *version, bool *force)
 {
-	bool force = c->argc == 2 && strcmp(c->argv[1], "--force") == 0;
+	*force = c->argc == 2 && strcmp(c->argv[1], "--force") == 0;
 	char *end = NULL;
 	unsigned long v = c->argc >= 1 ? strtoul(c->argv[0], &end, 10) : 0;
-	if ((c->argc != 1 && !force) || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
-		fprintf(stderr, "keywardctl: jwt retire N [--force]\n");
-		return 2;
+	if ((c->argc != 1 && !*force) || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
+		fprintf(stderr, "keywardctl: %s N [--force]\n", cmd);
+		return false;
 	}
+	*version = (uint32_t)v;
+	return true;
+}
+
+static int cmd_jwt_retire(kw_ctl *c)
+{
+	bool force = false;
+	uint32_t v = 0;
+	if (!retire_args(c, "jwt retire", &v, &force))
+		return 2;
 	const kw_hsm_key *active, *k;
 	kw_err err = ctl_hsm(c);
 	if (err == KW_OK)
@@ -362,11 +344,11 @@ static int cmd_jwt_retire(kw_ctl *c)
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
 		return ctl_fail("jwt retire", err);
 	if (kw_hsm_key_version(active) == v) {
-		fprintf(stderr, "keywardctl: keyward/jwt/%lu is the active key; rotate first\n", v);
+		fprintf(stderr, "keywardctl: keyward/jwt/%" PRIu32 " is the active key; rotate first\n", v);
 		return 1;
 	}
 	if (kw_hsm_key_get(c->hsm, KW_KEY_JWT, (uint32_t)v, &k) != KW_OK) {
-		fprintf(stderr, "keywardctl: no key keyward/jwt/%lu in the token\n", v);
+		fprintf(stderr, "keywardctl: no key keyward/jwt/%" PRIu32 " in the token\n", v);
 		return 1;
 	}
 	/* Tokens it signed live at most the longest role TTL (+ leeway) after
@@ -393,20 +375,22 @@ static int cmd_jwt_retire(kw_ctl *c)
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
-			        "keywardctl: tokens signed by keyward/jwt/%lu may be valid for %lld more "
+			        "keywardctl: tokens signed by keyward/jwt/%" PRIu32
+			        " may be valid for %lld more "
 			        "seconds; "
 			        "retire it after that (or --force)\n",
 			        v, wait);
 		else
 			fprintf(stderr,
-			        "keywardctl: no rotation away from keyward/jwt/%lu is recorded; tokens it "
+			        "keywardctl: no rotation away from keyward/jwt/%" PRIu32
+			        " is recorded; tokens it "
 			        "signed may "
 			        "still be valid (--force to retire anyway)\n",
 			        v);
 		return 1;
 	}
 	char label[64];
-	snprintf(label, sizeof(label), "keyward/jwt/%lu", v);
+	snprintf(label, sizeof(label), "keyward/jwt/%" PRIu32 "", v);
 	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_JWT, (uint32_t)v)) != KW_OK)
 		return ctl_fail("jwt retire", err);
 	if ((err = ctl_audit(c, "jwt.retire", label, force ? "{\"forced\":true}" : NULL)) != KW_OK)
@@ -454,20 +438,21 @@ static int cmd_kek_rotate(kw_ctl *c)
 	return 0;
 }
 
+static void print_row(void *arg, const char *tenant_id, const char *user_id)
+{
+	(void)arg;
+	fprintf(stderr, "  tenant %s user %s\n", tenant_id, user_id);
+}
+
 /* Lists (some of) the rows a rewrap run set aside. */
 static void print_set_aside(kw_ctl *c, unsigned long long bad)
 {
-	PGresult *res = NULL;
-	if (kw_db_exec(c->db, "SELECT tenant_id, user_id FROM pg_temp.kek_rewrap_skip ORDER BY 1, 2 LIMIT 20",
-	               0, NULL, NULL, NULL, &res) != KW_OK)
+	size_t n = 0;
+	if (kw_rewrap_set_aside(c->db, 20, print_row, NULL, &n) != KW_OK)
 		return;
-	int n = PQntuples(res);
-	for (int i = 0; i < n; i++)
-		fprintf(stderr, "  tenant %s user %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
 	if (bad > (unsigned long long)n)
 		fprintf(stderr, "  ... and %llu more (each is named in the log)\n",
 		        bad - (unsigned long long)n);
-	PQclear(res);
 }
 
 static int cmd_kek_rewrap(kw_ctl *c)
@@ -543,13 +528,10 @@ static int cmd_kek_rewrap(kw_ctl *c)
 
 static int cmd_kek_retire(kw_ctl *c)
 {
-	bool force = c->argc == 2 && strcmp(c->argv[1], "--force") == 0;
-	char *end = NULL;
-	unsigned long v = c->argc >= 1 ? strtoul(c->argv[0], &end, 10) : 0;
-	if ((c->argc != 1 && !force) || v == 0 || v > UINT32_MAX || end == NULL || *end != '\0') {
-		fprintf(stderr, "keywardctl: kek retire N [--force]\n");
+	bool force = false;
+	uint32_t v = 0;
+	if (!retire_args(c, "kek retire", &v, &force))
 		return 2;
-	}
 	const kw_hsm_key *active, *k;
 	kw_err err = ctl_both(c);
 	if (err != KW_OK)
@@ -559,11 +541,11 @@ static int cmd_kek_retire(kw_ctl *c)
 	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
 		return ctl_fail("kek retire", err);
 	if (kw_hsm_key_version(active) == v) {
-		fprintf(stderr, "keywardctl: keyward/kek/%lu is the active KEK; rotate first\n", v);
+		fprintf(stderr, "keywardctl: keyward/kek/%" PRIu32 " is the active KEK; rotate first\n", v);
 		return 1;
 	}
 	if (kw_hsm_key_get(c->hsm, KW_KEY_KEK, (uint32_t)v, &k) != KW_OK) {
-		fprintf(stderr, "keywardctl: no key keyward/kek/%lu in the token\n", v);
+		fprintf(stderr, "keywardctl: no key keyward/kek/%" PRIu32 " in the token\n", v);
 		return 1;
 	}
 	/* Instances that have not yet re-read the token may still wrap with it
@@ -580,31 +562,32 @@ static int cmd_kek_retire(kw_ctl *c)
 	if (!force && (!known || wait > 0)) {
 		if (known)
 			fprintf(stderr,
-			        "keywardctl: running instances may still wrap with keyward/kek/%lu for %lld "
+			        "keywardctl: running instances may still wrap with keyward/kek/%" PRIu32
+			        " for %lld "
 			        "more seconds; retire it after that (and after a last kek rewrap)\n",
 			        v, wait);
 		else
-			fprintf(
-			    stderr,
-			    "keywardctl: no rotation away from keyward/kek/%lu is recorded, so instances may "
-			    "still wrap with it (--force to retire anyway)\n",
-			    v);
+			fprintf(stderr,
+			        "keywardctl: no rotation away from keyward/kek/%" PRIu32
+			        " is recorded, so instances may "
+			        "still wrap with it (--force to retire anyway)\n",
+			        v);
 		return 1;
 	}
 	long long rows = 0;
 	err = kw_vault_kek_retire(c->db, (uint32_t)v, &rows);
 	if (err == KW_ERR_EXISTS) {
-		fprintf(
-		    stderr,
-		    "keywardctl: %lld vault rows are still wrapped by keyward/kek/%lu; run keywardctl kek "
-		    "rewrap first\n",
-		    rows, v);
+		fprintf(stderr,
+		        "keywardctl: %lld vault rows are still wrapped by keyward/kek/%" PRIu32
+		        "; run keywardctl kek "
+		        "rewrap first\n",
+		        rows, v);
 		return 1;
 	}
 	if (err != KW_OK)
 		return ctl_fail("kek retire: cannot mark it retired", err);
 	char label[64];
-	snprintf(label, sizeof(label), "keyward/kek/%lu", v);
+	snprintf(label, sizeof(label), "keyward/kek/%" PRIu32 "", v);
 	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_KEK, (uint32_t)v)) != KW_OK)
 		return ctl_fail("kek retire: marked retired, but the token did not destroy it (run again)",
 		                err);

@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "keyward/error.h"
 #include "keyward/text.h"
@@ -67,6 +68,21 @@ KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);
 
 /* Count of statements this process sent (for tests and /metrics). */
 unsigned long long kw_db_statements(void);
+
+/* Rotations (src/db/repo_rotations.c; keywardctl, as the schema owner).
+ * kw_db_try_lock takes the session-level advisory lock named name if it is
+ * free (*got). kw_rotation_record notes that family moved from previous to
+ * version (a version seen before starts its wait again); kw_rotation_wait
+ * gives the seconds left until wait_s have passed since the rotation away
+ * from previous (*known false when none is recorded). kw_rewrap_set_aside
+ * calls each for up to max rows the session's rewrap run set aside. */
+KW_MUST_CHECK kw_err kw_db_try_lock(kw_db *db, const char *name, bool *got);
+KW_MUST_CHECK kw_err kw_rotation_record(kw_db *db, const char *family, uint32_t version, uint32_t previous);
+KW_MUST_CHECK kw_err kw_rotation_wait(kw_db *db, const char *family, uint32_t previous, int64_t wait_s,
+                                      bool *known, long long *wait);
+KW_MUST_CHECK kw_err kw_rewrap_set_aside(kw_db *db, size_t max,
+                                         void (*each)(void *arg, const char *tenant_id, const char *user_id),
+                                         void *arg, size_t *listed);
 
 /* Tenants (src/db/repo_tenants.c; as the schema owner). Inserts one in the
  * caller's transaction, scoped to that tenant: KW_ERR_EXISTS for a name
