@@ -62,6 +62,20 @@ typedef struct kw_db_stmt {
  * call succeeds, results[i] is statement i's result (caller PQclear()s). */
 KW_MUST_CHECK kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, size_t n, PGresult **results);
 
+/* Reading results without libpq: kw_db_result is libpq's PGresult, owned
+ * by whoever received it and freed with kw_db_result_free (NULL is fine).
+ * kw_db_value is NULL for an SQL NULL; kw_db_text is "" for one. */
+typedef PGresult kw_db_result;
+int kw_db_nrows(const kw_db_result *r);
+const char *kw_db_value(const kw_db_result *r, int row, int col);
+const char *kw_db_text(const kw_db_result *r, int row, int col);
+/* Rows an INSERT/UPDATE/DELETE touched, or -1 if the result says none. */
+long long kw_db_affected(const kw_db_result *r);
+void kw_db_result_free(kw_db_result *r);
+/* The statement that scopes the rest of a transaction to tenant and user
+ * (both set; for pipelines that move between scopes). */
+kw_db_stmt kw_db_stmt_scope(const char *const scope[2]);
+
 /* Runs trusted SQL text with no parameters, possibly several statements
  * (PQexec). For migration files only: never pass text built from data. */
 KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);

@@ -25,6 +25,7 @@
 #include "keyward/audit.h"
 #include "keyward/db.h"
 #include "keyward/hsm.h"
+#include "keyward/repo_audit.h"
 
 #define KW_AUDIT_MAC_LEN  32
 #define KW_AUDIT_ROW_TAG  "keyward-audit-v1"
@@ -71,7 +72,6 @@ KW_MUST_CHECK kw_err kw_audit_head_mac(kw_hsm_session *s, const kw_hsm_key *k, c
 KW_MUST_CHECK kw_err kw_audit_event_check(const kw_audit_event *ev);
 
 /* A row ready to INSERT: owns copies of its (capped) text. */
-#define KW_AUDIT_INSERT_NPARAMS 15
 typedef struct kw_audit_row {
 	char *text; /* one allocation holding the copied fields */
 	const char *f[KW_AF_COUNT];
@@ -102,7 +102,7 @@ void kw_audit_row_clear(kw_audit_row *row);
  * head and records that the head row now holds it. */
 KW_MUST_CHECK kw_err kw_audit_stage_head(kw_audit_chain *c, kw_hsm_session *s, kw_audit_head *h);
 /* Checks the head statement's result (the UPDATE must touch one row). */
-KW_MUST_CHECK kw_err kw_audit_head_check(kw_audit_chain *c, const kw_audit_head *h, const PGresult *res);
+KW_MUST_CHECK kw_err kw_audit_head_check(kw_audit_chain *c, const kw_audit_head *h, const kw_db_result *res);
 /* The commit's outcome is unknown (connection lost during COMMIT): the
  * chain may or may not have advanced, so continue on a fresh chain. */
 void kw_audit_chain_restart(kw_audit_chain *c);

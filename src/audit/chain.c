@@ -35,18 +35,6 @@ struct kw_audit_chain {
 	bool desync; /* the database disagrees with us: restart on rollback */
 };
 
-#define SQL_INSERT_ROW                                                                                       \
-	"INSERT INTO audit_log (chain_id, seq, at, tenant_id, actor, action, target, status, ip, "           \
-	"user_agent, "                                                                                       \
-	"request_id, context, key_version, prev_mac, mac) VALUES ($1::uuid, $2::bigint, $3::timestamptz, "   \
-	"$4::uuid, $5, $6, $7, $8, $9, $10, $11, $12::json, $13::int, $14::bytea, $15::bytea)"
-#define SQL_INSERT_HEAD                                                                                      \
-	"INSERT INTO audit_chains (chain_id, writer, last_seq, last_mac, key_version, head_mac) VALUES "     \
-	"($1::uuid, $2, $3::bigint, $4::bytea, $5::int, $6::bytea)"
-#define SQL_UPDATE_HEAD                                                                                      \
-	"UPDATE audit_chains SET last_seq = $3::bigint, last_mac = $4::bytea, key_version = $5::int, "       \
-	"head_mac = $6::bytea WHERE chain_id = $1::uuid AND last_seq = $2::bigint"
-
 static void put_be32(unsigned char *p, uint32_t v)
 {
 	p[0] = (unsigned char)(v >> 24);
@@ -337,8 +325,7 @@ kw_err kw_audit_stage_row(kw_audit_chain *c, kw_hsm_session *s, const kw_audit_e
 	row->values[14] = (const char *)row->mac;
 	row->lengths[14] = KW_AUDIT_MAC_LEN;
 	row->formats[14] = 1;
-	row->stmt =
-	    (kw_db_stmt){SQL_INSERT_ROW, KW_AUDIT_INSERT_NPARAMS, row->values, row->lengths, row->formats};
+	row->stmt = kw_audit_stmt_row(row->values, row->lengths, row->formats);
 	c->pending.seq++;
 	memcpy(c->pending.mac, row->mac, KW_AUDIT_MAC_LEN);
 done:
@@ -379,17 +366,16 @@ kw_err kw_audit_stage_head(kw_audit_chain *c, kw_hsm_session *s, kw_audit_head *
 	h->values[5] = (const char *)h->head_mac;
 	h->lengths[5] = KW_AUDIT_MAC_LEN;
 	h->formats[5] = 1;
-	h->stmt =
-	    (kw_db_stmt){h->update ? SQL_UPDATE_HEAD : SQL_INSERT_HEAD, 6, h->values, h->lengths, h->formats};
+	h->stmt = kw_audit_stmt_head(h->update, h->values, h->lengths, h->formats);
 	c->pending.head_stored = true;
 	c->pending.head_seq = c->pending.seq;
 done:
 	return err;
 }
 
-kw_err kw_audit_head_check(kw_audit_chain *c, const kw_audit_head *h, const PGresult *res)
+kw_err kw_audit_head_check(kw_audit_chain *c, const kw_audit_head *h, const kw_db_result *res)
 {
-	if (strcmp(PQcmdTuples((PGresult *)res), "1") == 0)
+	if (kw_db_affected(res) == 1)
 		return KW_OK;
 	/* Our idea of the head is not the database's: never fork, move on. */
 	kw_err_log("audit: chain %s head is not at seq %s in audit_chains", h->chain_id,
@@ -404,7 +390,7 @@ kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db *db, const kw
 	chain_state saved;
 	kw_audit_row row = {0};
 	kw_audit_head head = {0};
-	PGresult *res[2] = {NULL, NULL};
+	kw_db_result *res[2] = {NULL, NULL};
 
 	if (c == NULL || s == NULL || db == NULL)
 		kw_misuse("kw_audit_append: NULL argument");
@@ -430,8 +416,8 @@ kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db *db, const kw
 done:
 	if (err != KW_OK)
 		c->pending = saved;
-	PQclear(res[0]);
-	PQclear(res[1]);
+	kw_db_result_free(res[0]);
+	kw_db_result_free(res[1]);
 	kw_audit_row_clear(&row);
 	return err;
 }

@@ -19,29 +19,6 @@
 #include "audit_internal.h"
 #include "keyward/log.h"
 
-#define VERIFY_PAGE      "1000"
-#define VERIFY_PAGE_ROWS 1000 /* keep equal to VERIFY_PAGE */
-
-/* Output columns are text casts named like the table's columns: ORDER BY
- * qualifies the column so it sorts by number and uuid, not by text. */
-#define SQL_ROWS_COLS                                                                                        \
-	"SELECT id::text, seq::text, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "  \
-	"tenant_id::text, actor, action, target, status, ip, user_agent, request_id, context::text, "        \
-	"key_version::text, encode(prev_mac, 'hex'), encode(mac, 'hex') FROM audit_log "
-#define SQL_ROWS_FIRST SQL_ROWS_COLS "WHERE chain_id = $1::uuid ORDER BY audit_log.seq LIMIT " VERIFY_PAGE
-#define SQL_ROWS_NEXT                                                                                        \
-	SQL_ROWS_COLS                                                                                        \
-	"WHERE chain_id = $1::uuid AND seq > $2::bigint ORDER BY audit_log.seq LIMIT " VERIFY_PAGE
-#define SQL_HEADS_COLS                                                                                       \
-	"SELECT chain_id::text, last_seq::text, encode(last_mac, 'hex'), key_version::text, "                \
-	"encode(head_mac, 'hex') FROM audit_chains "
-#define SQL_HEADS_FIRST SQL_HEADS_COLS "ORDER BY audit_chains.chain_id LIMIT " VERIFY_PAGE
-#define SQL_HEADS_NEXT                                                                                       \
-	SQL_HEADS_COLS "WHERE chain_id > $1::uuid ORDER BY audit_chains.chain_id LIMIT " VERIFY_PAGE
-#define SQL_ORPHAN                                                                                           \
-	"SELECT a.chain_id::text, a.seq::text, a.id::text FROM audit_log a WHERE NOT EXISTS "                \
-	"(SELECT 1 FROM audit_chains c WHERE c.chain_id = a.chain_id) ORDER BY a.chain_id, a.seq LIMIT 1"
-
 typedef struct vctx {
 	kw_hsm *hsm;
 	kw_hsm_session *s;
@@ -100,11 +77,6 @@ static bool parse_mac(const char *hex, unsigned char out[KW_AUDIT_MAC_LEN])
 	return true;
 }
 
-static const char *value_or_null(const PGresult *res, int row, int col)
-{
-	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
-}
-
 /* Key version text -> the token's key, or NULL. */
 static const kw_hsm_key *key_for(vctx *v, const char *ver)
 {
@@ -117,28 +89,26 @@ static const kw_hsm_key *key_for(vctx *v, const char *ver)
 	return k;
 }
 
-/* One chain, given its head row (columns of SQL_HEADS_COLS). */
-static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
+/* One chain, given its head row (columns of kw_audit_heads_page). */
+static kw_err verify_chain(vctx *v, const kw_db_result *heads, int h)
 {
 	kw_err err = KW_OK;
-	PGresult *res = NULL;
-	const char *chain = PQgetvalue(heads, h, 0);
+	kw_db_result *res = NULL;
+	const char *chain = kw_db_text(heads, h, 0);
 	int64_t head_seq = 0, expected = 1;
 	unsigned char prev[KW_AUDIT_MAC_LEN] = {0}, mac[KW_AUDIT_MAC_LEN], want[KW_AUDIT_MAC_LEN];
 	char cursor[24] = "", expected_txt[24];
 	unsigned long long rows = 0;
 
-	if (!parse_i64(PQgetvalue(heads, h, 1), &head_seq) || head_seq < 1)
-		return broken(v, chain, PQgetvalue(heads, h, 1), "-", "chain head has an invalid last_seq");
+	if (!parse_i64(kw_db_text(heads, h, 1), &head_seq) || head_seq < 1)
+		return broken(v, chain, kw_db_text(heads, h, 1), "-", "chain head has an invalid last_seq");
 	for (;;) {
-		const char *params[2] = {chain, cursor};
-		err = kw_db_exec(v->db, cursor[0] == '\0' ? SQL_ROWS_FIRST : SQL_ROWS_NEXT,
-		                 cursor[0] == '\0' ? 1 : 2, params, NULL, NULL, &res);
+		err = kw_audit_rows_page(v->db, chain, cursor, &res);
 		if (err != KW_OK)
 			goto done;
-		int n = PQntuples(res);
+		int n = kw_db_nrows(res);
 		for (int i = 0; i < n; i++) {
-			const char *id = PQgetvalue(res, i, 0), *seq_txt = PQgetvalue(res, i, 1);
+			const char *id = kw_db_text(res, i, 0), *seq_txt = kw_db_text(res, i, 1);
 			const char *f[KW_AF_COUNT];
 			int64_t seq = 0;
 			unsigned char row_prev[KW_AUDIT_MAC_LEN];
@@ -159,8 +129,8 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 				             "row beyond the chain head (last_seq %" PRId64 ")", head_seq);
 				goto done;
 			}
-			if (!parse_mac(PQgetvalue(res, i, 13), row_prev) ||
-			    !parse_mac(PQgetvalue(res, i, 14), mac)) {
+			if (!parse_mac(kw_db_text(res, i, 13), row_prev) ||
+			    !parse_mac(kw_db_text(res, i, 14), mac)) {
 				err = broken(v, chain, seq_txt, id, "malformed mac");
 				goto done;
 			}
@@ -168,26 +138,26 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 				err = broken(v, chain, seq_txt, id, "prev_mac is not the previous row's mac");
 				goto done;
 			}
-			const kw_hsm_key *k = key_for(v, PQgetvalue(res, i, 12));
+			const kw_hsm_key *k = key_for(v, kw_db_text(res, i, 12));
 			if (k == NULL) {
 				err =
 				    broken(v, chain, seq_txt, id, "audit key version %s is not in the token",
-				           PQgetvalue(res, i, 12));
+				           kw_db_text(res, i, 12));
 				goto done;
 			}
 			f[KW_AF_CHAIN_ID] = chain;
 			f[KW_AF_SEQ] = seq_txt;
-			f[KW_AF_AT] = PQgetvalue(res, i, 2);
-			f[KW_AF_TENANT_ID] = value_or_null(res, i, 3);
-			f[KW_AF_ACTOR] = value_or_null(res, i, 4);
-			f[KW_AF_ACTION] = value_or_null(res, i, 5);
-			f[KW_AF_TARGET] = value_or_null(res, i, 6);
-			f[KW_AF_STATUS] = value_or_null(res, i, 7);
-			f[KW_AF_IP] = value_or_null(res, i, 8);
-			f[KW_AF_USER_AGENT] = value_or_null(res, i, 9);
-			f[KW_AF_REQUEST_ID] = value_or_null(res, i, 10);
-			f[KW_AF_CONTEXT] = value_or_null(res, i, 11);
-			f[KW_AF_KEY_VERSION] = PQgetvalue(res, i, 12);
+			f[KW_AF_AT] = kw_db_text(res, i, 2);
+			f[KW_AF_TENANT_ID] = kw_db_value(res, i, 3);
+			f[KW_AF_ACTOR] = kw_db_value(res, i, 4);
+			f[KW_AF_ACTION] = kw_db_value(res, i, 5);
+			f[KW_AF_TARGET] = kw_db_value(res, i, 6);
+			f[KW_AF_STATUS] = kw_db_value(res, i, 7);
+			f[KW_AF_IP] = kw_db_value(res, i, 8);
+			f[KW_AF_USER_AGENT] = kw_db_value(res, i, 9);
+			f[KW_AF_REQUEST_ID] = kw_db_value(res, i, 10);
+			f[KW_AF_CONTEXT] = kw_db_value(res, i, 11);
+			f[KW_AF_KEY_VERSION] = kw_db_text(res, i, 12);
 			err = kw_audit_row_mac(v->s, k, prev, f, want);
 			if (err != KW_OK)
 				goto done;
@@ -201,9 +171,9 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 			rows++;
 			snprintf(cursor, sizeof(cursor), "%s", seq_txt);
 		}
-		PQclear(res);
+		kw_db_result_free(res);
 		res = NULL;
-		if (n < VERIFY_PAGE_ROWS)
+		if (n < KW_AUDIT_PAGE)
 			break;
 	}
 	snprintf(expected_txt, sizeof(expected_txt), "%" PRId64, expected);
@@ -215,8 +185,8 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 		goto done;
 	}
 	unsigned char head_last[KW_AUDIT_MAC_LEN], head_mac[KW_AUDIT_MAC_LEN];
-	const char *head_seq_txt = PQgetvalue(heads, h, 1);
-	if (!parse_mac(PQgetvalue(heads, h, 2), head_last) || !parse_mac(PQgetvalue(heads, h, 4), head_mac)) {
+	const char *head_seq_txt = kw_db_text(heads, h, 1);
+	if (!parse_mac(kw_db_text(heads, h, 2), head_last) || !parse_mac(kw_db_text(heads, h, 4), head_mac)) {
 		err = broken(v, chain, head_seq_txt, "-", "chain head has a malformed mac");
 		goto done;
 	}
@@ -224,10 +194,10 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 		err = broken(v, chain, head_seq_txt, "-", "chain head's last_mac is not the last row's mac");
 		goto done;
 	}
-	const kw_hsm_key *k = key_for(v, PQgetvalue(heads, h, 3));
+	const kw_hsm_key *k = key_for(v, kw_db_text(heads, h, 3));
 	if (k == NULL) {
 		err = broken(v, chain, head_seq_txt, "-", "audit key version %s is not in the token",
-		             PQgetvalue(heads, h, 3));
+		             kw_db_text(heads, h, 3));
 		goto done;
 	}
 	err = kw_audit_head_mac(v->s, k, chain, (uint64_t)head_seq, prev, want);
@@ -240,7 +210,7 @@ static kw_err verify_chain(vctx *v, const PGresult *heads, int h)
 	v->rows += rows;
 	v->chains++;
 done:
-	PQclear(res);
+	kw_db_result_free(res);
 	return err;
 }
 
@@ -248,38 +218,36 @@ kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
                        unsigned long long *rows_checked)
 {
 	kw_err err = KW_OK;
-	PGresult *heads = NULL;
+	kw_db_result *heads = NULL;
 	vctx v = {.hsm = hsm, .s = s, .db = db, .report = report};
 	char cursor[KW_AUDIT_UUID_LEN + 1] = "";
 
 	if (hsm == NULL || s == NULL || db == NULL)
 		kw_misuse("kw_audit_verify: NULL argument");
-	err = kw_db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL);
+	err = kw_audit_read_begin(db);
 	if (err != KW_OK)
 		goto done;
 	for (;;) {
-		const char *params[1] = {cursor};
-		err = kw_db_exec(db, cursor[0] == '\0' ? SQL_HEADS_FIRST : SQL_HEADS_NEXT,
-		                 cursor[0] == '\0' ? 0 : 1, params, NULL, NULL, &heads);
+		err = kw_audit_heads_page(db, cursor, &heads);
 		if (err != KW_OK)
 			goto done;
-		int n = PQntuples(heads);
+		int n = kw_db_nrows(heads);
 		for (int i = 0; i < n; i++) {
 			err = verify_chain(&v, heads, i);
 			if (err != KW_OK)
 				goto done;
-			snprintf(cursor, sizeof(cursor), "%s", PQgetvalue(heads, i, 0));
+			snprintf(cursor, sizeof(cursor), "%s", kw_db_text(heads, i, 0));
 		}
-		PQclear(heads);
+		kw_db_result_free(heads);
 		heads = NULL;
-		if (n < VERIFY_PAGE_ROWS)
+		if (n < KW_AUDIT_PAGE)
 			break;
 	}
-	err = kw_db_exec(db, SQL_ORPHAN, 0, NULL, NULL, NULL, &heads);
+	err = kw_audit_orphan(db, &heads);
 	if (err != KW_OK)
 		goto done;
-	if (PQntuples(heads) > 0) {
-		err = broken(&v, PQgetvalue(heads, 0, 0), PQgetvalue(heads, 0, 1), PQgetvalue(heads, 0, 2),
+	if (kw_db_nrows(heads) > 0) {
+		err = broken(&v, kw_db_text(heads, 0, 0), kw_db_text(heads, 0, 1), kw_db_text(heads, 0, 2),
 		             "chain has no head in audit_chains");
 		goto done;
 	}
@@ -291,6 +259,6 @@ kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
 		*rows_checked = v.rows;
 done:
 	kw_db_rollback(db);
-	PQclear(heads);
+	kw_db_result_free(heads);
 	return err;
 }

@@ -67,8 +67,6 @@ struct kw_audit_writer {
 	atomic_ullong rows, commits;
 };
 
-#define SQL_SET_SCOPE "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"
-
 static bool same_str(const char *a, const char *b)
 {
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
@@ -81,7 +79,7 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	kw_err err = KW_OK;
 	kw_audit_row *rows = NULL;
 	kw_db_stmt *stmts = NULL;
-	PGresult **res = NULL;
+	kw_db_result **res = NULL;
 	kw_audit_head head = {0};
 	size_t nst = 0;
 	const char *prev_tenant = NULL, *prev_user = NULL;
@@ -117,7 +115,7 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 		if (!same && !(first && tenant == NULL && user == NULL && reqs[i]->npre == 0)) {
 			scope[2 * i] = tenant != NULL ? tenant : "";
 			scope[2 * i + 1] = user != NULL ? user : "";
-			stmts[nst++] = (kw_db_stmt){SQL_SET_SCOPE, 2, &scope[2 * i], NULL, NULL};
+			stmts[nst++] = kw_db_stmt_scope(&scope[2 * i]);
 		}
 		first = false;
 		prev_tenant = tenant;
@@ -150,7 +148,7 @@ done:
 		kw_audit_chain_rolled_back(w->chain);
 	}
 	for (size_t i = 0; res != NULL && i < cap; i++)
-		PQclear(res[i]);
+		kw_db_result_free(res[i]);
 	for (size_t i = 0; rows != NULL && i < n; i++)
 		kw_audit_row_clear(&rows[i]);
 	free(res);

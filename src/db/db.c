@@ -18,6 +18,8 @@
 
 #include "keyward/log.h"
 
+#define SQL_SCOPE_BOTH "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"
+
 #define KW_DB_MAX_USER_ID 256
 
 /* Statements are prepared once per connection (named kw<n>) and then
@@ -370,7 +372,7 @@ kw_err kw_db_begin(kw_db *db, const char *tenant_id, const char *user_id)
 		kw_misuse("kw_db_begin: a transaction is already open on this connection");
 
 	if (tenant_id != NULL && user_id != NULL) {
-		sql = "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)";
+		sql = SQL_SCOPE_BOTH;
 		vals[nvals++] = tenant_id;
 		vals[nvals++] = user_id;
 	} else if (tenant_id != NULL) {
@@ -441,4 +443,35 @@ kw_err kw_db_ping(kw_db *db)
 			err = kw_db_exec(db, "SELECT 1", 0, NULL, NULL, NULL, NULL);
 	}
 	return err;
+}
+
+int kw_db_nrows(const kw_db_result *r)
+{
+	return r != NULL ? PQntuples(r) : 0;
+}
+
+const char *kw_db_value(const kw_db_result *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+const char *kw_db_text(const kw_db_result *r, int row, int col)
+{
+	return PQgetvalue(r, row, col);
+}
+
+long long kw_db_affected(const kw_db_result *r)
+{
+	const char *n = r != NULL ? PQcmdTuples((PGresult *)r) : "";
+	return n[0] != '\0' ? strtoll(n, NULL, 10) : -1;
+}
+
+void kw_db_result_free(kw_db_result *r)
+{
+	PQclear(r);
+}
+
+kw_db_stmt kw_db_stmt_scope(const char *const scope[2])
+{
+	return (kw_db_stmt){SQL_SCOPE_BOTH, 2, scope, NULL, NULL};
 }
