@@ -67,6 +67,7 @@ KW_MUST_CHECK kw_err kw_db_exec_pipeline(kw_db *db, const kw_db_stmt *stmts, siz
  * kw_db_value is NULL for an SQL NULL; kw_db_text is "" for one. */
 typedef PGresult kw_db_result;
 int kw_db_nrows(const kw_db_result *r);
+int kw_db_ncols(const kw_db_result *r);
 const char *kw_db_value(const kw_db_result *r, int row, int col);
 const char *kw_db_text(const kw_db_result *r, int row, int col);
 /* Rows an INSERT/UPDATE/DELETE touched, or -1 if the result says none. */

@@ -27,7 +27,6 @@
 #include "keyward/text.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <poll.h>
@@ -40,8 +39,8 @@
 #include <unistd.h>
 
 #include "keyward/log.h"
+#include "keyward/repo_revocations.h"
 
-#define KW_RC_CHANNEL        "keyward_revocations"
 #define KW_RC_APP_NAME       "keyward-revocations"
 #define KW_RC_HEARTBEAT_MS   500
 #define KW_RC_QUERY_MS       5000 /* a query (or connect) slower than this is an error */
@@ -53,12 +52,6 @@
 #define KW_RC_MIN_CAP        64
 #define KW_ID_LEN            16
 #define KW_SID_TEXT_LEN      36
-
-#define SQL_LISTEN "LISTEN " KW_RC_CHANNEL
-#define SQL_LOAD                                                                                             \
-	"SELECT jti, sid, floor(extract(epoch FROM token_expires_at))::bigint FROM jwt_revocations "         \
-	"WHERE token_expires_at > now()"
-#define SQL_HEARTBEAT "SELECT id FROM jwt_revocations LIMIT 1"
 
 /* exp == 0 marks an empty slot: nothing that old is ever inserted. */
 typedef struct rc_slot {
@@ -242,16 +235,11 @@ static void mark_contact(kw_revcache *rc)
 
 /* ---- the listener thread ------------------------------------------------ */
 
-static void notice_quiet(void *arg, const char *message)
-{
-	(void)arg;
-	(void)message;
-}
-
 /* Waits for events on fd (-1: none) or the wake fd, until deadline_ms
  * (monotonic). 1: fd ready; 0: timeout; -1: stopping or poll failed. */
-static int wait_fd(kw_revcache *rc, int fd, short events, int64_t deadline_ms)
+static int wait_fd(void *arg, int fd, short events, int64_t deadline_ms)
 {
+	kw_revcache *rc = arg;
 	for (;;) {
 		struct pollfd p[2] = {{rc->wake_fd, POLLIN, 0}, {fd, events, 0}};
 		int64_t left = deadline_ms - mono_ms();
@@ -275,101 +263,16 @@ static int wait_fd(kw_revcache *rc, int fd, short events, int64_t deadline_ms)
 	}
 }
 
-/* Connects without blocking the stop. NULL on failure (logged at level). */
-static PGconn *rc_connect(kw_revcache *rc, kw_log_level level)
-{
-	/* application_name after the expanded conninfo, so it wins. */
-	const char *const keys[] = {"dbname", "application_name", NULL};
-	const char *const vals[] = {rc->conninfo, KW_RC_APP_NAME, NULL};
-	int64_t deadline = mono_ms() + KW_RC_CONNECT_MS;
-	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-	PGconn *conn = PQconnectStartParams(keys, vals, 1);
-
-	if (conn == NULL) {
-		kw_log(level, "revocations: cannot connect: out of memory");
-		return NULL;
-	}
-	while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-		int w = wait_fd(rc, PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
-		if (w < 0)
-			goto fail;
-		if (w == 0) {
-			kw_log(level, "revocations: connection timed out");
-			goto fail;
-		}
-		st = PQconnectPoll(conn);
-	}
-	if (PQstatus(conn) != CONNECTION_OK) {
-		/* libpq's connection errors name host and role, never a password. */
-		if (!atomic_load(&rc->stopping))
-			kw_log(level, "revocations: connection failed: %s", PQerrorMessage(conn));
-		goto fail;
-	}
-	PQsetNoticeProcessor(conn, notice_quiet, NULL);
-	return conn;
-fail:
-	PQfinish(conn);
-	return NULL;
-}
-
-/* Runs one statement without parameters; waits at most KW_RC_QUERY_MS and
- * watches the wake fd. On success *out (if non-NULL) is the result. The
- * statements here carry no data, so the server's message can be logged. */
-static kw_err rc_query(kw_revcache *rc, PGconn *conn, const char *sql, kw_log_level level, PGresult **out)
-{
-	int64_t deadline = mono_ms() + KW_RC_QUERY_MS;
-	PGresult *res = NULL, *first = NULL;
-	kw_err err = KW_OK;
-
-	if (PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0) != 1) {
-		kw_log(level, "revocations: cannot send a query: %s", PQerrorMessage(conn));
-		return KW_ERR_DB_UNAVAILABLE;
-	}
-	while (PQisBusy(conn)) {
-		int w = wait_fd(rc, PQsocket(conn), POLLIN, deadline);
-		if (w <= 0) {
-			if (w == 0)
-				kw_log(level, "revocations: no answer within %d ms", KW_RC_QUERY_MS);
-			return KW_ERR_DB_UNAVAILABLE; /* the connection is dropped after this */
-		}
-		if (PQconsumeInput(conn) != 1) {
-			kw_log(level, "revocations: connection lost: %s", PQerrorMessage(conn));
-			return KW_ERR_DB_UNAVAILABLE;
-		}
-	}
-	while ((res = PQgetResult(conn)) != NULL) {
-		if (first == NULL)
-			first = res;
-		else
-			PQclear(res);
-	}
-	ExecStatusType st = first != NULL ? PQresultStatus(first) : PGRES_FATAL_ERROR;
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *state = first != NULL ? PQresultErrorField(first, PG_DIAG_SQLSTATE) : NULL;
-		const char *msg = first != NULL ? PQresultErrorField(first, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-		kw_log(level, "revocations: query failed: SQLSTATE %s: %s", state != NULL ? state : "none",
-		       msg != NULL ? msg : PQerrorMessage(conn));
-		err = PQstatus(conn) == CONNECTION_BAD ? KW_ERR_DB_UNAVAILABLE : KW_ERR_DB;
-		PQclear(first);
-		return err;
-	}
-	if (out != NULL)
-		*out = first;
-	else
-		PQclear(first);
-	return KW_OK;
-}
-
 /* Reads the full list into new sets and swaps them in. */
-static kw_err rc_load(kw_revcache *rc, PGconn *conn, kw_log_level level)
+static kw_err rc_load(kw_revcache *rc, kw_listener *l, kw_log_level level)
 {
-	PGresult *res = NULL;
+	kw_db_result *res = NULL;
 	rc_set jti = {0}, sid = {0}, old_jti, old_sid;
-	kw_err err = rc_query(rc, conn, SQL_LOAD, level, &res);
+	kw_err err = kw_revocations_load(l, level, &res);
 	if (err != KW_OK)
 		return err;
-	int n = PQntuples(res);
-	if (PQnfields(res) != 3) {
+	int n = kw_db_nrows(res);
+	if (kw_db_ncols(res) != 3) {
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
@@ -378,14 +281,16 @@ static kw_err rc_load(kw_revcache *rc, PGconn *conn, kw_log_level level)
 	for (int i = 0; i < n; i++) {
 		unsigned char key[KW_ID_LEN];
 		char *end = NULL;
-		int64_t exp = PQgetisnull(res, i, 2) ? 0 : strtoll(PQgetvalue(res, i, 2), &end, 10);
+		const char *exp_text = kw_db_value(res, i, 2), *jti_text = kw_db_value(res, i, 0),
+		           *sid_text = kw_db_value(res, i, 1);
+		int64_t exp = exp_text == NULL ? 0 : strtoll(exp_text, &end, 10);
 		bool ok = exp > 0 && end != NULL && *end == '\0';
-		if (ok && !PQgetisnull(res, i, 0)) {
-			ok = parse_jti(PQgetvalue(res, i, 0), key);
+		if (ok && jti_text != NULL) {
+			ok = parse_jti(jti_text, key);
 			if (ok)
 				set_put_nogrow(rc, &jti, key, exp);
-		} else if (ok && !PQgetisnull(res, i, 1)) {
-			ok = kw_uuid_parse(PQgetvalue(res, i, 1), key);
+		} else if (ok && sid_text != NULL) {
+			ok = kw_uuid_parse(sid_text, key);
 			if (ok)
 				set_put_nogrow(rc, &sid, key, exp);
 		} else {
@@ -411,7 +316,7 @@ static kw_err rc_load(kw_revcache *rc, PGconn *conn, kw_log_level level)
 done:
 	set_free(&jti);
 	set_free(&sid);
-	PQclear(res);
+	kw_db_result_free(res);
 	return err;
 }
 
@@ -463,24 +368,22 @@ static bool apply_payload(kw_revcache *rc, const char *payload)
 	return rc_put(rc, no_jti ? NULL : a, no_sid ? NULL : b, (int64_t)exp);
 }
 
+static bool apply_notification(void *arg, const char *payload)
+{
+	kw_revcache *rc = arg;
+	if (!apply_payload(rc, payload)) {
+		kw_warn("revocations: cannot apply a notification; reloading");
+		return false;
+	}
+	atomic_fetch_add(&rc->notifications, 1);
+	return true;
+}
+
 /* Applies every queued notification; false if one cannot be applied (then
  * the list is reloaded, so nothing is lost). */
-static bool drain_notifies(kw_revcache *rc, PGconn *conn)
+static bool drain_notifies(kw_revcache *rc, kw_listener *l)
 {
-	PGnotify *nf;
-	bool ok = true;
-	while ((nf = PQnotifies(conn)) != NULL) {
-		if (strcmp(nf->relname, KW_RC_CHANNEL) == 0) {
-			if (apply_payload(rc, nf->extra)) {
-				atomic_fetch_add(&rc->notifications, 1);
-			} else {
-				kw_warn("revocations: cannot apply a notification; reloading");
-				ok = false;
-			}
-		}
-		PQfreemem(nf);
-	}
-	return ok;
+	return kw_listener_drain(l, KW_REVOCATIONS_CHANNEL, apply_notification, rc);
 }
 
 /* Drops entries past expiry (with a grace) by rebuilding both sets: built
@@ -522,13 +425,20 @@ done:
  * until an error or stop. Returns true if the list was loaded. */
 static bool rc_session(kw_revcache *rc, kw_log_level level)
 {
-	PGconn *conn = rc_connect(rc, level);
+	kw_listener_opts opts = {.conninfo = rc->conninfo,
+	                         .app_name = KW_RC_APP_NAME,
+	                         .log_name = "revocations",
+	                         .wait = wait_fd,
+	                         .wait_arg = rc,
+	                         .connect_ms = KW_RC_CONNECT_MS,
+	                         .query_ms = KW_RC_QUERY_MS};
+	kw_listener *conn = kw_listener_connect(&opts, level);
 	bool loaded = false;
 	int64_t next_beat, next_purge;
 
 	if (conn == NULL)
 		return false;
-	if (rc_query(rc, conn, SQL_LISTEN, level, NULL) != KW_OK || rc_load(rc, conn, level) != KW_OK)
+	if (kw_revocations_listen(conn, level) != KW_OK || rc_load(rc, conn, level) != KW_OK)
 		goto done;
 	mark_contact(rc);
 	loaded = true;
@@ -538,20 +448,18 @@ static bool rc_session(kw_revcache *rc, kw_log_level level)
 	if (!drain_notifies(rc, conn))
 		goto done;
 	while (!atomic_load(&rc->stopping)) {
-		int w = wait_fd(rc, PQsocket(conn), POLLIN, next_beat);
+		int w = wait_fd(rc, kw_listener_fd(conn), POLLIN, next_beat);
 		if (w < 0)
 			goto done;
 		if (w > 0) {
-			if (PQconsumeInput(conn) != 1) {
-				kw_warn("revocations: connection lost: %s", PQerrorMessage(conn));
+			if (!kw_listener_consume(conn))
 				goto done;
-			}
 			if (!drain_notifies(rc, conn))
 				goto done;
 		}
 		if (mono_ms() < next_beat)
 			continue;
-		if (rc_query(rc, conn, SQL_HEARTBEAT, KW_LOG_WARN, NULL) != KW_OK)
+		if (kw_revocations_heartbeat(conn, KW_LOG_WARN) != KW_OK)
 			goto done;
 		mark_contact(rc);
 		next_beat = mono_ms() + KW_RC_HEARTBEAT_MS;
@@ -562,7 +470,7 @@ static bool rc_session(kw_revcache *rc, kw_log_level level)
 	}
 done:
 	atomic_store(&rc->fresh, false);
-	PQfinish(conn);
+	kw_listener_close(conn);
 	return loaded;
 }
 

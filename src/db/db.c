@@ -450,6 +450,11 @@ int kw_db_nrows(const kw_db_result *r)
 	return r != NULL ? PQntuples(r) : 0;
 }
 
+int kw_db_ncols(const kw_db_result *r)
+{
+	return r != NULL ? PQnfields(r) : 0;
+}
+
 const char *kw_db_value(const kw_db_result *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);

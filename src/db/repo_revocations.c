@@ -1,0 +1,23 @@
+/* repo_revocations.c — see keyward/repo_revocations.h. */
+#include "keyward/repo_revocations.h"
+
+#define SQL_LISTEN "LISTEN " KW_REVOCATIONS_CHANNEL
+#define SQL_LOAD                                                                                             \
+	"SELECT jti, sid, floor(extract(epoch FROM token_expires_at))::bigint FROM jwt_revocations "         \
+	"WHERE token_expires_at > now()"
+#define SQL_HEARTBEAT "SELECT id FROM jwt_revocations LIMIT 1"
+
+kw_err kw_revocations_listen(kw_listener *l, kw_log_level level)
+{
+	return kw_listener_query(l, SQL_LISTEN, level, NULL);
+}
+
+kw_err kw_revocations_load(kw_listener *l, kw_log_level level, kw_db_result **out)
+{
+	return kw_listener_query(l, SQL_LOAD, level, out);
+}
+
+kw_err kw_revocations_heartbeat(kw_listener *l, kw_log_level level)
+{
+	return kw_listener_query(l, SQL_HEARTBEAT, level, NULL);
+}
