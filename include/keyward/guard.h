@@ -13,23 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyward/apikey.h"
 #include "keyward/http.h"
-
-typedef struct kw_principal {
-	char tenant_id[37];
-	char key_id[37];
-	char prefix[16];
-	uint32_t scopes; /* kw_scope bits */
-	char actor[32];  /* "api_key:<prefix>" for audit rows */
-} kw_principal;
-
-/* Verified API keys, keyed by SHA-256 of the key, trusted for
- * auth.key_cache_ttl_ms; the key itself is never kept. */
-typedef struct kw_keycache kw_keycache;
-kw_keycache *kw_keycache_new(size_t capacity);
-void kw_keycache_free(kw_keycache *c);
-/* Drops every entry of this prefix (after a revocation). */
-void kw_keycache_forget(kw_keycache *c, const char *prefix);
 
 /* The per-IP budget of /api/ routes, spent at most once per request;
  * false = 429 written and audited. */

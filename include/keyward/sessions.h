@@ -14,7 +14,9 @@
 #include "keyward/db.h"
 #include "keyward/error.h"
 #include "keyward/hsm.h"
-#include "keyward/tokens.h"
+
+#define KW_SUBJECT_MAX 256 /* bytes of a subject (sub) */
+#define KW_ROLE_MAX    64
 
 typedef struct kw_family_new {
 	const char *id; /* a fresh UUID: the sid of the family's access tokens */

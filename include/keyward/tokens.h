@@ -24,9 +24,8 @@
 #include "keyward/error.h"
 #include "keyward/hsm.h"
 #include "keyward/jwt.h"
+#include "keyward/sessions.h"
 
-#define KW_SUBJECT_MAX      256
-#define KW_ROLE_MAX         64
 #define KW_PERMISSIONS_MAX  512 /* JSON array text */
 #define KW_REFRESH_RAND_LEN 32
 #define KW_REFRESH_TEXT_LEN 64 /* base64url of 48 bytes */

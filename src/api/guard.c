@@ -41,105 +41,6 @@ void kw_auth_stats_get(kw_auth_stats *out)
 	out->refused_429 = atomic_load(&st_429);
 }
 
-typedef struct kw_keyentry {
-	unsigned char hash[32]; /* SHA-256 of the whole key */
-	bool used;
-	double verified_at, touched_at;
-	int rate_limit;
-	kw_principal p;
-} kw_keyentry;
-
-struct kw_keycache {
-	pthread_mutex_t lock;
-	size_t mask;
-	kw_keyentry *e; /* guarded by lock */
-};
-
-kw_keycache *kw_keycache_new(size_t capacity)
-{
-	kw_keycache *c = calloc(1, sizeof(*c));
-	size_t n = 64;
-	while (n < capacity)
-		n *= 2;
-	if (c == NULL || (c->e = calloc(n, sizeof(kw_keyentry))) == NULL) {
-		free(c);
-		return NULL;
-	}
-	c->mask = n - 1;
-	pthread_mutex_init(&c->lock, NULL);
-	return c;
-}
-
-void kw_keycache_free(kw_keycache *c)
-{
-	if (c == NULL)
-		return;
-	OPENSSL_cleanse(c->e, (c->mask + 1) * sizeof(kw_keyentry));
-	free(c->e);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-}
-
-void kw_keycache_forget(kw_keycache *c, const char *prefix)
-{
-	pthread_mutex_lock(&c->lock);
-	for (size_t i = 0; i <= c->mask; i++)
-		if (c->e[i].used && strcmp(c->e[i].p.prefix, prefix) == 0)
-			memset(&c->e[i], 0, sizeof(c->e[i]));
-	pthread_mutex_unlock(&c->lock);
-}
-
-static size_t slot_of(const kw_keycache *c, const unsigned char hash[32])
-{
-	size_t h;
-	memcpy(&h, hash, sizeof(h));
-	return h & c->mask;
-}
-
-/* Looks the key up; fresh = verified less than ttl ago. Returns the last
- * touch time of the entry (0 when absent) so a refresh keeps it. */
-static bool cache_get(kw_keycache *c, const unsigned char hash[32], double now, double ttl, kw_principal *p,
-                      int *rate_limit, double *touched_at)
-{
-	bool fresh = false;
-	pthread_mutex_lock(&c->lock);
-	kw_keyentry *e = &c->e[slot_of(c, hash)];
-	*touched_at = 0;
-	if (e->used && CRYPTO_memcmp(e->hash, hash, 32) == 0) {
-		*touched_at = e->touched_at;
-		if (now - e->verified_at < ttl) {
-			*p = e->p;
-			*rate_limit = e->rate_limit;
-			fresh = true;
-		}
-	}
-	pthread_mutex_unlock(&c->lock);
-	return fresh;
-}
-
-static void cache_put(kw_keycache *c, const unsigned char hash[32], double now, double touched_at,
-                      const kw_principal *p, int rate_limit)
-{
-	pthread_mutex_lock(&c->lock);
-	kw_keyentry *e = &c->e[slot_of(c, hash)];
-	memcpy(e->hash, hash, 32);
-	e->used = true;
-	e->verified_at = now;
-	e->touched_at = touched_at;
-	e->p = *p;
-	e->rate_limit = rate_limit;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static void cache_touched(kw_keycache *c, const unsigned char hash[32], double now)
-{
-	pthread_mutex_lock(&c->lock);
-	kw_keyentry *e = &c->e[slot_of(c, hash)];
-	if (e->used && CRYPTO_memcmp(e->hash, hash, 32) == 0)
-		e->touched_at = now;
-	pthread_mutex_unlock(&c->lock);
-}
-
 void kw_respond_failure(kw_call *call, kw_err err)
 {
 	if (err == KW_ERR_DB_UNAVAILABLE)
@@ -350,8 +251,8 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 	kw_principal p;
 	int rate_limit = 0;
 	double touched_at = 0;
-	if (cache_get(app->keycache, hash, now, app->cfg->key_cache_ttl_ms / 1000.0, &p, &rate_limit,
-	              &touched_at)) {
+	if (kw_keycache_get(app->keycache, hash, now, app->cfg->key_cache_ttl_ms / 1000.0, &p, &rate_limit,
+	                    &touched_at)) {
 		atomic_fetch_add(&st_hits, 1);
 	} else {
 		kw_err err = verify_key(call, key, len, prefix, &p, &rate_limit);
@@ -361,7 +262,7 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 			kw_respond_failure(call, err);
 			return false;
 		}
-		cache_put(app->keycache, hash, now, touched_at, &p, rate_limit);
+		kw_keycache_put(app->keycache, hash, now, touched_at, &p, rate_limit);
 	}
 
 	char kkey[64];
@@ -384,7 +285,7 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 		kw_db *db = call->res->db;
 		if (kw_db_begin(db, p.tenant_id, NULL) == KW_OK) {
 			if (kw_apikey_touch(db, p.key_id) == KW_OK && kw_db_commit(db) == KW_OK)
-				cache_touched(app->keycache, hash, now);
+				kw_keycache_touched(app->keycache, hash, now);
 			else if (kw_db_in_tx(db))
 				kw_db_rollback(db);
 		}

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keyward/apikey.h"
 #include "keyward/app.h"
 #include "keyward/clientip.h"
-#include "keyward/guard.h"
 #include "keyward/log.h"
 #include "keyward/migrate.h"
 #include "keyward/ratelimit.h"

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/apikey.h"
+#include "keyward/repo_apikeys.h"
 #include "keyward/text.h"
 
 #define KW_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
