@@ -10,7 +10,7 @@
 #ifndef KEYWARD_BENCH_HSM_RATE_H
 #define KEYWARD_BENCH_HSM_RATE_H
 
-#include "keyward/hsm.h"
+#include "keyward/hsm/hsm.h"
 
 /* Per-thread room an operation may keep its input in. */
 #define KW_BENCH_STATE_MAX 512

@@ -95,8 +95,9 @@ test)
   trap 'scripts/pg-cluster.sh stop .run/test/pg' EXIT
   status=0
   : >.run/test/summary
-  echo "== lint: clang-format, cppcheck, shellcheck"
-  clang-format --dry-run -Werror src/*/*.c src/*.c include/keyward/*.h tests/*/*.c tests/support/*.h bench/*.c
+  echo "== lint: clang-format, layers, cppcheck, shellcheck"
+  clang-format --dry-run -Werror src/*/*.c src/*/*.h src/*.c include/keyward/*/*.h tests/*/*.c tests/support/*.h bench/*.c
+  python3 scripts/check-layers.py
   cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
     -Iinclude --suppress=missingIncludeSystem src/
   shellcheck -S warning scripts/*.sh bench/*.sh tokens/*.sh tests/*.sh .ci/run

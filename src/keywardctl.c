@@ -13,17 +13,17 @@
 #include <sys/prctl.h>
 #include <time.h>
 
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/audit.h"
-#include "keyward/config.h"
-#include "keyward/db.h"
-#include "keyward/hsm.h"
-#include "keyward/jwt.h"
-#include "keyward/log.h"
-#include "keyward/migrate.h"
-#include "keyward/tokens.h"
-#include "keyward/vault.h"
+#include "keyward/app/app.h"
+#include "keyward/audit/audit.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/auth/jwt.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/config.h"
+#include "keyward/core/log.h"
+#include "keyward/db/db.h"
+#include "keyward/db/migrate.h"
+#include "keyward/hsm/hsm.h"
+#include "keyward/vault/vault.h"
 
 typedef struct kw_ctl {
 	kw_config cfg;

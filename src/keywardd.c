@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/api.h"
-#include "keyward/app.h"
-#include "keyward/log.h"
+#include "keyward/api/api.h"
+#include "keyward/app/app.h"
+#include "keyward/core/log.h"
 
 static void usage(void)
 {

@@ -10,10 +10,10 @@
 #include <string.h>
 
 #include "handlers.h"
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/log.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/core/log.h"
 
 #define KW_MAX_RATE_LIMIT 1000000
 

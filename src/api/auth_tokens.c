@@ -16,14 +16,14 @@
 #include <time.h>
 
 #include "handlers.h"
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/log.h"
-#include "keyward/ratelimit.h"
-#include "keyward/revocation.h"
-#include "keyward/sessions.h"
-#include "keyward/tokens.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/auth/revocation.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/log.h"
+#include "keyward/db/sessions.h"
+#include "keyward/http/ratelimit.h"
 
 /* --- helpers ------------------------------------------------------------ */
 

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
 
 void kw_api_respond_object(kw_call *call, int status, json_t *o)
 {

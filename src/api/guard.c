@@ -6,7 +6,7 @@
  * typo never reaches the database); the cache of recently verified keys;
  * then the database row and HMAC(pepper) computed in the token, compared
  * in constant time; revocation; the key's own budget; the scopes. */
-#include "keyward/guard.h"
+#include "keyward/api/guard.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -20,12 +20,12 @@
 #include <time.h>
 
 #include "handlers.h"
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/log.h"
-#include "keyward/ratelimit.h"
-#include "keyward/revocation.h"
-#include "keyward/tokens.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/auth/revocation.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/log.h"
+#include "keyward/http/ratelimit.h"
 
 #define KW_AUTH_HEADER_MAX 16384
 #define KW_TOUCH_INTERVAL  60.0

@@ -5,10 +5,10 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/http.h"
-#include "keyward/tokens.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/http/http.h"
 
 /* --- the pipeline (pipeline.c) -------------------------------------------
  *

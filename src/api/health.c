@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/metrics.h"
-#include "keyward/revocation.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/revocation.h"
+#include "keyward/http/metrics.h"
 
 void kw_api_healthz(kw_call *call, const kw_caller *who)
 {

@@ -4,10 +4,10 @@
 #include <stdatomic.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/metrics.h"
-#include "keyward/strbuf.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/core/strbuf.h"
+#include "keyward/http/metrics.h"
 
 static void render_hsm(kw_strbuf *b, kw_app *app)
 {

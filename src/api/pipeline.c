@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/log.h"
+#include "keyward/app/app.h"
+#include "keyward/core/log.h"
 
 static const kw_api_spec *spec_of(const kw_call *call)
 {

@@ -9,8 +9,8 @@
  * row; a handler only does the route's own work. A new capability is a row
  * here plus a handler. */
 #include "handlers.h"
-#include "keyward/api.h"
-#include "keyward/apikey.h"
+#include "keyward/api/api.h"
+#include "keyward/auth/apikey.h"
 
 #define IO     false
 #define WORKER true

@@ -19,11 +19,11 @@
 #include <strings.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/log.h"
-#include "keyward/tokens.h"
-#include "keyward/vault.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/log.h"
+#include "keyward/vault/vault.h"
 
 /* Answers a failure of the token, the database or the stored blob. */
 static void fail(kw_call *call, const kw_caller *who, kw_err err)

@@ -15,13 +15,13 @@
 #include <string.h>
 
 #include "handlers.h"
-#include "keyward/app.h"
-#include "keyward/guard.h"
-#include "keyward/log.h"
-#include "keyward/ratelimit.h"
-#include "keyward/sessions.h"
-#include "keyward/text.h"
-#include "keyward/wallet.h"
+#include "keyward/api/guard.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/wallet.h"
+#include "keyward/core/log.h"
+#include "keyward/core/text.h"
+#include "keyward/db/sessions.h"
+#include "keyward/http/ratelimit.h"
 
 #define KW_NONCE_HEX         32
 #define KW_NONCES_PER_MINUTE 10 /* per tenant and address, per instance */

@@ -10,14 +10,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/clientip.h"
-#include "keyward/log.h"
-#include "keyward/migrate.h"
-#include "keyward/ratelimit.h"
-#include "keyward/revocation.h"
-#include "keyward/tokens.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/auth/revocation.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/log.h"
+#include "keyward/db/migrate.h"
+#include "keyward/http/clientip.h"
+#include "keyward/http/ratelimit.h"
 
 __attribute__((format(printf, 4, 5))) static kw_err fail(char *errbuf, size_t errlen, kw_err err,
                                                          const char *fmt, ...)

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "keyward/app.h"
-#include "keyward/log.h"
-#include "keyward/sessions.h"
-#include "keyward/tokens.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/log.h"
+#include "keyward/db/sessions.h"
 
 #define KW_PURGE_ROUNDS 100 /* batches per table and run */
 

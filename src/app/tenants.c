@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/log.h"
-#include "keyward/text.h"
+#include "keyward/app/app.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/core/log.h"
+#include "keyward/core/text.h"
 
 #define KW_TENANT_MAX_NAME 128
 

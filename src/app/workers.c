@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "keyward/app.h"
+#include "keyward/app/app.h"
 
 static void prepare(void *ctx, kw_worker_res *res)
 {

@@ -22,10 +22,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "keyward/audit.h"
-#include "keyward/db.h"
-#include "keyward/hsm.h"
-#include "keyward/repo_audit.h"
+#include "keyward/audit/audit.h"
+#include "keyward/db/db.h"
+#include "keyward/db/repo_audit.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_AUDIT_MAC_LEN  32
 #define KW_AUDIT_ROW_TAG  "keyward-audit-v1"

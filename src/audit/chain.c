@@ -17,8 +17,8 @@
 #include <time.h>
 
 #include "audit_internal.h"
-#include "keyward/log.h"
-#include "keyward/text.h"
+#include "keyward/core/log.h"
+#include "keyward/core/text.h"
 
 typedef struct chain_state {
 	uint64_t seq;                        /* last row (0: no row yet) */

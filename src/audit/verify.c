@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "audit_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 typedef struct vctx {
 	kw_hsm *hsm;

@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #include "audit_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 #define KW_WRITER_MAX_QUEUE 4096
 

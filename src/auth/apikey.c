@@ -7,7 +7,7 @@
  * parser does no I/O and reads exactly len bytes, so a typo or garbage is
  * refused before any database or token work. This file never logs a key,
  * and wipes every temporary that held part of one. */
-#include "keyward/apikey.h"
+#include "keyward/auth/apikey.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -4,7 +4,7 @@
  * process and signed by the token (CKM_ECDSA, raw r || s, as RFC 7518
  * §3.4 wants). Verification uses only public points. The parser refuses
  * anything but the one shape this service issues. */
-#include "keyward/jwt.h"
+#include "keyward/auth/jwt.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>

@@ -1,5 +1,5 @@
 /* keycache.c — API keys verified recently, so a hot key costs no
- * database read and no token HMAC (see keyward/apikey.h).
+ * database read and no token HMAC (see keyward/auth/apikey.h).
  *
  * A fixed-size table indexed by the SHA-256 of the key; an entry holds
  * the principal and the key's own rate limit, never the key. One mutex:
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/apikey.h"
+#include "keyward/auth/apikey.h"
 
 typedef struct kw_keyentry {
 	unsigned char hash[32]; /* SHA-256 of the whole key */

@@ -23,8 +23,8 @@
  *
  * Locking: rc->lock guards both sets; rc->mu guards nothing but the ready
  * condition variable. Everything else shared is atomic. */
-#include "keyward/revocation.h"
-#include "keyward/text.h"
+#include "keyward/auth/revocation.h"
+#include "keyward/core/text.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -38,8 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/log.h"
-#include "keyward/repo_revocations.h"
+#include "keyward/core/log.h"
+#include "keyward/db/repo_revocations.h"
 
 #define KW_RC_APP_NAME       "keyward-revocations"
 #define KW_RC_HEARTBEAT_MS   500

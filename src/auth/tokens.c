@@ -3,8 +3,8 @@
  *
  * Nothing here touches the database. Refresh tokens and their HMACs are
  * wiped by the callers that hold them. */
-#include "keyward/tokens.h"
-#include "keyward/text.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/text.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 /* --- roles ------------------------------------------------------------ */
 

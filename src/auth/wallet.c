@@ -9,8 +9,8 @@
  * only read afterwards, so any number of threads may recover at once; it
  * lives until the process exits. Arguments reaching libsecp256k1 are
  * checked first, because its illegal-argument callback aborts. */
-#include "keyward/wallet.h"
-#include "keyward/text.h"
+#include "keyward/auth/wallet.h"
+#include "keyward/core/text.h"
 
 #include <pthread.h>
 #include <secp256k1.h>

@@ -4,7 +4,7 @@
  * `#` or `;` comments on their own line, blank lines. Unknown sections or
  * keys are errors (a typo must not silently leave a default in force). A
  * PIN is never a value here: only the path of the file that holds it. */
-#include "keyward/config.h"
+#include "keyward/core/config.h"
 
 #include <ctype.h>
 #include <errno.h>

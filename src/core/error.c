@@ -1,5 +1,5 @@
 /* error.c — names for kw_err, and the misuse trap. */
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * starts with a <N> syslog priority prefix there) or to a file reopened on
  * SIGHUP. Formatting happens into a stack buffer, then one write(2), so
  * lines from different threads never interleave. */
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 #include <fcntl.h>
 #include <stdarg.h>

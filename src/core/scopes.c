@@ -1,5 +1,5 @@
-/* scopes.c — see keyward/scopes.h. */
-#include "keyward/scopes.h"
+/* scopes.c — see keyward/core/scopes.h. */
+#include "keyward/core/scopes.h"
 
 #include <stddef.h>
 #include <string.h>

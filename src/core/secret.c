@@ -1,5 +1,5 @@
 /* secret.c — locked, undumpable, wiped buffers for keys and PINs. */
-#include "keyward/secret.h"
+#include "keyward/core/secret.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>

@@ -1,5 +1,5 @@
-/* strbuf.c — see keyward/strbuf.h. */
-#include "keyward/strbuf.h"
+/* strbuf.c — see keyward/core/strbuf.h. */
+#include "keyward/core/strbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
-/* text.c — see keyward/text.h. */
-#include "keyward/text.h"
+/* text.c — see keyward/core/text.h. */
+#include "keyward/core/text.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>

@@ -9,14 +9,14 @@
  * checked before anything is sent. Errors are mapped from SQLSTATE once,
  * here; the server's primary message is logged, never a parameter value.
  * A kw_db is owned by one thread; only the statement counter is shared. */
-#include "keyward/db.h"
+#include "keyward/db/db.h"
 
 #include <ctype.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 #define SQL_SCOPE_BOTH "SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)"
 

@@ -1,5 +1,5 @@
-/* listen.c — see keyward/listen.h. */
-#include "keyward/listen.h"
+/* listen.c — see keyward/db/listen.h. */
+#include "keyward/db/listen.h"
 
 #include <poll.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * under a transaction-scoped advisory lock so concurrent runs serialise
  * (the second one then finds nothing to do). Migration files are trusted
  * code shipped with the build: they are the only SQL sent with PQexec. */
-#include "keyward/migrate.h"
+#include "keyward/db/migrate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 #define MIG_MAX_FILE  (16u * 1024 * 1024)
 #define MIG_MAX_NAME  128

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/repo_apikeys.h"
-#include "keyward/text.h"
+#include "keyward/core/text.h"
+#include "keyward/db/repo_apikeys.h"
 
 #define KW_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 

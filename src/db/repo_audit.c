@@ -1,5 +1,5 @@
-/* repo_audit.c — see keyward/repo_audit.h. */
-#include "keyward/repo_audit.h"
+/* repo_audit.c — see keyward/db/repo_audit.h. */
+#include "keyward/db/repo_audit.h"
 
 #define SQL_INSERT_ROW                                                                                       \
 	"INSERT INTO audit_log (chain_id, seq, at, tenant_id, actor, action, target, status, ip, "           \

@@ -1,5 +1,5 @@
-/* repo_revocations.c — see keyward/repo_revocations.h. */
-#include "keyward/repo_revocations.h"
+/* repo_revocations.c — see keyward/db/repo_revocations.h. */
+#include "keyward/db/repo_revocations.h"
 
 #define SQL_LISTEN "LISTEN " KW_REVOCATIONS_CHANNEL
 #define SQL_LOAD                                                                                             \

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/db.h"
+#include "keyward/db/db.h"
 
 kw_err kw_db_try_lock(kw_db *db, const char *name, bool *got)
 {

@@ -4,7 +4,7 @@
  * Rotation is made safe under concurrency by row locks: kw_refresh_lock
  * takes FOR UPDATE on the presented token and its family, so of several
  * transactions presenting one token, exactly one sees it unused. */
-#include "keyward/sessions.h"
+#include "keyward/db/sessions.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 void kw_time_rfc3339(int64_t t, char out[32])
 {

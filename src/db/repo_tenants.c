@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/db.h"
+#include "keyward/db/db.h"
 
 #define KW_TS(col)        "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define SQL_INSERT_TENANT "INSERT INTO tenants (id, name) VALUES ($1::uuid, $2)"

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/log.h"
-#include "keyward/repo_vaults.h"
-#include "keyward/text.h"
+#include "keyward/core/log.h"
+#include "keyward/core/text.h"
+#include "keyward/db/repo_vaults.h"
 
 #define VAULT_COLS "tenant_id, user_id, wrapped_mk, wrap_iv, format_version, kek_id"
 

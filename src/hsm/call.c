@@ -8,7 +8,7 @@
 #include <p11-kit/p11-kit.h>
 
 #include "hsm_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 typedef struct rv_entry {
 	CK_RV rv;

@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/hsm.h"
-#include "keyward/secret.h"
+#include "keyward/core/secret.h"
+#include "keyward/hsm/hsm.h"
 
 /* A key table entry. Token keys are allocated once and never freed while
  * the kw_hsm lives (pointers handed out stay valid); a key that vanished
@@ -82,8 +82,8 @@ struct kw_hsm_subkey {
 	kw_key_family family;
 	uint32_t version;
 	char purpose[64];
-	kw_secret *key;    /* 32 bytes, mlocked */
-	void *mac;         /* EVP_MAC_CTX keyed with it; duplicated per use */
+	kw_secret *key; /* 32 bytes, mlocked */
+	void *mac;      /* EVP_MAC_CTX keyed with it; duplicated per use */
 	struct kw_hsm_subkey *next;
 };
 
@@ -170,8 +170,8 @@ CK_RV kw_p11_GenerateKeyPair(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_MECHANISM *m, 
 CK_RV kw_p11_CreateObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                           CK_OBJECT_HANDLE *obj);
 CK_RV kw_p11_DestroyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj);
-CK_RV kw_p11_CopyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl, CK_ULONG n,
-                        CK_OBJECT_HANDLE *copy);
+CK_RV kw_p11_CopyObject(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE *tmpl,
+                        CK_ULONG n, CK_OBJECT_HANDLE *copy);
 CK_RV kw_p11_GenerateRandom(kw_hsm *hsm, CK_SESSION_HANDLE h, unsigned char *buf, CK_ULONG len);
 CK_RV kw_p11_EncryptInit(kw_hsm *hsm, CK_SESSION_HANDLE h, CK_MECHANISM *m, CK_OBJECT_HANDLE key);
 CK_RV kw_p11_Encrypt(kw_hsm *hsm, CK_SESSION_HANDLE h, const unsigned char *in, CK_ULONG inlen,
@@ -222,7 +222,8 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s);
  * the key is gone. pub may be NULL. */
 CK_RV kw_hsm_key_handles(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv, CK_OBJECT_HANDLE *pub);
 /* As kw_hsm_key_handles for the private half, with k->changed_epoch. */
-CK_RV kw_hsm_key_handle_since(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv, uint_fast64_t *changed);
+CK_RV kw_hsm_key_handle_since(kw_hsm *hsm, const kw_hsm_key *k, CK_OBJECT_HANDLE *priv,
+                              uint_fast64_t *changed);
 /* Destroys s's copies of keys that went or changed (any session, at the
  * start of each operation, once per refresh). */
 void kw_hsm_copies_sweep(kw_hsm_session *s);

@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "hsm_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 static const char *const family_names[KW_KEY_FAMILY_COUNT] = {
     [KW_KEY_KEK] = "kek", [KW_KEY_DERIVE] = "derive", [KW_KEY_PEPPER] = "pepper",

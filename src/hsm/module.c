@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "hsm_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 /* A token that reports no usable limit gets this many sessions. */
 #define KW_HSM_DEFAULT_SESSION_CAP 256u

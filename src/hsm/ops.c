@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "hsm_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 /* Some modules reject a NULL input pointer even with a zero length. */
 static const unsigned char empty_input[1];

@@ -28,7 +28,7 @@
 #include <time.h>
 
 #include "hsm_internal.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 
 CK_RV kw_hsm_session_open_handle(kw_hsm *hsm, kw_hsm_session *s)
 {

@@ -1,5 +1,5 @@
 /* clientip.c — CIDR lists and the X-Forwarded-For walk. */
-#include "keyward/clientip.h"
+#include "keyward/http/clientip.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -4,7 +4,7 @@
  * a relaxed atomic add, so the hot path takes no lock. Route names come
  * from the table the server is handed (kw_metrics_set_routes); what the
  * rest of the service counts is rendered above the transport (src/api). */
-#include "keyward/metrics.h"
+#include "keyward/http/metrics.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/http.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
+#include "keyward/http/http.h"
 
 #define MAX_ROUTES 64
 #define NBUCKETS   13

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "keyward/http.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
+#include "keyward/http/http.h"
 
 typedef struct kw_job {
 	kw_call *call;

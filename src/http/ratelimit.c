@@ -4,9 +4,9 @@
  * probes 8 slots and, when all are taken by other keys, replaces the one
  * touched longest ago. Memory is fixed at creation: a flood of distinct
  * client addresses evicts idle buckets instead of growing the table. */
-#include "keyward/ratelimit.h"
+#include "keyward/http/ratelimit.h"
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "keyward/http.h"
+#include "keyward/http/http.h"
 
 bool kw_request_id_valid(const char *s)
 {

@@ -40,10 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/clientip.h"
-#include "keyward/http.h"
-#include "keyward/log.h"
-#include "keyward/metrics.h"
+#include "keyward/core/log.h"
+#include "keyward/http/clientip.h"
+#include "keyward/http/http.h"
+#include "keyward/http/metrics.h"
 
 #define KW_MAX_HTTP_PER_LOOP 2
 

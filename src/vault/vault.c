@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/log.h"
-#include "keyward/text.h"
-#include "keyward/vault.h"
+#include "keyward/core/log.h"
+#include "keyward/core/text.h"
+#include "keyward/vault/vault.h"
 
 size_t kw_vault_aad(char *buf, size_t cap, const char *tenant_id, const char *user_id, uint32_t kek_id)
 {

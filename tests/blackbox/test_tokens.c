@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/jwt.h"
-#include "keyward/tokens.h"
+#include "keyward/auth/jwt.h"
+#include "keyward/auth/tokens.h"
 #include "kwtest.h"
 #include "kwtest_http.h"
 

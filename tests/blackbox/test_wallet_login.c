@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/jwt.h"
+#include "keyward/auth/jwt.h"
 #include "kwtest.h"
 #include "kwtest_http.h"
 

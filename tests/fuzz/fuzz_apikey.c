@@ -1,7 +1,7 @@
 /* libFuzzer target: the API key parser (format and checksum). */
 #include <stdint.h>
 
-#include "keyward/apikey.h"
+#include "keyward/auth/apikey.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/config.h"
-#include "keyward/tokens.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/config.h"
 
 static bool lower_hex(const char *s, size_t n)
 {

@@ -15,9 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "keyward/apikey.h"
-#include "keyward/app.h"
-#include "keyward/audit.h"
+#include "keyward/app/app.h"
+#include "keyward/audit/audit.h"
+#include "keyward/auth/apikey.h"
 #include "kwtest.h"
 
 static kwt_db tdb;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/audit.h"
+#include "keyward/audit/audit.h"
 #include "kwtest.h"
 
 #define TENANT_A "6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/db.h"
+#include "keyward/db/db.h"
 #include "kwtest.h"
 
 static kwt_db tdb;

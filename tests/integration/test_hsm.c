@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 #include "kwtest.h"
 
 /* ---- vector files ---------------------------------------------------- */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/log.h"
+#include "keyward/core/log.h"
 #include "kwtest.h"
 
 #ifndef KWT_P11FAULT_PATH

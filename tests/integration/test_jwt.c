@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/jwt.h"
+#include "keyward/auth/jwt.h"
 #include "kwtest.h"
 
 static kw_hsm *hsm;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/migrate.h"
+#include "keyward/db/migrate.h"
 #include "kwtest.h"
 
 static kwt_db tdb;

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keyward/revocation.h"
+#include "keyward/auth/revocation.h"
 #include "kwtest.h"
 
 #define STALE_MS 1000

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "keyward/sessions.h"
+#include "keyward/db/sessions.h"
 #include "kwtest.h"
 
 static kwt_db tdb;

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/audit.h"
-#include "keyward/vault.h"
+#include "keyward/audit/audit.h"
+#include "keyward/vault/vault.h"
 #include "kwtest.h"
 
 /* A role outside keyward_app that the maintenance policy is meant for,

@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#include "keyward/db.h"
-#include "keyward/hsm.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
 
 /* getenv() that fails the current test when the variable is unset. */
 const char *kwt_env(const char *name);

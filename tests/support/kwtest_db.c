@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/db.h"
-#include "keyward/migrate.h"
+#include "keyward/db/db.h"
+#include "keyward/db/migrate.h"
 #include "kwtest.h"
 
 #define KWT_SVC_ROLE "kw_svc"

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/config.h"
+#include "keyward/core/config.h"
 
 static kw_config cfg;
 static char err[256];

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/api.h"
-#include "keyward/http.h"
+#include "keyward/api/api.h"
+#include "keyward/http/http.h"
 
 Test(http, request_id_validation)
 {

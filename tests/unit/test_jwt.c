@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/jwt.h"
+#include "keyward/auth/jwt.h"
 
 static void hex2bin(const char *hex, unsigned char *out, size_t n)
 {

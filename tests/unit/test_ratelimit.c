@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "keyward/clientip.h"
-#include "keyward/ratelimit.h"
+#include "keyward/http/clientip.h"
+#include "keyward/http/ratelimit.h"
 
 Test(ratelimit, bucket_drains_and_refills)
 {

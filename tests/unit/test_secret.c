@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "keyward/secret.h"
+#include "keyward/core/secret.h"
 
 static bool all_zero(const unsigned char *p, size_t n)
 {

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "keyward/text.h"
+#include "keyward/core/text.h"
 
 Test(text, hex_round_trip_and_refusals)
 {

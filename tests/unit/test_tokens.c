@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/config.h"
-#include "keyward/tokens.h"
+#include "keyward/auth/tokens.h"
+#include "keyward/core/config.h"
 
 /* The default of [auth] roles in src/core/config.c. */
 #define DEFAULT_ROLES                                                                                        \

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keyward/wallet.h"
+#include "keyward/auth/wallet.h"
 
 static void hex2bin(const char *hex, unsigned char *out, size_t n)
 {

@@ -6,7 +6,7 @@
 #ifndef KEYWARD_REPO_REVOCATIONS_H
 #define KEYWARD_REPO_REVOCATIONS_H
 
-#include "keyward/listen.h"
+#include "keyward/db/listen.h"
 
 #define KW_REVOCATIONS_CHANNEL "keyward_revocations"
 

@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 #define KW_WALLET_ADDR_LEN    20
 #define KW_WALLET_ADDR_TEXT   42 /* "0x" + 40 hex */

@@ -11,9 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_SUBJECT_MAX 256 /* bytes of a subject (sub) */
 #define KW_ROLE_MAX    64

@@ -9,8 +9,8 @@
 
 #include <stdio.h>
 
-#include "keyward/db.h"
-#include "keyward/error.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
 
 /* The schema version this build of keywardd expects at boot. */
 #define KW_SCHEMA_VERSION 6

@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
-#include "keyward/hsm.h"
-#include "keyward/text.h"
+#include "keyward/core/error.h"
+#include "keyward/core/text.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_JWT_MAX_LEN 8192
 #define KW_JWK_KID_LEN 43 /* base64url of a SHA-256 */

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 /* 0-15 for a hex digit of either case, -1 for anything else. */
 int kw_hex_value(char c);

@@ -8,10 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
-#include "keyward/scopes.h"
+#include "keyward/core/error.h"
+#include "keyward/core/scopes.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_APIKEY_LEN        65 /* 3 + 12 + 1 + 43 + 6 */
 #define KW_APIKEY_PREFIX_LEN 15 /* "kw_" + 12 */

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 typedef struct kw_secret kw_secret;
 

@@ -12,9 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_MK_LEN            32
 #define KW_VAULT_WRAPPED_LEN (KW_MK_LEN + KW_GCM_TAG_LEN)

@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/apikey.h"
-#include "keyward/http.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/http/http.h"
 
 /* The per-IP budget of /api/ routes, spent at most once per request;
  * false = 429 written and audited. */

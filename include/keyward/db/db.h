@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
-#include "keyward/text.h"
+#include "keyward/core/error.h"
+#include "keyward/core/text.h"
 
 typedef struct kw_db kw_db;
 

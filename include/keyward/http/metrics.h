@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/strbuf.h"
+#include "keyward/core/strbuf.h"
 
 struct kw_route;
 /* Names the rows of the route table (at most 64) for rendering; called by

@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-#include "keyward/db.h"
+#include "keyward/db/db.h"
 
 /* Parameters of a row: chain_id, seq, at, tenant_id, actor, action,
  * target, status, ip, user_agent, request_id, context, key_version,

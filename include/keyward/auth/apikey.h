@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
-#include "keyward/hsm.h"
-#include "keyward/repo_apikeys.h"
+#include "keyward/core/error.h"
+#include "keyward/db/repo_apikeys.h"
+#include "keyward/hsm/hsm.h"
 
 /* A fresh key from the token's RNG into key (KW_APIKEY_LEN + 1 bytes, NUL
  * terminated); prefix receives its first KW_APIKEY_PREFIX_LEN characters. */

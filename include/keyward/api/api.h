@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "keyward/http.h"
+#include "keyward/http/http.h"
 
 extern const kw_route kw_api_routes[];
 extern const size_t kw_api_routes_count;

@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "keyward/config.h"
-#include "keyward/error.h"
+#include "keyward/core/config.h"
+#include "keyward/core/error.h"
 
 /* The application's shared state and a worker's resources: the transport
  * hands them to handlers (kw_call) and never looks inside. */

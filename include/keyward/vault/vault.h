@@ -14,11 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/audit.h"
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
-#include "keyward/repo_vaults.h"
+#include "keyward/audit/audit.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
+#include "keyward/db/repo_vaults.h"
+#include "keyward/hsm/hsm.h"
 
 /* The AAD of a row's blob; returns its length, 0 if cap is too small. */
 size_t kw_vault_aad(char *buf, size_t cap, const char *tenant_id, const char *user_id, uint32_t kek_id);

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 typedef struct kw_cidr_list kw_cidr_list;
 

@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
 
 typedef struct kw_audit_event {
 	const char *tenant_id;  /* UUID text or NULL */

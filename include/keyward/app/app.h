@@ -10,12 +10,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "keyward/apikey.h"
-#include "keyward/audit.h"
-#include "keyward/config.h"
-#include "keyward/db.h"
-#include "keyward/hsm.h"
-#include "keyward/http.h"
+#include "keyward/audit/audit.h"
+#include "keyward/auth/apikey.h"
+#include "keyward/core/config.h"
+#include "keyward/db/db.h"
+#include "keyward/hsm/hsm.h"
+#include "keyward/http/http.h"
 
 typedef struct kw_app kw_app;
 struct kw_app {

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 typedef struct kw_hsm kw_hsm;
 typedef struct kw_hsm_session kw_hsm_session;

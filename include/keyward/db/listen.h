@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "keyward/db.h"
-#include "keyward/log.h"
+#include "keyward/core/log.h"
+#include "keyward/db/db.h"
 
 typedef struct kw_listener kw_listener;
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 typedef struct kw_config {
 	bool development; /* mode = development | production */

@@ -19,12 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "keyward/config.h"
-#include "keyward/db.h"
-#include "keyward/error.h"
-#include "keyward/hsm.h"
-#include "keyward/jwt.h"
-#include "keyward/sessions.h"
+#include "keyward/auth/jwt.h"
+#include "keyward/core/config.h"
+#include "keyward/core/error.h"
+#include "keyward/db/db.h"
+#include "keyward/db/sessions.h"
+#include "keyward/hsm/hsm.h"
 
 #define KW_PERMISSIONS_MAX  512 /* JSON array text */
 #define KW_REFRESH_RAND_LEN 32

@@ -22,7 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "keyward/error.h"
+#include "keyward/core/error.h"
 
 #define KW_JTI_HEX_LEN 32 /* 128 bits, lower-case hex */
 
