@@ -315,6 +315,37 @@ static int cmd_jwt_rotate(kw_ctl *c)
 	return 0;
 }
 
+/* Whether version v of family may be retired now: wait_s must have passed
+ * since the rotation away from it (or --force). Otherwise says why, with
+ * the family's own words (waiting: v and the seconds left; unknown: v). */
+static bool retire_may_proceed(kw_ctl *c, const char *family, uint32_t v, int64_t wait_s, bool force,
+                               const char *waiting, const char *unknown)
+{
+	bool known = false;
+	long long wait = 0;
+	kw_err err = ctl_rotation_wait(c, family, v, wait_s, &known, &wait);
+	if (err != KW_OK && !force) { /* forced, it need not know */
+		fprintf(stderr, "keywardctl: %s retire: cannot read the rotation time: %s\n", family,
+		        kw_err_str(err));
+		return false;
+	}
+	if (err != KW_OK)
+		fprintf(stderr, "keywardctl: warning: cannot read the rotation time (%s); forced, going on\n",
+		        kw_err_str(err));
+	if (force || (known && wait <= 0))
+		return true;
+	fputs("keywardctl: ", stderr);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	if (known)
+		fprintf(stderr, waiting, v, wait);
+	else
+		fprintf(stderr, unknown, v);
+#pragma GCC diagnostic pop
+	fputc('\n', stderr);
+	return false;
+}
+
 /* "N [--force]" of the retire commands; false = usage printed. */
 static bool retire_args(const kw_ctl *c, const char *cmd, uint32_t *version, bool *force)
 {
@@ -364,31 +395,13 @@ static int cmd_jwt_retire(kw_ctl *c)
 			max_ttl = roles.roles[i].ttl_s;
 	/* Running instances switch signing keys within a housekeeping interval. */
 	max_ttl += c->cfg.jwt_leeway_s + c->cfg.housekeeping_interval_s;
-	bool known = false;
-	long long wait = 0;
-	err = ctl_rotation_wait(c, "jwt", v, max_ttl, &known, &wait);
-	if (err != KW_OK && !force) /* forced, it need not know */
-		return ctl_fail("jwt retire: cannot read the rotation time", err);
-	if (err != KW_OK)
-		fprintf(stderr, "keywardctl: warning: cannot read the rotation time (%s); forced, going on\n",
-		        kw_err_str(err));
-	if (!force && (!known || wait > 0)) {
-		if (known)
-			fprintf(stderr,
-			        "keywardctl: tokens signed by keyward/jwt/%" PRIu32
-			        " may be valid for %lld more "
-			        "seconds; "
-			        "retire it after that (or --force)\n",
-			        v, wait);
-		else
-			fprintf(stderr,
-			        "keywardctl: no rotation away from keyward/jwt/%" PRIu32
-			        " is recorded; tokens it "
-			        "signed may "
-			        "still be valid (--force to retire anyway)\n",
-			        v);
+	if (!retire_may_proceed(
+	        c, "jwt", v, max_ttl, force,
+	        "tokens signed by keyward/jwt/%" PRIu32
+	        " may be valid for %lld more seconds; retire it after that (or --force)",
+	        "no rotation away from keyward/jwt/%" PRIu32
+	        " is recorded; tokens it signed may still be valid (--force to retire anyway)"))
 		return 1;
-	}
 	char label[64];
 	snprintf(label, sizeof(label), "keyward/jwt/%" PRIu32 "", v);
 	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_JWT, (uint32_t)v)) != KW_OK)
@@ -551,29 +564,13 @@ static int cmd_kek_retire(kw_ctl *c)
 	/* Instances that have not yet re-read the token may still wrap with it
 	 * for up to one housekeeping interval after the rotation. (Should one
 	 * try after the retirement below, the database refuses the row.) */
-	bool known = false;
-	long long wait = 0;
-	err = ctl_rotation_wait(c, "kek", v, c->cfg.housekeeping_interval_s + 5, &known, &wait);
-	if (err != KW_OK && !force) /* forced, it need not know */
-		return ctl_fail("kek retire: cannot read the rotation time", err);
-	if (err != KW_OK)
-		fprintf(stderr, "keywardctl: warning: cannot read the rotation time (%s); forced, going on\n",
-		        kw_err_str(err));
-	if (!force && (!known || wait > 0)) {
-		if (known)
-			fprintf(stderr,
-			        "keywardctl: running instances may still wrap with keyward/kek/%" PRIu32
-			        " for %lld "
-			        "more seconds; retire it after that (and after a last kek rewrap)\n",
-			        v, wait);
-		else
-			fprintf(stderr,
-			        "keywardctl: no rotation away from keyward/kek/%" PRIu32
-			        " is recorded, so instances may "
-			        "still wrap with it (--force to retire anyway)\n",
-			        v);
+	if (!retire_may_proceed(
+	        c, "kek", v, c->cfg.housekeeping_interval_s + 5, force,
+	        "running instances may still wrap with keyward/kek/%" PRIu32
+	        " for %lld more seconds; retire it after that (and after a last kek rewrap)",
+	        "no rotation away from keyward/kek/%" PRIu32
+	        " is recorded, so instances may still wrap with it (--force to retire anyway)"))
 		return 1;
-	}
 	long long rows = 0;
 	err = kw_vault_kek_retire(c->db, (uint32_t)v, &rows);
 	if (err == KW_ERR_EXISTS) {

@@ -12,6 +12,7 @@
 #include "keyward/db/db.h"
 
 #include <ctype.h>
+#include <openssl/crypto.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -479,4 +480,37 @@ void kw_db_result_free(kw_db_result *r)
 kw_db_stmt kw_db_stmt_scope(const char *const scope[2])
 {
 	return (kw_db_stmt){SQL_SCOPE_BOTH, 2, scope, NULL, NULL};
+}
+
+bool kw_db_copy_text(const kw_db_result *r, int row, int col, char *out, size_t cap)
+{
+	if (PQgetisnull(r, row, col)) {
+		out[0] = '\0';
+		return true;
+	}
+	size_t n = (size_t)PQgetlength(r, row, col);
+	if (n >= cap)
+		return false;
+	memcpy(out, PQgetvalue(r, row, col), n);
+	out[n] = '\0';
+	return true;
+}
+
+kw_err kw_db_rows_read(const kw_db_result *r, size_t elem,
+                       kw_err (*read)(const kw_db_result *r, int row, void *out), void **rows, size_t *n)
+{
+	size_t count = (size_t)kw_db_nrows(r);
+	unsigned char *list = calloc(count > 0 ? count : 1, elem);
+	kw_err err = list != NULL ? KW_OK : KW_ERR_NOMEM;
+	for (size_t i = 0; i < count && err == KW_OK; i++)
+		err = read(r, (int)i, list + i * elem);
+	if (err != KW_OK) {
+		if (list != NULL)
+			OPENSSL_cleanse(list, count * elem);
+		free(list);
+		return err;
+	}
+	*rows = list;
+	*n = count;
+	return KW_OK;
 }

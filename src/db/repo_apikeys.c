@@ -123,20 +123,6 @@ static uint32_t scopes_bits(const char *text)
 }
 
 /* Copies a result field into a buffer of cap bytes; false if it is longer. */
-static bool copy_field(const PGresult *res, int row, int col, char *out, size_t cap)
-{
-	if (PQgetisnull(res, row, col)) {
-		out[0] = '\0';
-		return true;
-	}
-	size_t n = (size_t)PQgetlength(res, row, col);
-	if (n >= cap)
-		return false;
-	memcpy(out, PQgetvalue(res, row, col), n);
-	out[n] = '\0';
-	return true;
-}
-
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
 	char *end = NULL;
@@ -156,13 +142,13 @@ static kw_err row_from_result(const PGresult *res, int i, kw_apikey_row *out)
 	unsigned long pepper = 0, rate = 0;
 
 	memset(&r, 0, sizeof(r));
-	if (PQnfields(res) != C_N || !copy_field(res, i, C_ID, r.id, sizeof(r.id)) ||
-	    !copy_field(res, i, C_TENANT, r.tenant_id, sizeof(r.tenant_id)) ||
-	    !copy_field(res, i, C_NAME, r.name, sizeof(r.name)) ||
-	    !copy_field(res, i, C_PREFIX, r.prefix, sizeof(r.prefix)) ||
-	    !copy_field(res, i, C_CREATED, r.created_at, sizeof(r.created_at)) ||
-	    !copy_field(res, i, C_USED, r.last_used_at, sizeof(r.last_used_at)) ||
-	    !copy_field(res, i, C_REVOKED, r.revoked_at, sizeof(r.revoked_at)))
+	if (PQnfields(res) != C_N || !kw_db_copy_text(res, i, C_ID, r.id, sizeof(r.id)) ||
+	    !kw_db_copy_text(res, i, C_TENANT, r.tenant_id, sizeof(r.tenant_id)) ||
+	    !kw_db_copy_text(res, i, C_NAME, r.name, sizeof(r.name)) ||
+	    !kw_db_copy_text(res, i, C_PREFIX, r.prefix, sizeof(r.prefix)) ||
+	    !kw_db_copy_text(res, i, C_CREATED, r.created_at, sizeof(r.created_at)) ||
+	    !kw_db_copy_text(res, i, C_USED, r.last_used_at, sizeof(r.last_used_at)) ||
+	    !kw_db_copy_text(res, i, C_REVOKED, r.revoked_at, sizeof(r.revoked_at)))
 		return KW_ERR_INTERNAL;
 	const char *hex = PQgetvalue(res, i, C_HMAC);
 	if (PQgetlength(res, i, C_HMAC) != 2 * KW_HMAC_LEN)
@@ -231,8 +217,8 @@ kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row)
 	err = kw_db_exec(db, SQL_INSERT, 7, vals, lens, fmts, &res);
 	if (err != KW_OK)
 		goto done;
-	if (PQntuples(res) != 1 || !copy_field(res, 0, 0, id, sizeof(id)) ||
-	    !copy_field(res, 0, 1, created, sizeof(created))) {
+	if (PQntuples(res) != 1 || !kw_db_copy_text(res, 0, 0, id, sizeof(id)) ||
+	    !kw_db_copy_text(res, 0, 1, created, sizeof(created))) {
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
@@ -264,7 +250,7 @@ kw_err kw_apikey_tenant_of(kw_db *db, const char *prefix, char tenant_id[37])
 		err = PQntuples(res) == 0 ? KW_ERR_NOT_FOUND : KW_ERR_INTERNAL;
 		goto done;
 	}
-	if (!copy_field(res, 0, 0, t, sizeof(t)) || !kw_is_uuid(t)) {
+	if (!kw_db_copy_text(res, 0, 0, t, sizeof(t)) || !kw_is_uuid(t)) {
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
@@ -283,35 +269,19 @@ kw_err kw_apikey_get_by_prefix(kw_db *db, const char *prefix, kw_apikey_row *out
 	return one_row(db, SQL_BY_PREFIX, prefix, out);
 }
 
+static kw_err read_key(const kw_db_result *r, int row, void *out)
+{
+	return row_from_result(r, row, out);
+}
+
 kw_err kw_apikey_list(kw_db *db, kw_apikey_row **rows, size_t *n)
 {
-	kw_err err = KW_OK;
 	PGresult *res = NULL;
-	kw_apikey_row *list = NULL;
-	size_t count = 0;
-
 	if (db == NULL || rows == NULL || n == NULL)
 		kw_misuse("kw_apikey_list: NULL argument");
-	err = kw_db_exec(db, SQL_LIST, 0, NULL, NULL, NULL, &res);
-	if (err != KW_OK)
-		goto done;
-	count = (size_t)PQntuples(res);
-	/* At least one element, so *rows is never NULL on success. */
-	list = calloc(count > 0 ? count : 1, sizeof(*list));
-	if (list == NULL) {
-		err = KW_ERR_NOMEM;
-		goto done;
-	}
-	for (size_t i = 0; i < count; i++) {
-		err = row_from_result(res, (int)i, &list[i]);
-		if (err != KW_OK)
-			goto done;
-	}
-	*rows = list;
-	*n = count;
-	list = NULL;
-done:
-	free(list);
+	kw_err err = kw_db_exec(db, SQL_LIST, 0, NULL, NULL, NULL, &res);
+	if (err == KW_OK)
+		err = kw_db_rows_read(res, sizeof(**rows), read_key, (void **)rows, n);
 	PQclear(res);
 	return err;
 }

@@ -24,20 +24,6 @@ void kw_time_rfc3339(int64_t t, char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static bool copy_text(const PGresult *res, int row, int col, char *out, size_t cap)
-{
-	if (PQgetisnull(res, row, col)) {
-		out[0] = '\0';
-		return true;
-	}
-	const char *v = PQgetvalue(res, row, col);
-	size_t n = strlen(v);
-	if (n >= cap)
-		return false;
-	memcpy(out, v, n + 1);
-	return true;
-}
-
 static int64_t get_i64(const PGresult *res, int row, int col)
 {
 	if (PQgetisnull(res, row, col))
@@ -135,11 +121,11 @@ static kw_err refresh_select(kw_db *db, const char *sql, const unsigned char hma
 		err = KW_ERR_NOT_FOUND;
 	kw_refresh_row r;
 	memset(&r, 0, sizeof(r));
-	if (err == KW_OK && (!copy_text(res, 0, 0, r.id, sizeof(r.id)) ||
-	                     !copy_text(res, 0, 1, r.family_id, sizeof(r.family_id)) ||
-	                     !copy_text(res, 0, 2, r.subject, sizeof(r.subject)) ||
-	                     !copy_text(res, 0, 3, r.role, sizeof(r.role)) ||
-	                     !copy_text(res, 0, 8, r.revoke_reason, sizeof(r.revoke_reason))))
+	if (err == KW_OK && (!kw_db_copy_text(res, 0, 0, r.id, sizeof(r.id)) ||
+	                     !kw_db_copy_text(res, 0, 1, r.family_id, sizeof(r.family_id)) ||
+	                     !kw_db_copy_text(res, 0, 2, r.subject, sizeof(r.subject)) ||
+	                     !kw_db_copy_text(res, 0, 3, r.role, sizeof(r.role)) ||
+	                     !kw_db_copy_text(res, 0, 8, r.revoke_reason, sizeof(r.revoke_reason))))
 		err = KW_ERR_DB;
 	if (err == KW_OK) {
 		r.used = get_bool(res, 0, 4);
@@ -234,6 +220,11 @@ kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, in
 	"ON CONFLICT (sid) WHERE sid IS NOT NULL DO NOTHING) "                                               \
 	"SELECT f.id, floor(extract(epoch FROM now() + $4::bigint * interval '1 second'))::bigint FROM f"
 
+static kw_err read_sid(const kw_db_result *res, int row, void *out)
+{
+	return kw_db_copy_text(res, row, 0, out, 37) ? KW_OK : KW_ERR_DB;
+}
+
 kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject, const char *reason,
                                 int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
                                 int64_t *revocation_exp)
@@ -243,20 +234,10 @@ kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *su
 	const char *vals[4] = {tenant_id, subject, reason, ttl};
 	PGresult *res = NULL;
 	kw_err err = kw_db_exec(db, SQL_SUBJECT_REVOKE, 4, vals, NULL, NULL, &res);
-	size_t count = err == KW_OK ? (size_t)PQntuples(res) : 0;
-	char(*list)[37] = NULL;
-	if (err == KW_OK && (list = calloc(count ? count : 1, sizeof(*list))) == NULL)
-		err = KW_ERR_NOMEM;
-	for (size_t i = 0; err == KW_OK && i < count; i++)
-		if (!copy_text(res, (int)i, 0, list[i], sizeof(list[i])))
-			err = KW_ERR_DB;
-	if (err == KW_OK) {
-		*revocation_exp = count ? get_i64(res, 0, 1) : 0;
-		*sids = list;
-		*n = count;
-		list = NULL;
-	}
-	free(list);
+	if (err == KW_OK)
+		err = kw_db_rows_read(res, sizeof(**sids), read_sid, (void **)sids, n);
+	if (err == KW_OK)
+		*revocation_exp = *n > 0 ? get_i64(res, 0, 1) : 0;
 	PQclear(res);
 	return err;
 }
@@ -284,32 +265,25 @@ kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, cons
 	"t.family_id = f.id AND t.used_at IS NULL AND t.sliding_expires_at > now()) "                        \
 	"ORDER BY f.created_at DESC LIMIT 1000"
 
+static kw_err read_session(const kw_db_result *res, int row, void *out)
+{
+	kw_session_row *r = out;
+	bool ok = kw_db_copy_text(res, row, 0, r->id, sizeof(r->id)) &&
+	          kw_db_copy_text(res, row, 1, r->created_at, sizeof(r->created_at)) &&
+	          kw_db_copy_text(res, row, 2, r->last_used_at, sizeof(r->last_used_at)) &&
+	          kw_db_copy_text(res, row, 3, r->absolute_expires_at, sizeof(r->absolute_expires_at)) &&
+	          kw_db_copy_text(res, row, 4, r->ip, sizeof(r->ip)) &&
+	          kw_db_copy_text(res, row, 5, r->user_agent, sizeof(r->user_agent));
+	return ok ? KW_OK : KW_ERR_DB;
+}
+
 kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n)
 {
 	const char *vals[1] = {subject};
 	PGresult *res = NULL;
 	kw_err err = kw_db_exec(db, SQL_SESSIONS, 1, vals, NULL, NULL, &res);
-	size_t count = err == KW_OK ? (size_t)PQntuples(res) : 0;
-	kw_session_row *list = NULL;
-	if (err == KW_OK && (list = calloc(count ? count : 1, sizeof(*list))) == NULL)
-		err = KW_ERR_NOMEM;
-	for (size_t i = 0; err == KW_OK && i < count; i++) {
-		kw_session_row *r = &list[i];
-		int row = (int)i;
-		if (!copy_text(res, row, 0, r->id, sizeof(r->id)) ||
-		    !copy_text(res, row, 1, r->created_at, sizeof(r->created_at)) ||
-		    !copy_text(res, row, 2, r->last_used_at, sizeof(r->last_used_at)) ||
-		    !copy_text(res, row, 3, r->absolute_expires_at, sizeof(r->absolute_expires_at)) ||
-		    !copy_text(res, row, 4, r->ip, sizeof(r->ip)) ||
-		    !copy_text(res, row, 5, r->user_agent, sizeof(r->user_agent)))
-			err = KW_ERR_DB;
-	}
-	if (err == KW_OK) {
-		*rows = list;
-		*n = count;
-		list = NULL;
-	}
-	free(list);
+	if (err == KW_OK)
+		err = kw_db_rows_read(res, sizeof(**rows), read_session, (void **)rows, n);
 	PQclear(res);
 	return err;
 }

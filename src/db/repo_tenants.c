@@ -17,43 +17,24 @@ kw_err kw_tenant_insert(kw_db *db, const char *id, const char *name)
 	return kw_db_exec(db, SQL_INSERT_TENANT, 2, vals, NULL, NULL, NULL);
 }
 
+static kw_err read_tenant(const kw_db_result *r, int row, void *out)
+{
+	kw_tenant_row *t = out;
+	bool ok = kw_db_copy_text(r, row, 0, t->id, sizeof(t->id)) &&
+	          kw_db_copy_text(r, row, 1, t->name, sizeof(t->name)) &&
+	          kw_db_copy_text(r, row, 2, t->created_at, sizeof(t->created_at));
+	return ok ? KW_OK : KW_ERR_INTERNAL;
+}
+
 kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n)
 {
-	kw_err err = KW_OK;
 	PGresult *res = NULL;
-	kw_tenant_row *list = NULL;
-	size_t count = 0;
-
 	if (db == NULL || rows == NULL || n == NULL)
 		kw_misuse("kw_tenant_list: NULL argument");
 	/* Outside a tenant scope: only an owner that bypasses RLS sees rows. */
-	err = kw_db_exec(db, SQL_LIST_TENANTS, 0, NULL, NULL, NULL, &res);
-	if (err != KW_OK)
-		goto done;
-	count = (size_t)PQntuples(res);
-	list = calloc(count > 0 ? count : 1, sizeof(*list));
-	if (list == NULL) {
-		err = KW_ERR_NOMEM;
-		goto done;
-	}
-	for (size_t i = 0; i < count; i++) {
-		kw_tenant_row *t = &list[i];
-		int lens[3] = {PQgetlength(res, (int)i, 0), PQgetlength(res, (int)i, 1),
-		               PQgetlength(res, (int)i, 2)};
-		if ((size_t)lens[0] >= sizeof(t->id) || (size_t)lens[1] >= sizeof(t->name) ||
-		    (size_t)lens[2] >= sizeof(t->created_at)) {
-			err = KW_ERR_INTERNAL;
-			goto done;
-		}
-		memcpy(t->id, PQgetvalue(res, (int)i, 0), (size_t)lens[0] + 1);
-		memcpy(t->name, PQgetvalue(res, (int)i, 1), (size_t)lens[1] + 1);
-		memcpy(t->created_at, PQgetvalue(res, (int)i, 2), (size_t)lens[2] + 1);
-	}
-	*rows = list;
-	*n = count;
-	list = NULL;
-done:
-	free(list);
+	kw_err err = kw_db_exec(db, SQL_LIST_TENANTS, 0, NULL, NULL, NULL, &res);
+	if (err == KW_OK)
+		err = kw_db_rows_read(res, sizeof(**rows), read_tenant, (void **)rows, n);
 	PQclear(res);
 	return err;
 }

@@ -292,6 +292,11 @@ kw_err kw_vault_set_aside(kw_db *db, const kw_vault_row *row)
 	                  2, vals, NULL, NULL, NULL);
 }
 
+static kw_err read_vault_row(const kw_db_result *r, int row, void *out)
+{
+	return row_read(r, row, out);
+}
+
 kw_err kw_vault_rewrap_lock(kw_db *db, uint32_t active, size_t batch, kw_vault_row **rows, size_t *n)
 {
 	char vs[12], lim[24];
@@ -313,22 +318,10 @@ kw_err kw_vault_rewrap_lock(kw_db *db, uint32_t active, size_t batch, kw_vault_r
 		                 "WHERE k.tenant_id = v.tenant_id AND k.user_id = v.user_id) "
 		                 "ORDER BY tenant_id, user_id LIMIT $2::int FOR UPDATE OF v SKIP LOCKED",
 		                 2, vals, NULL, NULL, &sel);
-	size_t count = err == KW_OK ? (size_t)PQntuples(sel) : 0;
-	kw_vault_row *list = err == KW_OK ? calloc(count > 0 ? count : 1, sizeof(*list)) : NULL;
-	if (err == KW_OK && list == NULL)
-		err = KW_ERR_NOMEM;
-	for (size_t i = 0; i < count && err == KW_OK; i++)
-		err = row_read(sel, (int)i, &list[i]);
+	if (err == KW_OK)
+		err = kw_db_rows_read(sel, sizeof(**rows), read_vault_row, (void **)rows, n);
 	PQclear(sel);
-	if (err != KW_OK) {
-		if (list != NULL)
-			OPENSSL_cleanse(list, count * sizeof(*list));
-		free(list);
-		return err;
-	}
-	*rows = list;
-	*n = count;
-	return KW_OK;
+	return err;
 }
 
 kw_err kw_vault_rewrap_update(kw_db *db, const kw_vault_row *fresh, uint32_t old_kek)

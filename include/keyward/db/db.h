@@ -73,6 +73,15 @@ const char *kw_db_text(const kw_db_result *r, int row, int col);
 /* Rows an INSERT/UPDATE/DELETE touched, or -1 if the result says none. */
 long long kw_db_affected(const kw_db_result *r);
 void kw_db_result_free(kw_db_result *r);
+/* Copies a text column into out (cap bytes; "" for NULL); false when it
+ * does not fit. */
+bool kw_db_copy_text(const kw_db_result *r, int row, int col, char *out, size_t cap);
+/* Every row of r, each read by read() into its own elem-sized slot of a
+ * new array (*rows: malloc'd, never NULL on success, even for no rows; on
+ * failure nothing is kept and what was read is wiped). */
+KW_MUST_CHECK kw_err kw_db_rows_read(const kw_db_result *r, size_t elem,
+                                     kw_err (*read)(const kw_db_result *r, int row, void *out), void **rows,
+                                     size_t *n);
 /* The statement that scopes the rest of a transaction to tenant and user
  * (both set; for pipelines that move between scopes). */
 kw_db_stmt kw_db_stmt_scope(const char *const scope[2]);
