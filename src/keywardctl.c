@@ -315,6 +315,28 @@ static int cmd_jwt_rotate(kw_ctl *c)
 	return 0;
 }
 
+/* Version v of family f exists in the token and is not the active one;
+ * otherwise says so. */
+static bool retire_version_ok(kw_ctl *c, kw_key_family f, const char *family, const char *what, uint32_t v)
+{
+	const kw_hsm_key *active, *k;
+	kw_err err = kw_hsm_key_active(c->hsm, f, &active);
+	if (err != KW_OK) {
+		fprintf(stderr, "keywardctl: %s retire: %s\n", family, kw_err_str(err));
+		return false;
+	}
+	if (kw_hsm_key_version(active) == v) {
+		fprintf(stderr, "keywardctl: keyward/%s/%" PRIu32 " is the active %s; rotate first\n", family,
+		        v, what);
+		return false;
+	}
+	if (kw_hsm_key_get(c->hsm, f, v, &k) != KW_OK) {
+		fprintf(stderr, "keywardctl: no key keyward/%s/%" PRIu32 " in the token\n", family, v);
+		return false;
+	}
+	return true;
+}
+
 /* Whether version v of family may be retired now: wait_s must have passed
  * since the rotation away from it (or --force). Otherwise says why, with
  * the family's own words (waiting: v and the seconds left; unknown: v). */
@@ -366,22 +388,13 @@ static int cmd_jwt_retire(kw_ctl *c)
 	uint32_t v = 0;
 	if (!retire_args(c, "jwt retire", &v, &force))
 		return 2;
-	const kw_hsm_key *active, *k;
 	kw_err err = ctl_hsm(c);
 	if (err == KW_OK)
 		err = ctl_db(c);
 	if (err != KW_OK)
 		return 1;
-	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
-		return ctl_fail("jwt retire", err);
-	if (kw_hsm_key_version(active) == v) {
-		fprintf(stderr, "keywardctl: keyward/jwt/%" PRIu32 " is the active key; rotate first\n", v);
+	if (!retire_version_ok(c, KW_KEY_JWT, "jwt", "key", v))
 		return 1;
-	}
-	if (kw_hsm_key_get(c->hsm, KW_KEY_JWT, (uint32_t)v, &k) != KW_OK) {
-		fprintf(stderr, "keywardctl: no key keyward/jwt/%" PRIu32 " in the token\n", v);
-		return 1;
-	}
 	/* Tokens it signed live at most the longest role TTL (+ leeway) after
 	 * the rotation that replaced it. */
 	kw_roles roles;
@@ -545,22 +558,13 @@ static int cmd_kek_retire(kw_ctl *c)
 	uint32_t v = 0;
 	if (!retire_args(c, "kek retire", &v, &force))
 		return 2;
-	const kw_hsm_key *active, *k;
 	kw_err err = ctl_both(c);
 	if (err != KW_OK)
 		return 1;
 	if ((err = kw_vault_maintenance_check(c->db)) != KW_OK)
 		return ctl_fail("kek retire: this role cannot see every vault (use db.admin_conninfo)", err);
-	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
-		return ctl_fail("kek retire", err);
-	if (kw_hsm_key_version(active) == v) {
-		fprintf(stderr, "keywardctl: keyward/kek/%" PRIu32 " is the active KEK; rotate first\n", v);
+	if (!retire_version_ok(c, KW_KEY_KEK, "kek", "KEK", v))
 		return 1;
-	}
-	if (kw_hsm_key_get(c->hsm, KW_KEY_KEK, (uint32_t)v, &k) != KW_OK) {
-		fprintf(stderr, "keywardctl: no key keyward/kek/%" PRIu32 " in the token\n", v);
-		return 1;
-	}
 	/* Instances that have not yet re-read the token may still wrap with it
 	 * for up to one housekeeping interval after the rotation. (Should one
 	 * try after the retirement below, the database refuses the row.) */

@@ -279,8 +279,8 @@ void kw_api_auth_login(kw_call *call, const kw_caller *who)
 
 /* --- refresh ------------------------------------------------------------ */
 
-/* The refresh token of a body {refresh_token}; NULL = 400 written. The
- * returned string is owned by *body. */
+/* The refresh token of a body {refresh_token}; NULL = 400 written (and
+ * *body NULL). The returned string is owned by *body. */
 static const char *body_refresh_token(kw_call *call, json_t **body)
 {
 	*body = kw_api_body_object(call);
@@ -288,6 +288,8 @@ static const char *body_refresh_token(kw_call *call, json_t **body)
 	if (*body == NULL || !json_is_string(rt) || json_string_length(rt) > 4096) {
 		kw_respond_error(call, 400, "invalid_request",
 		                 "the body must be {\"refresh_token\": string}");
+		json_decref(*body);
+		*body = NULL;
 		return NULL;
 	}
 	return json_string_value(rt);
@@ -338,10 +340,8 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	json_t *body = NULL;
 	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
-	if (token == NULL) {
-		json_decref(body);
+	if (token == NULL)
 		return;
-	}
 	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK) {
 		wipe_body_token(body);
 		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
@@ -514,10 +514,8 @@ void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 	json_t *body = NULL;
 	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
-	if (token == NULL) {
-		json_decref(body);
+	if (token == NULL)
 		return;
-	}
 	/* RFC 7009: an unknown token is not an error. */
 	kw_refresh_row row;
 	kw_err err = kw_refresh_parse(token, strlen(token), tenant);

@@ -115,6 +115,29 @@ static char *kek_context(const kw_vault_row *row, const char *extra)
 
 /* --- init and rotate: a change and its audit row in one transaction ----- */
 
+/* The end of a change (init, rotate) whose work so far ended in err: its
+ * audit row in the same transaction (the transaction is scoped to this
+ * user, so the row satisfies the vault audit policy), the commit, then the
+ * key or the failure. Wipes mk and row. */
+static void finish_change(kw_call *call, const kw_caller *who, kw_err err, int status,
+                          unsigned char mk[KW_MK_LEN], kw_vault_row *row, const char *extra)
+{
+	kw_err db_err = err;
+	char *ctx = err == KW_OK ? kek_context(row, extra) : NULL;
+	if (err == KW_OK && ctx == NULL)
+		err = KW_ERR_NOMEM;
+	kw_api_audit_in_tx(call, who->claims.tid, who->actor, kw_api_action(call), "encryption_vault", ctx,
+	                   &err);
+	err = kw_api_finish_tx(call, err);
+	free(ctx);
+	if (err == KW_OK)
+		respond_key(call, status, mk, row);
+	else
+		fail(call, who, db_err != KW_OK ? db_err : err);
+	OPENSSL_cleanse(mk, KW_MK_LEN);
+	OPENSSL_cleanse(row, sizeof(*row));
+}
+
 void kw_api_vault_init(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims *c = &who->claims;
@@ -141,22 +164,8 @@ void kw_api_vault_init(kw_call *call, const kw_caller *who)
 	}
 	if (err == KW_OK && !created)
 		err = unwrap(call, &row, mk);
-	kw_err db_err = err;
-	char *ctx =
-	    err == KW_OK ? kek_context(&row, created ? ",\"created\":true" : ",\"created\":false") : NULL;
-	if (err == KW_OK && ctx == NULL)
-		err = KW_ERR_NOMEM;
-	kw_api_audit_in_tx(call, c->tid, who->actor, kw_api_action(call), "encryption_vault", ctx, &err);
-	/* The in-transaction row must satisfy the vault audit policy: the
-	 * transaction is scoped to this user, so it does. */
-	err = kw_api_finish_tx(call, err);
-	free(ctx);
-	if (err == KW_OK)
-		respond_key(call, created ? 201 : 200, mk, &row);
-	else
-		fail(call, who, db_err != KW_OK ? db_err : err);
-	OPENSSL_cleanse(mk, sizeof(mk));
-	OPENSSL_cleanse(&row, sizeof(row));
+	finish_change(call, who, err, created ? 201 : 200, mk, &row,
+	              created ? ",\"created\":true" : ",\"created\":false");
 }
 
 void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
@@ -182,21 +191,9 @@ void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
 		err = kw_vault_wrap(call->app->hsm, call->res->hsm, mk, &row);
 	if (err == KW_OK)
 		err = kw_vault_replace(db, &row);
-	kw_err db_err = err;
 	char extra[48];
 	snprintf(extra, sizeof(extra), ",\"previous_kek_id\":%" PRIu32, old_kek);
-	char *ctx = err == KW_OK ? kek_context(&row, extra) : NULL;
-	if (err == KW_OK && ctx == NULL)
-		err = KW_ERR_NOMEM;
-	kw_api_audit_in_tx(call, c->tid, who->actor, kw_api_action(call), "encryption_vault", ctx, &err);
-	err = kw_api_finish_tx(call, err);
-	free(ctx);
-	if (err == KW_OK)
-		respond_key(call, 200, mk, &row);
-	else
-		fail(call, who, db_err != KW_OK ? db_err : err);
-	OPENSSL_cleanse(mk, sizeof(mk));
-	OPENSSL_cleanse(&row, sizeof(row));
+	finish_change(call, who, err, 200, mk, &row, extra);
 }
 
 /* --- key: one read, one unwrap, the audit row through the writer -------- */

@@ -193,22 +193,17 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 
 void kw_app_shutdown(kw_app *app)
 {
-	kw_housekeeper_stop(app->housekeeper);
-	app->housekeeper = NULL;
-	kw_revcache_stop(app->revs);
-	app->revs = NULL;
-	kw_tokcache_free(app->tokcache);
-	app->tokcache = NULL;
-	kw_jwt_keyset_free(app->jwks);
-	app->jwks = NULL;
-	free(app->roles);
-	app->roles = NULL;
-	kw_ratelimit_free(app->rl);
-	app->rl = NULL;
-	kw_cidr_list_free(app->trusted);
-	app->trusted = NULL;
-	kw_keycache_free(app->keycache);
-	app->keycache = NULL;
+	/* Each part is stopped or freed, and forgotten, in the reverse order of boot. */
+#define DROP(fn, member) (fn(app->member), app->member = NULL)
+	DROP(kw_housekeeper_stop, housekeeper);
+	DROP(kw_revcache_stop, revs);
+	DROP(kw_tokcache_free, tokcache);
+	DROP(kw_jwt_keyset_free, jwks);
+	DROP(free, roles);
+	DROP(kw_ratelimit_free, rl);
+	DROP(kw_cidr_list_free, trusted);
+	DROP(kw_keycache_free, keycache);
+#undef DROP
 	if (app->audit)
 		kw_audit_writer_stop(app->audit);
 	app->audit = NULL;

@@ -284,6 +284,39 @@ done:
 	return err;
 }
 
+/* A request for ev (checked first); NULL with *err set otherwise. */
+static wreq *wreq_new(const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre, kw_err *err)
+{
+	if ((*err = kw_audit_event_check(ev)) != KW_OK)
+		return NULL;
+	wreq *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		*err = KW_ERR_NOMEM;
+		return NULL;
+	}
+	r->ev = ev;
+	r->pre = pre;
+	r->npre = npre;
+	r->result = KW_ERR_INTERNAL;
+	return r;
+}
+
+/* Queues r for the writer thread; false when it is stopping or the queue
+ * is full. Call with w->mu held. */
+static bool enqueue_locked(kw_audit_writer *w, wreq *r)
+{
+	if (w->stopping || w->queued >= KW_WRITER_MAX_QUEUE)
+		return false;
+	if (w->tail != NULL)
+		w->tail->next = r;
+	else
+		w->head = r;
+	w->tail = r;
+	w->queued++;
+	pthread_cond_signal(&w->wake);
+	return true;
+}
+
 kw_err kw_audit_writer_log(kw_audit_writer *w, const kw_audit_event *ev)
 {
 	return kw_audit_writer_log_with(w, ev, NULL, 0);
@@ -293,32 +326,16 @@ kw_err kw_audit_writer_log_with(kw_audit_writer *w, const kw_audit_event *ev, co
                                 size_t npre)
 {
 	kw_err err = KW_OK;
-	wreq *r = NULL;
-
 	if (w == NULL)
 		kw_misuse("kw_audit_writer_log: NULL writer");
-	err = kw_audit_event_check(ev);
-	if (err != KW_OK)
-		return err;
-	r = calloc(1, sizeof(*r));
+	wreq *r = wreq_new(ev, pre, npre, &err);
 	if (r == NULL)
-		return KW_ERR_NOMEM;
-	r->ev = ev;
-	r->pre = pre;
-	r->npre = npre;
-	r->result = KW_ERR_INTERNAL;
+		return err;
 	pthread_cond_init(&r->cv, NULL);
 	pthread_mutex_lock(&w->mu);
-	if (w->stopping || w->queued >= KW_WRITER_MAX_QUEUE) {
+	if (!enqueue_locked(w, r)) {
 		err = KW_ERR_BUSY;
 	} else {
-		if (w->tail != NULL)
-			w->tail->next = r;
-		else
-			w->head = r;
-		w->tail = r;
-		w->queued++;
-		pthread_cond_signal(&w->wake);
 		/* The writer unlinks r before it sets done, and touches it no more. */
 		while (!r->done)
 			pthread_cond_wait(&r->cv, &w->mu);
@@ -336,30 +353,16 @@ kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, cons
 	kw_err err = KW_OK;
 	if (w == NULL || cb == NULL)
 		kw_misuse("kw_audit_writer_submit: NULL writer or callback");
-	if ((err = kw_audit_event_check(ev)) != KW_OK)
-		return err;
-	wreq *r = calloc(1, sizeof(*r));
+	wreq *r = wreq_new(ev, pre, npre, &err);
 	if (r == NULL)
-		return KW_ERR_NOMEM;
-	r->ev = ev;
-	r->pre = pre;
-	r->npre = npre;
+		return err;
 	r->cb = cb;
 	r->cb_arg = arg;
-	r->result = KW_ERR_INTERNAL;
 	pthread_mutex_lock(&w->mu);
-	if (w->stopping || w->queued >= KW_WRITER_MAX_QUEUE) {
+	if (!enqueue_locked(w, r))
 		err = KW_ERR_BUSY;
-	} else {
-		if (w->tail != NULL)
-			w->tail->next = r;
-		else
-			w->head = r;
-		w->tail = r;
-		w->queued++;
-		pthread_cond_signal(&w->wake);
+	else
 		r = NULL; /* the writer owns it now */
-	}
 	pthread_mutex_unlock(&w->mu);
 	free(r);
 	return err;

@@ -32,27 +32,19 @@
 #define SQL_APPLIED   "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
 #define SQL_HAS_TABLE "SELECT to_regclass('schema_migrations') IS NOT NULL"
 
+/* A migration, as a file on disk or as a row of schema_migrations. */
 typedef struct mig_file {
 	int version;
 	char name[MIG_MAX_NAME + 1];
 	char checksum[2 * 32 + 1];
 } mig_file;
+typedef mig_file mig_applied;
 
 typedef struct mig_list {
 	mig_file *v;
 	size_t n;
 } mig_list;
-
-typedef struct mig_applied {
-	int version;
-	char name[MIG_MAX_NAME + 1];
-	char checksum[2 * 32 + 1];
-} mig_applied;
-
-typedef struct applied_list {
-	mig_applied *v;
-	size_t n;
-} applied_list;
+typedef mig_list applied_list;
 
 /* Reads a whole migration file as a C string (no NUL bytes inside). */
 static kw_err read_file(const char *path, char **out, size_t *len)

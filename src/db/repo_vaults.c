@@ -159,60 +159,45 @@ done:
 	free(which);
 }
 
-static void row_params(const kw_vault_row *row, char fv[12], char kek[12], const char *vals[6], int lens[6],
-                       int fmts[6])
+/* Runs sql with the row's columns as $1..$6 (tenant, user, blob, IV,
+ * format, KEK version) and, when old_kek is set, that version as $7;
+ * none when it touched no row. */
+static kw_err write_row(kw_db *db, const char *sql, const kw_vault_row *row, const uint32_t *old_kek,
+                        kw_err none)
 {
-	snprintf(fv, 12, "%d", row->format_version);
-	snprintf(kek, 12, "%" PRIu32, row->kek_id);
-	vals[0] = row->tenant_id;
-	vals[1] = row->user_id;
-	vals[2] = (const char *)row->wrapped;
-	vals[3] = (const char *)row->iv;
-	vals[4] = fv;
-	vals[5] = kek;
-	memset(lens, 0, 6 * sizeof(int));
-	memset(fmts, 0, 6 * sizeof(int));
-	lens[2] = KW_VAULT_WRAPPED_LEN;
-	lens[3] = KW_GCM_IV_LEN;
-	fmts[2] = fmts[3] = 1;
+	char fv[12], kek[12], old[12];
+	const char *vals[7] = {
+	    row->tenant_id, row->user_id, (const char *)row->wrapped, (const char *)row->iv, fv, kek, old};
+	int lens[7] = {0, 0, KW_VAULT_WRAPPED_LEN, KW_GCM_IV_LEN, 0, 0, 0}, fmts[7] = {0, 0, 1, 1, 0, 0, 0};
+	snprintf(fv, sizeof(fv), "%d", row->format_version);
+	snprintf(kek, sizeof(kek), "%" PRIu32, row->kek_id);
+	snprintf(old, sizeof(old), "%" PRIu32, old_kek != NULL ? *old_kek : 0);
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, sql, old_kek != NULL ? 7 : 6, vals, lens, fmts, &res);
+	if (err == KW_OK && strcmp(PQcmdTuples(res), "1") != 0)
+		err = none;
+	PQclear(res);
+	return err;
 }
 
 kw_err kw_vault_insert(kw_db *db, const kw_vault_row *row)
 {
-	char fv[12], kek[12];
-	const char *vals[6];
-	int lens[6], fmts[6];
-	row_params(row, fv, kek, vals, lens, fmts);
-	PGresult *res = NULL;
 	/* ON CONFLICT waits for a concurrent insert of the same key to finish
 	 * and then does nothing: the caller reads the winner's row. */
-	kw_err err = kw_db_exec(db,
-	                        "INSERT INTO encryption_vaults (" VAULT_COLS ") "
-	                        "VALUES ($1::uuid, $2, $3, $4, $5::int, $6::int) "
-	                        "ON CONFLICT (tenant_id, user_id) DO NOTHING",
-	                        6, vals, lens, fmts, &res);
-	if (err == KW_OK && strcmp(PQcmdTuples(res), "1") != 0)
-		err = KW_ERR_EXISTS;
-	PQclear(res);
-	return err;
+	return write_row(db,
+	                 "INSERT INTO encryption_vaults (" VAULT_COLS ") "
+	                 "VALUES ($1::uuid, $2, $3, $4, $5::int, $6::int) "
+	                 "ON CONFLICT (tenant_id, user_id) DO NOTHING",
+	                 row, NULL, KW_ERR_EXISTS);
 }
 
 kw_err kw_vault_replace(kw_db *db, const kw_vault_row *row)
 {
-	char fv[12], kek[12];
-	const char *vals[6];
-	int lens[6], fmts[6];
-	row_params(row, fv, kek, vals, lens, fmts);
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db,
-	                        "UPDATE encryption_vaults SET wrapped_mk = $3, wrap_iv = $4, "
-	                        "format_version = $5::int, kek_id = $6::int, rotated_at = now() "
-	                        "WHERE tenant_id = $1::uuid AND user_id = $2",
-	                        6, vals, lens, fmts, &res);
-	if (err == KW_OK && strcmp(PQcmdTuples(res), "1") != 0)
-		err = KW_ERR_NOT_FOUND;
-	PQclear(res);
-	return err;
+	return write_row(db,
+	                 "UPDATE encryption_vaults SET wrapped_mk = $3, wrap_iv = $4, "
+	                 "format_version = $5::int, kek_id = $6::int, rotated_at = now() "
+	                 "WHERE tenant_id = $1::uuid AND user_id = $2",
+	                 row, NULL, KW_ERR_NOT_FOUND);
 }
 
 /* --- KEK maintenance ---------------------------------------------------- */
@@ -326,26 +311,14 @@ kw_err kw_vault_rewrap_lock(kw_db *db, uint32_t active, size_t batch, kw_vault_r
 
 kw_err kw_vault_rewrap_update(kw_db *db, const kw_vault_row *fresh, uint32_t old_kek)
 {
-	char fv[12], kek[12], old[12];
-	const char *vals[7];
-	int lens[7], fmts[7];
-	row_params(fresh, fv, kek, vals, lens, fmts);
-	snprintf(old, sizeof(old), "%" PRIu32, old_kek);
-	vals[6] = old;
-	lens[6] = fmts[6] = 0;
-	PGresult *res = NULL;
 	/* The row is locked, so the old KEK version still names it; the check
 	 * is a belt to the lock's braces. rotated_at is left: the MK did not
 	 * change. */
-	kw_err err = kw_db_exec(db,
-	                        "UPDATE encryption_vaults SET wrapped_mk = $3, wrap_iv = $4, "
-	                        "format_version = $5::int, kek_id = $6::int "
-	                        "WHERE tenant_id = $1::uuid AND user_id = $2 AND kek_id = $7::int",
-	                        7, vals, lens, fmts, &res);
-	if (err == KW_OK && strcmp(PQcmdTuples(res), "1") != 0)
-		err = KW_ERR_CONFLICT;
-	PQclear(res);
-	return err;
+	return write_row(db,
+	                 "UPDATE encryption_vaults SET wrapped_mk = $3, wrap_iv = $4, "
+	                 "format_version = $5::int, kek_id = $6::int "
+	                 "WHERE tenant_id = $1::uuid AND user_id = $2 AND kek_id = $7::int",
+	                 fresh, &old_kek, KW_ERR_CONFLICT);
 }
 
 kw_err kw_vault_rewrap_left(kw_db *db, uint32_t active, long long *left)
