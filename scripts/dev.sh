@@ -114,7 +114,7 @@ test)
     # with its own database (copied from a migrated template).
     KWT_TOKENS_DIR="$root/.run/test/tokens" ctest --test-dir "$variant" -V -j4 --timeout 300 2>&1 |
       tee ".run/test/$variant.log" |
-      grep -E '^\[----\]|^\[FAIL\]|Synthesis|tests passed|tests failed|^[0-9]+/[0-9]+ Test|Failed|\*\*\*' || true
+      grep -E '^\[----\]|^\[FAIL\]|Synthesis|tests passed|tests failed|Total Test time|^[0-9]+/[0-9]+ Test|Failed|\*\*\*' || true
     grep -q '100% tests passed' ".run/test/$variant.log" || status=1
     grep -h 'Synthesis' ".run/test/$variant.log" >>.run/test/summary || true
   done
