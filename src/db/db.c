@@ -514,3 +514,14 @@ kw_err kw_db_rows_read(const kw_db_result *r, size_t elem,
 	*n = count;
 	return KW_OK;
 }
+
+kw_err kw_db_query_rows(kw_db *db, const char *sql, int nparams, const char *const *values, size_t elem,
+                        kw_err (*read)(const kw_db_result *r, int row, void *out), void **rows, size_t *n)
+{
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, sql, nparams, values, NULL, NULL, &res);
+	if (err == KW_OK)
+		err = kw_db_rows_read(res, elem, read, rows, n);
+	PQclear(res);
+	return err;
+}

@@ -276,14 +276,9 @@ static kw_err read_key(const kw_db_result *r, int row, void *out)
 
 kw_err kw_apikey_list(kw_db *db, kw_apikey_row **rows, size_t *n)
 {
-	PGresult *res = NULL;
 	if (db == NULL || rows == NULL || n == NULL)
 		kw_misuse("kw_apikey_list: NULL argument");
-	kw_err err = kw_db_exec(db, SQL_LIST, 0, NULL, NULL, NULL, &res);
-	if (err == KW_OK)
-		err = kw_db_rows_read(res, sizeof(**rows), read_key, (void **)rows, n);
-	PQclear(res);
-	return err;
+	return kw_db_query_rows(db, SQL_LIST, 0, NULL, sizeof(**rows), read_key, (void **)rows, n);
 }
 
 kw_err kw_apikey_revoke(kw_db *db, const char *id, kw_apikey_row *out)

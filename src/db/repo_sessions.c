@@ -33,6 +33,21 @@ static int64_t get_i64(const PGresult *res, int row, int col)
 	return errno ? 0 : (int64_t)v;
 }
 
+/* Runs sql, which returns exactly one row, and reads its first n columns
+ * as integers into out. */
+static kw_err exec_one_row_i64(kw_db *db, const char *sql, int nparams, const char *const *vals,
+                               const int *lens, const int *fmts, int64_t *out, int n)
+{
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(db, sql, nparams, vals, lens, fmts, &res);
+	if (err == KW_OK && PQntuples(res) != 1)
+		err = KW_ERR_DB;
+	for (int i = 0; err == KW_OK && i < n; i++)
+		out[i] = get_i64(res, 0, i);
+	PQclear(res);
+	return err;
+}
+
 static bool get_bool(const PGresult *res, int row, int col)
 {
 	return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
@@ -65,15 +80,12 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	                        pep,           sl};
 	int lens[10] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0};
 	int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db, SQL_FAMILY_CREATE, 10, vals, lens, fmts, &res);
-	if (err == KW_OK && PQntuples(res) != 1)
-		err = KW_ERR_DB;
+	int64_t got[2];
+	kw_err err = exec_one_row_i64(db, SQL_FAMILY_CREATE, 10, vals, lens, fmts, got, 2);
 	if (err == KW_OK) {
-		*sliding_exp = get_i64(res, 0, 0);
-		*absolute_exp = get_i64(res, 0, 1);
+		*sliding_exp = got[0];
+		*absolute_exp = got[1];
 	}
-	PQclear(res);
 	return err;
 }
 
@@ -171,14 +183,7 @@ kw_err kw_refresh_rotate(kw_db *db, const char *tenant_id, const kw_refresh_row 
 	i64_text(sliding_ttl_s, sl);
 	const char *vals[6] = {parent->id, parent->family_id, tenant_id, (const char *)child_hmac, pep, sl};
 	int lens[6] = {0, 0, 0, KW_HMAC_LEN, 0, 0}, fmts[6] = {0, 0, 0, 1, 0, 0};
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db, SQL_ROTATE, 6, vals, lens, fmts, &res);
-	if (err == KW_OK && PQntuples(res) != 1)
-		err = KW_ERR_DB;
-	if (err == KW_OK)
-		*sliding_exp = get_i64(res, 0, 0);
-	PQclear(res);
-	return err;
+	return exec_one_row_i64(db, SQL_ROTATE, 6, vals, lens, fmts, sliding_exp, 1);
 }
 
 #define SQL_FAMILY_REVOKE                                                                                    \
@@ -280,12 +285,7 @@ static kw_err read_session(const kw_db_result *res, int row, void *out)
 kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n)
 {
 	const char *vals[1] = {subject};
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db, SQL_SESSIONS, 1, vals, NULL, NULL, &res);
-	if (err == KW_OK)
-		err = kw_db_rows_read(res, sizeof(**rows), read_session, (void **)rows, n);
-	PQclear(res);
-	return err;
+	return kw_db_query_rows(db, SQL_SESSIONS, 1, vals, sizeof(**rows), read_session, (void **)rows, n);
 }
 
 #define SQL_NONCE_PUT                                                                                        \
@@ -300,14 +300,7 @@ kw_err kw_nonce_put(kw_db *db, const char *tenant_id, const char *address, const
 	char ttl[24];
 	i64_text(ttl_s, ttl);
 	const char *vals[4] = {tenant_id, address, nonce, ttl};
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db, SQL_NONCE_PUT, 4, vals, NULL, NULL, &res);
-	if (err == KW_OK && PQntuples(res) != 1)
-		err = KW_ERR_DB;
-	if (err == KW_OK)
-		*expires_at = get_i64(res, 0, 0);
-	PQclear(res);
-	return err;
+	return exec_one_row_i64(db, SQL_NONCE_PUT, 4, vals, NULL, NULL, expires_at, 1);
 }
 
 #define SQL_NONCE_LOCK                                                                                       \

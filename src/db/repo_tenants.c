@@ -28,13 +28,8 @@ static kw_err read_tenant(const kw_db_result *r, int row, void *out)
 
 kw_err kw_tenant_list(kw_db *db, kw_tenant_row **rows, size_t *n)
 {
-	PGresult *res = NULL;
 	if (db == NULL || rows == NULL || n == NULL)
 		kw_misuse("kw_tenant_list: NULL argument");
 	/* Outside a tenant scope: only an owner that bypasses RLS sees rows. */
-	kw_err err = kw_db_exec(db, SQL_LIST_TENANTS, 0, NULL, NULL, NULL, &res);
-	if (err == KW_OK)
-		err = kw_db_rows_read(res, sizeof(**rows), read_tenant, (void **)rows, n);
-	PQclear(res);
-	return err;
+	return kw_db_query_rows(db, SQL_LIST_TENANTS, 0, NULL, sizeof(**rows), read_tenant, (void **)rows, n);
 }

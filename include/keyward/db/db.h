@@ -82,6 +82,10 @@ bool kw_db_copy_text(const kw_db_result *r, int row, int col, char *out, size_t 
 KW_MUST_CHECK kw_err kw_db_rows_read(const kw_db_result *r, size_t elem,
                                      kw_err (*read)(const kw_db_result *r, int row, void *out), void **rows,
                                      size_t *n);
+/* kw_db_exec, then kw_db_rows_read of its result. */
+KW_MUST_CHECK kw_err kw_db_query_rows(kw_db *db, const char *sql, int nparams, const char *const *values,
+                                      size_t elem, kw_err (*read)(const kw_db_result *r, int row, void *out),
+                                      void **rows, size_t *n);
 /* The statement that scopes the rest of a transaction to tenant and user
  * (both set; for pipelines that move between scopes). */
 kw_db_stmt kw_db_stmt_scope(const char *const scope[2]);
