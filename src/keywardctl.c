@@ -278,7 +278,9 @@ static kw_err ctl_rotation_wait(kw_ctl *c, const char *family, unsigned long v, 
 	return kw_rotation_wait(c->db, family, (uint32_t)v, wait_s, known, wait);
 }
 
-static int cmd_jwt_rotate(kw_ctl *c)
+/* The start of a rotation of family f: the token and the database, the
+ * rotation lock, and the active version (*prev). 0, or the exit code. */
+static int rotate_begin(kw_ctl *c, kw_key_family f, const char *family, const char *what, uint32_t *prev)
 {
 	const kw_hsm_key *active;
 	kw_err err = ctl_hsm(c);
@@ -286,11 +288,28 @@ static int cmd_jwt_rotate(kw_ctl *c)
 		err = ctl_db(c);
 	if (err != KW_OK)
 		return 1;
-	if ((err = ctl_rotation_lock(c, "jwt")) != KW_OK)
-		return ctl_fail("jwt rotate: cannot take the rotation lock", err);
-	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_JWT, &active)) != KW_OK)
-		return ctl_fail("jwt rotate: no active JWT key (run keywardctl token init)", err);
-	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
+	if ((err = ctl_rotation_lock(c, family)) != KW_OK) {
+		fprintf(stderr, "keywardctl: %s rotate: cannot take the rotation lock: %s\n", family,
+		        kw_err_str(err));
+		return 1;
+	}
+	if ((err = kw_hsm_key_active(c->hsm, f, &active)) != KW_OK) {
+		fprintf(stderr, "keywardctl: %s rotate: no active %s (run keywardctl token init): %s\n",
+		        family, what, kw_err_str(err));
+		return 1;
+	}
+	*prev = kw_hsm_key_version(active);
+	return 0;
+}
+
+static int cmd_jwt_rotate(kw_ctl *c)
+{
+	uint32_t prev = 0;
+	int rc = rotate_begin(c, KW_KEY_JWT, "jwt", "JWT key", &prev);
+	if (rc != 0)
+		return rc;
+	uint32_t next = prev + 1;
+	kw_err err;
 	kw_jwt_key key;
 	const kw_hsm_key *k;
 	char label[64], ctx[64];
@@ -437,15 +456,12 @@ static kw_err ctl_both(kw_ctl *c)
 
 static int cmd_kek_rotate(kw_ctl *c)
 {
-	const kw_hsm_key *active;
-	kw_err err = ctl_both(c);
-	if (err != KW_OK)
-		return 1;
-	if ((err = ctl_rotation_lock(c, "kek")) != KW_OK)
-		return ctl_fail("kek rotate: cannot take the rotation lock", err);
-	if ((err = kw_hsm_key_active(c->hsm, KW_KEY_KEK, &active)) != KW_OK)
-		return ctl_fail("kek rotate: no active KEK (run keywardctl token init)", err);
-	uint32_t prev = kw_hsm_key_version(active), next = prev + 1;
+	uint32_t prev = 0;
+	int rc = rotate_begin(c, KW_KEY_KEK, "kek", "KEK", &prev);
+	if (rc != 0)
+		return rc;
+	uint32_t next = prev + 1;
+	kw_err err;
 	char label[64], ctx[64];
 	err = kw_hsm_key_generate(c->session, KW_KEY_KEK, next);
 	if (err == KW_OK)

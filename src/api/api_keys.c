@@ -149,25 +149,29 @@ void kw_api_keys_create(kw_call *call, const kw_caller *who)
 	kw_respond_text(call, 201, "application/json", text, strlen(text));
 }
 
+typedef struct key_list {
+	kw_apikey_row *rows;
+	size_t n;
+} key_list;
+
+static kw_err list_keys(kw_db *db, void *arg)
+{
+	key_list *l = arg;
+	return kw_apikey_list(db, &l->rows, &l->n);
+}
+
 void kw_api_keys_list(kw_call *call, const kw_caller *who)
 {
-	const kw_principal p = who->key;
-	kw_apikey_row *rows = NULL;
-	size_t n = 0;
-	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
-	if (err == KW_OK) {
-		err = kw_apikey_list(call->res->db, &rows, &n);
-		err = kw_api_finish_tx(call, err);
-	}
+	key_list l = {0};
+	kw_err err = kw_api_in_tx(call, who->key.tenant_id, list_keys, &l);
 	if (err != KW_OK) {
-		free(rows);
 		kw_respond_failure(call, err);
 		return;
 	}
 	json_t *items = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(items, row_json(&rows[i]));
-	free(rows);
+	for (size_t i = 0; i < l.n; i++)
+		json_array_append_new(items, row_json(&l.rows[i]));
+	free(l.rows);
 	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
 }
 

@@ -295,6 +295,16 @@ static const char *body_refresh_token(kw_call *call, json_t **body)
 	return json_string_value(rt);
 }
 
+/* The body's refresh token and the tenant it names (*parsed: whether it
+ * parses at all); NULL = 400 written. */
+static const char *presented_token(kw_call *call, json_t **body, char tenant[37], kw_err *parsed)
+{
+	const char *token = body_refresh_token(call, body);
+	if (token != NULL)
+		*parsed = kw_refresh_parse(token, strlen(token), tenant);
+	return token;
+}
+
 static void wipe_body_token(json_t *body)
 {
 	json_t *rt = json_object_get(body, "refresh_token");
@@ -333,16 +343,17 @@ static void actor_of(const char *subject, char *out, size_t cap)
 	snprintf(out, cap, "user:%.200s", subject);
 }
 
+/* The credential is the body's refresh token. */
 void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 {
-	(void)who; /* the credential is the body's refresh token */
 	kw_app *app = call->app;
 	json_t *body = NULL;
-	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
+	kw_err parsed = KW_OK;
+	const char *token = presented_token(call, &body, tenant, &parsed);
 	if (token == NULL)
 		return;
-	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK) {
+	if (parsed != KW_OK) {
 		wipe_body_token(body);
 		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
 		       "auth.refresh");
@@ -507,18 +518,18 @@ void kw_api_auth_logout(kw_call *call, const kw_caller *who)
 	respond_ok(call);
 }
 
+/* Possession of the refresh token is the credential (RFC 7009). */
 void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 {
-	(void)who; /* possession of the refresh token is the credential (RFC 7009) */
 	kw_app *app = call->app;
 	json_t *body = NULL;
-	const char *token = body_refresh_token(call, &body);
 	char tenant[37];
+	kw_err err = KW_OK;
+	const char *token = presented_token(call, &body, tenant, &err);
 	if (token == NULL)
 		return;
 	/* RFC 7009: an unknown token is not an error. */
 	kw_refresh_row row;
-	kw_err err = kw_refresh_parse(token, strlen(token), tenant);
 	if (err == KW_OK)
 		err = lock_presented(call, tenant, token, false, &row);
 	wipe_body_token(body);
@@ -582,24 +593,29 @@ void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 
 /* --- sessions, whoami, introspection, JWKS ------------------------------ */
 
+typedef struct session_list {
+	const char *subject;
+	kw_session_row *rows;
+	size_t n;
+} session_list;
+
+static kw_err list_sessions(kw_db *db, void *arg)
+{
+	session_list *l = arg;
+	return kw_sessions_list(db, l->subject, &l->rows, &l->n);
+}
+
 void kw_api_auth_sessions(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
-	kw_session_row *rows = NULL;
-	size_t n = 0;
-	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
-	if (err == KW_OK) {
-		err = kw_sessions_list(call->res->db, c.sub, &rows, &n);
-		if (err == KW_OK)
-			err = kw_db_commit(call->res->db);
-		else
-			kw_db_rollback(call->res->db);
-	}
+	session_list l = {.subject = c.sub};
+	kw_err err = kw_api_in_tx(call, c.tid, list_sessions, &l);
 	if (err != KW_OK) {
-		free(rows);
 		kw_respond_failure(call, err);
 		return;
 	}
+	kw_session_row *rows = l.rows;
+	size_t n = l.n;
 	json_t *items = json_array();
 	for (size_t i = 0; i < n; i++) {
 		kw_session_row *r = &rows[i];

@@ -56,6 +56,14 @@ kw_err kw_api_finish_tx(kw_call *call, kw_err err)
 	return kw_audit_end_tx(call->res->audit, call->res->db, err);
 }
 
+kw_err kw_api_in_tx(kw_call *call, const char *tenant_id, kw_err (*work)(kw_db *db, void *arg), void *arg)
+{
+	kw_err err = kw_db_begin(call->res->db, tenant_id, NULL);
+	if (err == KW_OK)
+		err = kw_api_finish_tx(call, work(call->res->db, arg));
+	return err;
+}
+
 json_t *kw_api_body_object(kw_call *call)
 {
 	if (call->req.body_len == 0)

@@ -112,6 +112,10 @@ void kw_api_audit_status_in_tx(kw_call *call, const char *tenant_id, const char 
 /* Commits (err == KW_OK) or rolls back, moving the audit chain's head only
  * if the commit held. Returns the final error. */
 kw_err kw_api_finish_tx(kw_call *call, kw_err err);
+/* work(db, arg) in a transaction scoped to tenant_id, ended (and the
+ * worker's audit chain told) by kw_api_finish_tx. */
+KW_MUST_CHECK kw_err kw_api_in_tx(kw_call *call, const char *tenant_id, kw_err (*work)(kw_db *db, void *arg),
+                                  void *arg);
 /* The body as a JSON object (an empty body is {}); NULL if it is not one. */
 json_t *kw_api_body_object(kw_call *call);
 
