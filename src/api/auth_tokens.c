@@ -295,14 +295,24 @@ static const char *body_refresh_token(kw_call *call, json_t **body)
 	return json_string_value(rt);
 }
 
-/* The body's refresh token and the tenant it names (*parsed: whether it
- * parses at all); NULL = 400 written. */
-static const char *presented_token(kw_call *call, json_t **body, char tenant[37], kw_err *parsed)
+/* A refresh token presented in the body: the token (owned by body), the
+ * tenant it names and whether it parses at all. */
+typedef struct presented {
+	json_t *body;
+	const char *token;
+	char tenant[37];
+	kw_err parsed;
+} presented;
+
+/* False = 400 written. */
+static bool present(kw_call *call, presented *p)
 {
-	const char *token = body_refresh_token(call, body);
-	if (token != NULL)
-		*parsed = kw_refresh_parse(token, strlen(token), tenant);
-	return token;
+	memset(p, 0, sizeof(*p));
+	p->token = body_refresh_token(call, &p->body);
+	if (p->token == NULL)
+		return false;
+	p->parsed = kw_refresh_parse(p->token, strlen(p->token), p->tenant);
+	return true;
 }
 
 static void wipe_body_token(json_t *body)
@@ -347,14 +357,11 @@ static void actor_of(const char *subject, char *out, size_t cap)
 void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 {
 	kw_app *app = call->app;
-	json_t *body = NULL;
-	char tenant[37];
-	kw_err parsed = KW_OK;
-	const char *token = presented_token(call, &body, tenant, &parsed);
-	if (token == NULL)
+	presented pt;
+	if (!present(call, &pt))
 		return;
-	if (parsed != KW_OK) {
-		wipe_body_token(body);
+	if (pt.parsed != KW_OK) {
+		wipe_body_token(pt.body);
 		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
 		       "auth.refresh");
 		return;
@@ -364,10 +371,10 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	unsigned char child_mac[KW_HMAC_LEN];
 	uint32_t pepper_id = 0;
 	kw_refresh_row row;
-	kw_err err = new_refresh(call, tenant, child, child_mac, &pepper_id);
+	kw_err err = new_refresh(call, pt.tenant, child, child_mac, &pepper_id);
 	if (err == KW_OK)
-		err = lock_presented(call, tenant, token, true, &row);
-	wipe_body_token(body);
+		err = lock_presented(call, pt.tenant, pt.token, true, &row);
+	wipe_body_token(pt.body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
 		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
 		       "auth.refresh");
@@ -394,7 +401,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	if (code != NULL) {
 		kw_db_rollback(call->res->db);
 		char *ctx = ctx_json("family", row.family_id, NULL, NULL);
-		refuse(call, 401, code, msg, tenant, actor, "auth.refresh");
+		refuse(call, 401, code, msg, pt.tenant, actor, "auth.refresh");
 		free(ctx);
 		goto done;
 	}
@@ -408,7 +415,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 			err = kw_family_revoke(call->res->db, row.family_id, "reuse", app->access_ttl_max_s,
 			                       &newly, &rexp);
 			char *ctx = ctx_json("family", row.family_id, "subject", row.subject);
-			kw_api_audit_status_in_tx(call, tenant, actor, "auth.refresh.reuse", row.family_id,
+			kw_api_audit_status_in_tx(call, pt.tenant, actor, "auth.refresh.reuse", row.family_id,
 			                          "401 token_family_compromised", ctx, &err);
 			free(ctx);
 			err = kw_api_finish_tx(call, err);
@@ -431,7 +438,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		char key[80];
 		EVP_MD_CTX *md = EVP_MD_CTX_new();
 		EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-		EVP_DigestUpdate(md, tenant, strlen(tenant));
+		EVP_DigestUpdate(md, pt.tenant, strlen(pt.tenant));
 		EVP_DigestUpdate(md, "\n", 1);
 		EVP_DigestUpdate(md, row.subject, strlen(row.subject));
 		EVP_DigestFinal_ex(md, h, NULL);
@@ -445,7 +452,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 			kw_db_rollback(call->res->db);
 			char v[32];
 			refuse(call, 429, "rate_limited", "too many refreshes for this subject; retry later",
-			       tenant, actor, "auth.refresh");
+			       pt.tenant, actor, "auth.refresh");
 			snprintf(v, sizeof(v), "%d", r.retry_after);
 			kw_respond_header(call, "Retry-After", v);
 			goto done;
@@ -454,19 +461,19 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	const kw_role *role = kw_roles_find(app->roles, row.role);
 	if (role == NULL) {
 		kw_db_rollback(call->res->db);
-		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", tenant,
+		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", pt.tenant,
 		       actor, "auth.refresh");
 		goto done;
 	}
 	int64_t sl_exp = 0;
 	kw_access_claims c;
 	char *access = NULL;
-	err = kw_refresh_rotate(call->res->db, tenant, &row, child_mac, pepper_id,
+	err = kw_refresh_rotate(call->res->db, pt.tenant, &row, child_mac, pepper_id,
 	                        app->cfg->refresh_sliding_ttl_s, &sl_exp);
 	if (err == KW_OK)
-		err = new_access(call, tenant, row.subject, role, row.family_id, &c, &access);
+		err = new_access(call, pt.tenant, row.subject, role, row.family_id, &c, &access);
 	char *ctx = ctx_json("family", row.family_id, row.used ? "grace" : NULL, "reuse within grace");
-	kw_api_audit_in_tx(call, tenant, actor, "auth.refresh", row.family_id, ctx, &err);
+	kw_api_audit_in_tx(call, pt.tenant, actor, "auth.refresh", row.family_id, ctx, &err);
 	free(ctx);
 	err = kw_api_finish_tx(call, err);
 	if (err != KW_OK)
@@ -522,17 +529,15 @@ void kw_api_auth_logout(kw_call *call, const kw_caller *who)
 void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 {
 	kw_app *app = call->app;
-	json_t *body = NULL;
-	char tenant[37];
-	kw_err err = KW_OK;
-	const char *token = presented_token(call, &body, tenant, &err);
-	if (token == NULL)
+	presented pt;
+	if (!present(call, &pt))
 		return;
+	kw_err err = pt.parsed;
 	/* RFC 7009: an unknown token is not an error. */
 	kw_refresh_row row;
 	if (err == KW_OK)
-		err = lock_presented(call, tenant, token, false, &row);
-	wipe_body_token(body);
+		err = lock_presented(call, pt.tenant, pt.token, false, &row);
+	wipe_body_token(pt.body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
 		kw_audit_refusal(call, NULL, NULL, "auth.revoke", 200, "unknown_token");
 		respond_ok(call);
@@ -548,7 +553,7 @@ void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 	int64_t rexp = 0;
 	err = kw_family_revoke(call->res->db, row.family_id, "revoked", app->access_ttl_max_s, &newly, &rexp);
 	char *ctx = ctx_json("family", row.family_id, NULL, NULL);
-	kw_api_audit_in_tx(call, tenant, actor, "auth.revoke", row.family_id, ctx, &err);
+	kw_api_audit_in_tx(call, pt.tenant, actor, "auth.revoke", row.family_id, ctx, &err);
 	free(ctx);
 	err = kw_api_finish_tx(call, err);
 	if (err != KW_OK) {

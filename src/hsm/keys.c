@@ -379,29 +379,16 @@ void kw_hsm_keys_free(kw_hsm *hsm)
 	hsm->nkeys = hsm->keys_cap = 0;
 }
 
-kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out)
-{
-	const kw_hsm_key *best = NULL;
-	pthread_rwlock_rdlock(&hsm->keys_lock);
-	for (size_t i = 0; i < hsm->nkeys; i++) {
-		const kw_hsm_key *k = hsm->keys[i];
-		if (k->family == f && !k->gone && (best == NULL || k->version > best->version))
-			best = k;
-	}
-	pthread_rwlock_unlock(&hsm->keys_lock);
-	if (best == NULL)
-		return KW_ERR_NOT_FOUND;
-	*out = best;
-	return KW_OK;
-}
-
-kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out)
+/* The key of family f at version (0: the highest) that is not gone. */
+static kw_err find_key(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out)
 {
 	const kw_hsm_key *found = NULL;
 	pthread_rwlock_rdlock(&hsm->keys_lock);
 	for (size_t i = 0; i < hsm->nkeys; i++) {
 		const kw_hsm_key *k = hsm->keys[i];
-		if (k->family == f && k->version == version && !k->gone)
+		if (k->family != f || k->gone)
+			continue;
+		if (version != 0 ? k->version == version : (found == NULL || k->version > found->version))
 			found = k;
 	}
 	pthread_rwlock_unlock(&hsm->keys_lock);
@@ -409,6 +396,16 @@ kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_h
 		return KW_ERR_NOT_FOUND;
 	*out = found;
 	return KW_OK;
+}
+
+kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out)
+{
+	return find_key(hsm, f, 0, out);
+}
+
+kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out)
+{
+	return version == 0 ? KW_ERR_NOT_FOUND : find_key(hsm, f, version, out);
 }
 
 kw_err kw_hsm_key_get_fresh(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out)
