@@ -302,31 +302,53 @@ static int rotate_begin(kw_ctl *c, kw_key_family f, const char *family, const ch
 	return 0;
 }
 
+/* A rotation of family f: version prev + 1 made in the token and read
+ * back, then (made) checked by made(c, version, arg) if given, recorded
+ * and audited. label gets "keyward/<family>/<n>". 0, or the exit code. */
+static int rotate(kw_ctl *c, kw_key_family f, const char *family, const char *what,
+                  kw_err (*made)(kw_ctl *c, uint32_t version, void *arg), void *arg, char label[64],
+                  uint32_t *prev)
+{
+	if (rotate_begin(c, f, family, what, prev) != 0)
+		return 1;
+	uint32_t next = *prev + 1;
+	char ctx[64];
+	kw_err err = kw_hsm_key_generate(c->session, f, next);
+	if (err == KW_OK)
+		err = kw_hsm_keys_refresh(c->hsm);
+	if (err == KW_OK && made != NULL)
+		err = made(c, next, arg);
+	if (err != KW_OK) {
+		fprintf(stderr, "keywardctl: %s rotate: %s\n", family, kw_err_str(err));
+		return 1;
+	}
+	snprintf(label, 64, "keyward/%s/%" PRIu32, family, next);
+	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", *prev);
+	ctl_rotation_record(c, family, next, *prev);
+	char action[32];
+	snprintf(action, sizeof(action), "%s.rotate", family);
+	if ((err = ctl_audit(c, action, label, ctx)) != KW_OK) {
+		fprintf(stderr, "keywardctl: %s rotate: the key was created but the audit row failed: %s\n",
+		        family, kw_err_str(err));
+		return 1;
+	}
+	return 0;
+}
+
+static kw_err jwt_key_of(kw_ctl *c, uint32_t version, void *arg)
+{
+	const kw_hsm_key *k;
+	kw_err err = kw_hsm_key_get(c->hsm, KW_KEY_JWT, version, &k);
+	return err == KW_OK ? kw_jwt_key_from_hsm(c->hsm, k, arg) : err;
+}
+
 static int cmd_jwt_rotate(kw_ctl *c)
 {
 	uint32_t prev = 0;
-	int rc = rotate_begin(c, KW_KEY_JWT, "jwt", "JWT key", &prev);
-	if (rc != 0)
-		return rc;
-	uint32_t next = prev + 1;
-	kw_err err;
+	char label[64];
 	kw_jwt_key key;
-	const kw_hsm_key *k;
-	char label[64], ctx[64];
-	err = kw_hsm_key_generate(c->session, KW_KEY_JWT, next);
-	if (err == KW_OK)
-		err = kw_hsm_keys_refresh(c->hsm);
-	if (err == KW_OK)
-		err = kw_hsm_key_get(c->hsm, KW_KEY_JWT, next, &k);
-	if (err == KW_OK)
-		err = kw_jwt_key_from_hsm(c->hsm, k, &key);
-	if (err != KW_OK)
-		return ctl_fail("jwt rotate", err);
-	snprintf(label, sizeof(label), "keyward/jwt/%" PRIu32, next);
-	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
-	ctl_rotation_record(c, "jwt", next, prev);
-	if ((err = ctl_audit(c, "jwt.rotate", label, ctx)) != KW_OK)
-		return ctl_fail("jwt rotate: the key was created but the audit row failed", err);
+	if (rotate(c, KW_KEY_JWT, "jwt", "JWT key", jwt_key_of, &key, label, &prev) != 0)
+		return 1;
 	printf("active: %s kid=%s (previous: %" PRIu32 ", still published and verified until retired)\n",
 	       label, key.kid, prev);
 	printf("running keywardd instances pick it up within a minute, or at once on a token they do not "
@@ -401,19 +423,37 @@ static bool retire_args(const kw_ctl *c, const char *cmd, uint32_t *version, boo
 	return true;
 }
 
+static kw_err ctl_both(kw_ctl *c)
+{
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	return err;
+}
+
+/* The start of `<family> retire N [--force]`: its arguments, the token
+ * and the database, and a version that may be retired (in the token, not
+ * active). 0, or the exit code. */
+static int retire_begin(kw_ctl *c, kw_key_family f, const char *family, const char *what, uint32_t *version,
+                        bool *force)
+{
+	char cmd[32];
+	snprintf(cmd, sizeof(cmd), "%s retire", family);
+	if (!retire_args(c, cmd, version, force))
+		return 2;
+	if (ctl_both(c) != KW_OK || !retire_version_ok(c, f, family, what, *version))
+		return 1;
+	return 0;
+}
+
 static int cmd_jwt_retire(kw_ctl *c)
 {
 	bool force = false;
 	uint32_t v = 0;
-	if (!retire_args(c, "jwt retire", &v, &force))
-		return 2;
-	kw_err err = ctl_hsm(c);
-	if (err == KW_OK)
-		err = ctl_db(c);
-	if (err != KW_OK)
-		return 1;
-	if (!retire_version_ok(c, KW_KEY_JWT, "jwt", "key", v))
-		return 1;
+	int rc = retire_begin(c, KW_KEY_JWT, "jwt", "key", &v, &force);
+	if (rc != 0)
+		return rc;
+	kw_err err;
 	/* Tokens it signed live at most the longest role TTL (+ leeway) after
 	 * the rotation that replaced it. */
 	kw_roles roles;
@@ -446,33 +486,12 @@ static int cmd_jwt_retire(kw_ctl *c)
 
 /* --- KEK: rotate, rewrap, retire ------------------------------------------ */
 
-static kw_err ctl_both(kw_ctl *c)
-{
-	kw_err err = ctl_hsm(c);
-	if (err == KW_OK)
-		err = ctl_db(c);
-	return err;
-}
-
 static int cmd_kek_rotate(kw_ctl *c)
 {
 	uint32_t prev = 0;
-	int rc = rotate_begin(c, KW_KEY_KEK, "kek", "KEK", &prev);
-	if (rc != 0)
-		return rc;
-	uint32_t next = prev + 1;
-	kw_err err;
-	char label[64], ctx[64];
-	err = kw_hsm_key_generate(c->session, KW_KEY_KEK, next);
-	if (err == KW_OK)
-		err = kw_hsm_keys_refresh(c->hsm);
-	if (err != KW_OK)
-		return ctl_fail("kek rotate", err);
-	snprintf(label, sizeof(label), "keyward/kek/%" PRIu32, next);
-	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", prev);
-	ctl_rotation_record(c, "kek", next, prev);
-	if ((err = ctl_audit(c, "kek.rotate", label, ctx)) != KW_OK)
-		return ctl_fail("kek rotate: the key was created but the audit row failed", err);
+	char label[64];
+	if (rotate(c, KW_KEY_KEK, "kek", "KEK", NULL, NULL, label, &prev) != 0)
+		return 1;
 	printf("active: %s (previous: keyward/kek/%" PRIu32 ", still unwraps its rows)\n", label, prev);
 	printf("running keywardd instances wrap with it within %" PRId64
 	       " s; then run: keywardctl kek rewrap\n",
@@ -572,15 +591,12 @@ static int cmd_kek_retire(kw_ctl *c)
 {
 	bool force = false;
 	uint32_t v = 0;
-	if (!retire_args(c, "kek retire", &v, &force))
-		return 2;
-	kw_err err = ctl_both(c);
+	int rc = retire_begin(c, KW_KEY_KEK, "kek", "KEK", &v, &force);
+	if (rc != 0)
+		return rc;
+	kw_err err = kw_vault_maintenance_check(c->db);
 	if (err != KW_OK)
-		return 1;
-	if ((err = kw_vault_maintenance_check(c->db)) != KW_OK)
 		return ctl_fail("kek retire: this role cannot see every vault (use db.admin_conninfo)", err);
-	if (!retire_version_ok(c, KW_KEY_KEK, "kek", "KEK", v))
-		return 1;
 	/* Instances that have not yet re-read the token may still wrap with it
 	 * for up to one housekeeping interval after the rotation. (Should one
 	 * try after the retirement below, the database refuses the row.) */
