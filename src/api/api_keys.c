@@ -187,8 +187,8 @@ void kw_api_keys_revoke(kw_call *call, const kw_caller *who)
 		err = kw_api_finish_tx(call, err);
 	}
 	if (err == KW_ERR_NOT_FOUND) {
-		kw_respond_error(call, 404, "not_found", "no such API key");
-		kw_audit_refusal(call, p.tenant_id, p.actor, "api_key.revoke", 404, "not_found");
+		kw_api_deny(call, 404, "not_found", "no such API key", p.tenant_id, p.actor,
+		            "api_key.revoke");
 		return;
 	}
 	if (err != KW_OK) {

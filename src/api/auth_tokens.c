@@ -44,17 +44,6 @@ static char *ctx_json(const char *k1, const char *v1, const char *k2, const char
 	return s;
 }
 
-/* A refusal after the request was understood: JSON error, failed-auth
- * budget, audit row through the group writer. */
-static void refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
-                   const char *actor, const char *action)
-{
-	if (status == 401)
-		kw_auth_failed(call);
-	kw_respond_error(call, status, code, msg);
-	kw_audit_refusal(call, tenant, actor, action, status, code);
-}
-
 /* HMAC of a refresh token under the pepper of the given version: keyed by
  * the subkey HKDF-Expand(pepper, KW_REFRESH_SUBKEY), computed in process
  * (kw_hsm_subkey_hmac), so a refresh costs no token call for it. */
@@ -246,7 +235,7 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		err = KW_ERR_DB_UNAVAILABLE;
 	}
 	if (err == KW_ERR_CONFIG)
-		refuse(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
+		kw_api_deny(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
 	else if (err != KW_OK)
 		kw_respond_failure(call, err);
 	else
@@ -269,7 +258,7 @@ void kw_api_auth_login(kw_call *call, const kw_caller *who)
 		return;
 	}
 	if (kw_roles_find(call->app->roles, json_string_value(role)) == NULL) {
-		refuse(call, 400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login");
+		kw_api_deny(call, 400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login");
 	} else {
 		kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role),
 		                     "api_key", p.actor, false);
@@ -362,8 +351,8 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		return;
 	if (pt.parsed != KW_OK) {
 		wipe_body_token(pt.body);
-		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
-		       "auth.refresh");
+		kw_api_deny(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		            "auth.refresh");
 		return;
 	}
 	/* The child's secrets are made before any row is locked. */
@@ -376,8 +365,8 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		err = lock_presented(call, pt.tenant, pt.token, true, &row);
 	wipe_body_token(pt.body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		refuse(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
-		       "auth.refresh");
+		kw_api_deny(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		            "auth.refresh");
 		goto done;
 	}
 	if (err != KW_OK) {
@@ -401,7 +390,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	if (code != NULL) {
 		kw_db_rollback(call->res->db);
 		char *ctx = ctx_json("family", row.family_id, NULL, NULL);
-		refuse(call, 401, code, msg, pt.tenant, actor, "auth.refresh");
+		kw_api_deny(call, 401, code, msg, pt.tenant, actor, "auth.refresh");
 		free(ctx);
 		goto done;
 	}
@@ -451,8 +440,9 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		if (!r.allowed) {
 			kw_db_rollback(call->res->db);
 			char v[32];
-			refuse(call, 429, "rate_limited", "too many refreshes for this subject; retry later",
-			       pt.tenant, actor, "auth.refresh");
+			kw_api_deny(call, 429, "rate_limited",
+			            "too many refreshes for this subject; retry later", pt.tenant, actor,
+			            "auth.refresh");
 			snprintf(v, sizeof(v), "%d", r.retry_after);
 			kw_respond_header(call, "Retry-After", v);
 			goto done;
@@ -461,8 +451,8 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	const kw_role *role = kw_roles_find(app->roles, row.role);
 	if (role == NULL) {
 		kw_db_rollback(call->res->db);
-		refuse(call, 401, "invalid_refresh_token", "the session's role no longer exists", pt.tenant,
-		       actor, "auth.refresh");
+		kw_api_deny(call, 401, "invalid_refresh_token", "the session's role no longer exists",
+		            pt.tenant, actor, "auth.refresh");
 		goto done;
 	}
 	int64_t sl_exp = 0;
@@ -539,7 +529,7 @@ void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 		err = lock_presented(call, pt.tenant, pt.token, false, &row);
 	wipe_body_token(pt.body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		kw_audit_refusal(call, NULL, NULL, "auth.revoke", 200, "unknown_token");
+		kw_api_deny(call, 200, "unknown_token", NULL, NULL, NULL, "auth.revoke");
 		respond_ok(call);
 		return;
 	}

@@ -86,6 +86,13 @@ void kw_api_pipeline_batch(kw_call **calls, size_t n, bool *detached);
  * Retry-After on a 503) and, for a route that audits every call, its row
  * under the route's action. */
 void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *code, const char *msg);
+/* A request the handler turns away after the pipeline let it through
+ * (an unknown refresh token, a bad signature, a key of another tenant):
+ * spends a failed authentication for a 401, answers the JSON error (for a
+ * status >= 400; a lower one is the handler's to answer), and writes the
+ * refusal's audit row (status and code) under action. */
+void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, const char *tenant_id,
+                 const char *actor, const char *action);
 /* The route's audit row for a call (every-call routes), written before the
  * answer: through the group-commit writer, or the worker's own chain. */
 KW_MUST_CHECK kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status,

@@ -59,6 +59,16 @@ void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *
 		kw_respond_header(call, "Retry-After", "1");
 }
 
+void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, const char *tenant_id,
+                 const char *actor, const char *action)
+{
+	if (status == 401)
+		kw_auth_failed(call);
+	if (status >= 400)
+		kw_respond_error(call, status, code, msg);
+	kw_audit_refusal(call, tenant_id, actor, action, status, code);
+}
+
 /* Phases 3-6: budgets, credential, scopes. False when the call is answered
  * already, or moved to a worker (call->defer). */
 static bool check_caller(kw_call *call, const kw_api_spec *s, kw_caller *who)

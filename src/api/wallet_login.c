@@ -41,12 +41,9 @@ static int wallet_message(char *out, size_t cap, const char *address, const char
 static void wallet_refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
                           const char *address)
 {
-	if (status == 401)
-		kw_auth_failed(call);
 	char actor[64];
 	snprintf(actor, sizeof(actor), "wallet:%.42s", address ? address : "-");
-	kw_respond_error(call, status, code, msg);
-	kw_audit_refusal(call, tenant, address ? actor : NULL, "auth.wallet", status, code);
+	kw_api_deny(call, status, code, msg, tenant, address ? actor : NULL, "auth.wallet");
 }
 
 /* tenant (a UUID, lower-cased into out) and address of a body; false =
