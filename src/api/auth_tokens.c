@@ -96,8 +96,9 @@ static kw_err new_access(kw_call *call, const char *tenant, const char *subject,
 }
 
 /* The login/refresh answer. Wipes the tokens' copies it makes. */
-static void respond_tokens(kw_call *call, int status, const kw_access_claims *c, const char *access,
-                           const char *refresh, int64_t refresh_exp)
+/* The login answer as JSON text (malloc'd), or NULL. */
+static char *tokens_body(const kw_access_claims *c, const char *access, const char *refresh,
+                         int64_t refresh_exp)
 {
 	char exp[32], rexp[32];
 	kw_time_rfc3339(c->exp, exp);
@@ -112,6 +113,13 @@ static void respond_tokens(kw_call *call, int status, const kw_access_claims *c,
 	        "\"%s\",\"refresh_expires_at\":\"%s\",\"role\":\"%s\",\"permissions\":%s}",
 	        access, exp, refresh, rexp, c->role, c->permissions[0] ? c->permissions : "[]") < 0)
 		text = NULL;
+	return text;
+}
+
+static void respond_tokens(kw_call *call, int status, const kw_access_claims *c, const char *access,
+                           const char *refresh, int64_t refresh_exp)
+{
+	char *text = tokens_body(c, access, refresh, refresh_exp);
 	if (text == NULL) {
 		kw_respond_error(call, 500, "internal", "out of memory");
 		return;
@@ -159,16 +167,9 @@ static void login_job_free(login_job *j)
 	free(j);
 }
 
-static void login_committed(void *arg, kw_err err)
+static void login_job_release(void *hold)
 {
-	login_job *j = arg;
-	kw_call *call = j->call;
-	if (err != KW_OK)
-		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
-	else
-		respond_tokens(call, 200, &j->c, j->access, j->refresh, j->sl_exp);
-	login_job_free(j);
-	kw_call_finish(call);
+	login_job_free(hold);
 }
 
 void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject, const char *role_name,
@@ -214,25 +215,23 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		if (err == KW_OK)
 			kw_api_audit_in_tx(call, j->tenant, j->actor, "auth.login", j->sid, j->ctx, &err);
 		err = kw_api_finish_tx(call, err);
-	} else if (err == KW_OK && app->audit != NULL) {
+	} else if (err == KW_OK) {
 		/* The session's rows and the audit row go through the group-commit
-		 * writer: one transaction, shared with other logins; the writer
-		 * answers once they are durable, so this worker moves on. */
+		 * writer: one transaction, shared with other logins; the answer
+		 * waits until they are durable, and this worker moves on. */
 		int64_t now = (int64_t)time(NULL);
 		abs_exp = now + app->cfg->refresh_absolute_ttl_s;
 		j->sl_exp = now + app->cfg->refresh_sliding_ttl_s < abs_exp
 		                ? now + app->cfg->refresh_sliding_ttl_s
 		                : abs_exp;
 		kw_family_stmt_build(&j->f, abs_exp, j->sl_exp, &j->fs);
-		kw_call_detach(call);
-		err = kw_audit_writer_submit(app->audit, &j->ev, &j->fs.stmt, 1, login_committed, j);
-		if (err == KW_OK)
-			return; /* login_committed answers */
-		/* Not queued: answer here, as the writer would have. */
-		login_committed(j, err);
-		return;
-	} else if (err == KW_OK) {
-		err = KW_ERR_DB_UNAVAILABLE;
+		char *body = tokens_body(&j->c, j->access, j->refresh, j->sl_exp);
+		if (body != NULL) {
+			kw_api_answer_after_audit(call, 200, body, strlen(body), &j->ev, &j->fs.stmt, 1,
+			                          login_job_release, j);
+			return;
+		}
+		err = KW_ERR_NOMEM;
 	}
 	if (err == KW_ERR_CONFIG)
 		kw_api_deny(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");

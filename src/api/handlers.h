@@ -93,6 +93,15 @@ void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *
  * refusal's audit row (status and code) under action. */
 void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, const char *tenant_id,
                  const char *actor, const char *action);
+/* The answer-after-audit outcome: answers status with body (JSON,
+ * malloc'd, handed over; wiped however it ends) only once ev — and pre,
+ * statements committed in the same transaction — is durable in the audit
+ * trail (the group-commit writer; the worker's own chain when there is
+ * none and pre is empty), and a 503 instead when it cannot be recorded.
+ * ev and pre may point into hold, which release(hold) frees once the row
+ * is settled. Detaches the call: the caller touches it no more. */
+void kw_api_answer_after_audit(kw_call *call, int status, char *body, size_t len, const kw_audit_event *ev,
+                               const kw_db_stmt *pre, size_t npre, void (*release)(void *hold), void *hold);
 /* The route's audit row for a call (every-call routes), written before the
  * answer: through the group-commit writer, or the worker's own chain. */
 KW_MUST_CHECK kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status,

@@ -9,6 +9,7 @@
  * and receives that caller. */
 #include <openssl/crypto.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "handlers.h"
@@ -67,6 +68,82 @@ void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, c
 	if (status >= 400)
 		kw_respond_error(call, status, code, msg);
 	kw_audit_refusal(call, tenant_id, actor, action, status, code);
+}
+
+/* --- answers that wait for their audit row -------------------------------- */
+
+typedef struct after_audit {
+	kw_call *call;
+	int status;
+	char *body;
+	size_t len;
+	void (*release)(void *hold);
+	void *hold;
+} after_audit;
+
+static void drop_body(char *body, size_t len)
+{
+	if (body != NULL) {
+		OPENSSL_cleanse(body, len);
+		free(body);
+	}
+}
+
+/* On the writer's thread, once the row is durable (or not). */
+static void audited(void *arg, kw_err err)
+{
+	after_audit *a = arg;
+	kw_call *call = a->call;
+	if (err == KW_OK) {
+		kw_respond_text(call, a->status, "application/json", a->body, a->len);
+		a->body = NULL; /* the response owns it now */
+	} else {
+		/* Unrecorded, so unanswered: what the body holds is not handed out. */
+		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
+	}
+	drop_body(a->body, a->len);
+	if (a->release != NULL)
+		a->release(a->hold);
+	free(a);
+	kw_call_finish(call);
+}
+
+void kw_api_answer_after_audit(kw_call *call, int status, char *body, size_t len, const kw_audit_event *ev,
+                               const kw_db_stmt *pre, size_t npre, void (*release)(void *hold), void *hold)
+{
+	kw_app *app = call->app;
+	if (app->audit == NULL) {
+		/* No group-commit writer: the worker's own chain, before the answer
+		 * (statements that must share the row's transaction need the writer). */
+		kw_err err =
+		    npre > 0 || call->res == NULL || call->res->audit == NULL || call->res->db == NULL
+		        ? KW_ERR_DB_UNAVAILABLE
+		        : kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, ev);
+		if (err == KW_OK) {
+			kw_respond_text(call, status, "application/json", body, len);
+			body = NULL;
+		} else {
+			kw_respond_failure(call, err);
+		}
+		drop_body(body, len);
+		if (release != NULL)
+			release(hold);
+		return;
+	}
+	after_audit *a = calloc(1, sizeof(*a));
+	if (a == NULL) {
+		drop_body(body, len);
+		if (release != NULL)
+			release(hold);
+		kw_respond_failure(call, KW_ERR_NOMEM);
+		return;
+	}
+	*a = (after_audit){
+	    .call = call, .status = status, .body = body, .len = len, .release = release, .hold = hold};
+	kw_call_detach(call);
+	kw_err err = kw_audit_writer_submit(app->audit, ev, pre, npre, audited, a);
+	if (err != KW_OK)
+		audited(a, err); /* not queued: answer as the writer would have */
 }
 
 /* Phases 3-6: budgets, credential, scopes. False when the call is answered

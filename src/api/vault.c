@@ -217,20 +217,9 @@ static void key_job_free(key_job *j)
 	free(j);
 }
 
-/* On the writer's thread, once the fetch's audit row is durable (or not). */
-static void key_logged(void *arg, kw_err err)
+static void key_job_release(void *hold)
 {
-	key_job *j = arg;
-	kw_call *call = j->call;
-	if (err == KW_OK) {
-		kw_respond_text(call, 200, "application/json", j->body, j->body_len);
-		j->body = NULL; /* the response owns it now */
-	} else {
-		/* Unrecorded, so unanswered: the key is not handed out. */
-		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
-	}
-	key_job_free(j);
-	kw_call_finish(call);
+	key_job_free(hold);
 }
 
 static key_job *key_begin(kw_call *call, const kw_caller *who)
@@ -277,21 +266,9 @@ static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 	}
 	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row->kek_id);
 	j->ev = kw_api_call_event(call, &j->who, "ok", j->ctx);
-	if (call->app->audit == NULL) {
-		err = kw_api_audit_call(call, &j->who, "ok", j->ctx);
-		if (err == KW_OK) {
-			kw_respond_text(call, 200, "application/json", j->body, j->body_len);
-			j->body = NULL;
-		} else {
-			kw_respond_failure(call, err);
-		}
-		key_job_free(j);
-		return;
-	}
-	kw_call_detach(call);
-	err = kw_audit_writer_submit(call->app->audit, &j->ev, NULL, 0, key_logged, j);
-	if (err != KW_OK)
-		key_logged(j, err); /* not queued: answer as the writer would have */
+	char *body = j->body;
+	j->body = NULL;
+	kw_api_answer_after_audit(call, 200, body, j->body_len, &j->ev, NULL, 0, key_job_release, j);
 }
 
 void kw_api_vault_key(kw_call *call, const kw_caller *who)
