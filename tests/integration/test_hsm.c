@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "keyward/core/log.h"
+#include "keyward/core/text.h"
 #include "kwtest.h"
 
 /* ---- vector files ---------------------------------------------------- */
@@ -31,17 +32,6 @@ typedef struct vec_rec {
 	char name[VEC_MAX_FIELDS][16];
 	char *text[VEC_MAX_FIELDS];
 } vec_rec;
-
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* Reads "name = value" records separated by blank lines; '#' comments. */
 static size_t vec_read(const char *file, vec_rec *recs, size_t cap)
@@ -107,11 +97,7 @@ static unsigned char *vec_hex(const vec_rec *r, const char *name, size_t *len)
 	cr_assert_eq(tl % 2, 0, "odd hex length in %s", name);
 	unsigned char *out = malloc(tl / 2 + 1);
 	cr_assert_not_null(out);
-	for (size_t i = 0; i < tl / 2; i++) {
-		int hi = hexval(t[2 * i]), lo = hexval(t[2 * i + 1]);
-		cr_assert(hi >= 0 && lo >= 0, "bad hex in %s", name);
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
+	cr_assert(kw_hex_decode(t, tl / 2, out), "bad hex in %s", name);
 	*len = tl / 2;
 	return out;
 }
