@@ -59,7 +59,7 @@ typedef struct kw_caller {
 	char actor[5 + KW_SUBJECT_MAX + 1]; /* access token: "user:<sub>" */
 } kw_caller;
 
-typedef void (*kw_api_fn)(kw_call *call, const kw_caller *who);
+typedef void (*kw_api_fn)(kw_call *call, const kw_caller *who); /* a kw_api_handler */
 typedef void (*kw_api_batch_fn)(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
 
 /* One route's declaration (the transport row's spec). */
@@ -138,31 +138,16 @@ json_t *kw_api_body_object(kw_call *call);
 /* metrics.c: every metric as Prometheus text (malloc'd), or NULL. */
 char *kw_api_metrics_text(kw_app *app, size_t *len);
 
-void kw_api_healthz(kw_call *call, const kw_caller *who);
-void kw_api_readyz(kw_call *call, const kw_caller *who);
-void kw_api_metrics(kw_call *call, const kw_caller *who);
-/* api_keys.c */
-void kw_api_keys_create(kw_call *call, const kw_caller *who);
-void kw_api_keys_list(kw_call *call, const kw_caller *who);
-void kw_api_keys_revoke(kw_call *call, const kw_caller *who);
-/* auth_tokens.c */
-void kw_api_jwks(kw_call *call, const kw_caller *who);
-void kw_api_auth_login(kw_call *call, const kw_caller *who);
-void kw_api_auth_refresh(kw_call *call, const kw_caller *who);
-void kw_api_auth_logout(kw_call *call, const kw_caller *who);
-void kw_api_auth_revoke(kw_call *call, const kw_caller *who);
-void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who);
-void kw_api_auth_sessions(kw_call *call, const kw_caller *who);
-void kw_api_auth_introspect(kw_call *call, const kw_caller *who);
-void kw_api_auth_whoami(kw_call *call, const kw_caller *who);
-/* vault.c */
-void kw_api_vault_init(kw_call *call, const kw_caller *who);
-void kw_api_vault_key(kw_call *call, const kw_caller *who);
+/* The handlers of routes.c, one type for all (kw_api_handler), by file. */
+typedef void kw_api_handler(kw_call *call, const kw_caller *who);
+kw_api_handler kw_api_healthz, kw_api_readyz, kw_api_metrics;                           /* health.c */
+kw_api_handler kw_api_keys_create, kw_api_keys_list, kw_api_keys_revoke;                /* api_keys.c */
+kw_api_handler kw_api_jwks, kw_api_auth_login, kw_api_auth_refresh, kw_api_auth_logout, /* auth_tokens.c */
+    kw_api_auth_revoke, kw_api_auth_revoke_all, kw_api_auth_sessions, kw_api_auth_introspect,
+    kw_api_auth_whoami;
+kw_api_handler kw_api_vault_init, kw_api_vault_key, kw_api_vault_rotate; /* vault.c */
 void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
-void kw_api_vault_rotate(kw_call *call, const kw_caller *who);
-/* wallet_login.c */
-void kw_api_wallet_nonce(kw_call *call, const kw_caller *who);
-void kw_api_wallet_login(kw_call *call, const kw_caller *who);
+kw_api_handler kw_api_wallet_nonce, kw_api_wallet_login; /* wallet_login.c */
 /* shared by both: a new family, its refresh token and an access token,
  * answered as the login response. With in_tx the caller's transaction
  * (scoped to tenant_id) is used and finished here. */
