@@ -36,8 +36,9 @@ static json_t *row_json(const kw_apikey_row *r)
 	return o;
 }
 
-/* Parses {name, scopes[], rate_limit_per_minute?}; false = 400 written. */
-static bool parse_create(kw_call *call, kw_apikey_row *row)
+/* Parses {name, scopes[], rate_limit_per_minute?}; NULL, or what is wrong
+ * with the body. */
+static const char *parse_create(kw_call *call, kw_apikey_row *row)
 {
 	json_error_t jerr;
 	json_t *body = call->req.body_len ? json_loadb((const char *)call->req.body, call->req.body_len,
@@ -46,7 +47,7 @@ static bool parse_create(kw_call *call, kw_apikey_row *row)
 	const char *msg = NULL;
 	if (!json_is_object(body)) {
 		msg = "the body must be a JSON object";
-		goto bad;
+		goto done;
 	}
 	json_t *name = json_object_get(body, "name"), *scopes = json_object_get(body, "scopes"),
 	       *rl = json_object_get(body, "rate_limit_per_minute");
@@ -54,17 +55,17 @@ static bool parse_create(kw_call *call, kw_apikey_row *row)
 	size_t nlen = json_string_length(name);
 	if (n == NULL || nlen == 0 || nlen > KW_APIKEY_MAX_NAME || strlen(n) != nlen) {
 		msg = "name must be a string of 1 to 128 bytes";
-		goto bad;
+		goto done;
 	}
 	for (size_t i = 0; i < nlen; i++)
 		if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f) {
 			msg = "name must not contain control characters";
-			goto bad;
+			goto done;
 		}
 	if (!json_is_array(scopes) || json_array_size(scopes) == 0 ||
 	    json_array_size(scopes) > KW_APIKEY_MAX_SCOPES) {
 		msg = "scopes must be an array of 1 to 16 known scope names";
-		goto bad;
+		goto done;
 	}
 	uint32_t bits = 0;
 	size_t i;
@@ -76,7 +77,7 @@ static bool parse_create(kw_call *call, kw_apikey_row *row)
 			msg = "unknown scope; known: admin, auth:issue, transit:encrypt, transit:decrypt, "
 			      "secrets:read, "
 			      "secrets:write";
-			goto bad;
+			goto done;
 		}
 		bits |= b;
 	}
@@ -85,7 +86,7 @@ static bool parse_create(kw_call *call, kw_apikey_row *row)
 		if (!json_is_integer(rl) || json_integer_value(rl) < 1 ||
 		    json_integer_value(rl) > KW_MAX_RATE_LIMIT) {
 			msg = "rate_limit_per_minute must be an integer from 1 to 1000000";
-			goto bad;
+			goto done;
 		}
 		limit = (int)json_integer_value(rl);
 	}
@@ -93,20 +94,18 @@ static bool parse_create(kw_call *call, kw_apikey_row *row)
 	memcpy(row->name, n, nlen);
 	row->scopes = bits;
 	row->rate_limit_per_minute = limit;
+done:
 	json_decref(body);
-	return true;
-bad:
-	json_decref(body);
-	kw_respond_error(call, 400, "invalid_request", msg);
-	return false;
+	return msg;
 }
 
-void kw_api_keys_create(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_keys_create(kw_call *call, const kw_caller *who)
 {
 	const kw_principal p = who->key;
 	kw_apikey_row row;
-	if (!parse_create(call, &row))
-		return;
+	const char *bad = parse_create(call, &row);
+	if (bad != NULL)
+		return kw_out_error(400, "invalid_request", bad);
 	kw_worker_res *res = call->res;
 	char key[KW_APIKEY_LEN + 1] = "";
 	const kw_hsm_key *pepper;
@@ -128,8 +127,7 @@ void kw_api_keys_create(kw_call *call, const kw_caller *who)
 	}
 	if (err != KW_OK) {
 		OPENSSL_cleanse(key, sizeof(key));
-		kw_respond_failure(call, err);
-		return;
+		return kw_out_failure(err);
 	}
 	json_t *o = row_json(&row);
 	if (o)
@@ -142,11 +140,7 @@ void kw_api_keys_create(kw_call *call, const kw_caller *who)
 			OPENSSL_cleanse((void *)json_string_value(k), KW_APIKEY_LEN);
 	}
 	json_decref(o);
-	if (text == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
-	kw_respond_text(call, 201, "application/json", text, strlen(text));
+	return kw_out_body(201, NULL, text, text ? strlen(text) : 0);
 }
 
 typedef struct key_list {
@@ -160,22 +154,20 @@ static kw_err list_keys(kw_db *db, void *arg)
 	return kw_apikey_list(db, &l->rows, &l->n);
 }
 
-void kw_api_keys_list(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_keys_list(kw_call *call, const kw_caller *who)
 {
 	key_list l = {0};
 	kw_err err = kw_api_in_tx(call, who->key.tenant_id, list_keys, &l);
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	json_t *items = json_array();
 	for (size_t i = 0; i < l.n; i++)
 		json_array_append_new(items, row_json(&l.rows[i]));
 	free(l.rows);
-	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
+	return kw_out_json(200, json_pack("{s:o}", "items", items));
 }
 
-void kw_api_keys_revoke(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_keys_revoke(kw_call *call, const kw_caller *who)
 {
 	const kw_principal p = who->key;
 	kw_apikey_row row;
@@ -186,15 +178,11 @@ void kw_api_keys_revoke(kw_call *call, const kw_caller *who)
 		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "api_key.revoke", row.id, NULL, &err);
 		err = kw_api_finish_tx(call, err);
 	}
-	if (err == KW_ERR_NOT_FOUND) {
-		kw_api_deny(call, 404, "not_found", "no such API key", p.tenant_id, p.actor,
-		            "api_key.revoke");
-		return;
-	}
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err == KW_ERR_NOT_FOUND)
+		return kw_out_deny(404, "not_found", "no such API key", p.tenant_id, p.actor,
+		                   "api_key.revoke");
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	kw_keycache_forget(call->app->keycache, row.prefix);
-	kw_api_respond_object(call, 200, row_json(&row));
+	return kw_out_json(200, row_json(&row));
 }

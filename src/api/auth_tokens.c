@@ -116,15 +116,11 @@ static char *tokens_body(const kw_access_claims *c, const char *access, const ch
 	return text;
 }
 
-static void respond_tokens(kw_call *call, int status, const kw_access_claims *c, const char *access,
-                           const char *refresh, int64_t refresh_exp)
+static kw_outcome tokens_answer(const kw_access_claims *c, const char *access, const char *refresh,
+                                int64_t refresh_exp)
 {
 	char *text = tokens_body(c, access, refresh, refresh_exp);
-	if (text == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
-	kw_respond_text(call, status, "application/json", text, strlen(text));
+	return kw_out_body(200, NULL, text, text ? strlen(text) : 0);
 }
 
 /* "subject" and "role" strings of a login body; false = 400 written. */
@@ -172,12 +168,13 @@ static void login_job_release(void *hold)
 	login_job_free(hold);
 }
 
-void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject, const char *role_name,
-                          const char *method, const char *actor, bool in_tx)
+kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject,
+                                const char *role_name, const char *method, const char *actor, bool in_tx)
 {
 	kw_app *app = call->app;
 	const kw_role *role = kw_roles_find(app->roles, role_name);
 	login_job *j = calloc(1, sizeof(*j));
+	kw_outcome o;
 	uint32_t pepper_id = 0;
 	int64_t abs_exp = 0;
 	kw_err err = j == NULL ? KW_ERR_NOMEM : role ? KW_OK : KW_ERR_CONFIG;
@@ -226,24 +223,21 @@ void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subj
 		                : abs_exp;
 		kw_family_stmt_build(&j->f, abs_exp, j->sl_exp, &j->fs);
 		char *body = tokens_body(&j->c, j->access, j->refresh, j->sl_exp);
-		if (body != NULL) {
-			kw_api_answer_after_audit(call, 200, body, strlen(body), &j->ev, &j->fs.stmt, 1,
-			                          login_job_release, j);
-			return;
-		}
-		err = KW_ERR_NOMEM;
+		return kw_out_after_audit(200, body, body ? strlen(body) : 0, &j->ev, &j->fs.stmt, 1,
+		                          login_job_release, j);
 	}
 	if (err == KW_ERR_CONFIG)
-		kw_api_deny(call, 400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
+		o = kw_out_deny(400, "unknown_role", "no such role", tenant_id, actor, "auth.login");
 	else if (err != KW_OK)
-		kw_respond_failure(call, err);
+		o = kw_out_failure(err);
 	else
-		respond_tokens(call, 200, &j->c, j->access, j->refresh, j->sl_exp);
+		o = tokens_answer(&j->c, j->access, j->refresh, j->sl_exp);
 	if (j)
 		login_job_free(j);
+	return o;
 }
 
-void kw_api_auth_login(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_login(kw_call *call, const kw_caller *who)
 {
 	const kw_principal p = who->key;
 	json_t *body = kw_api_body_object(call);
@@ -252,36 +246,35 @@ void kw_api_auth_login(kw_call *call, const kw_caller *who)
 	    !subject_ok(json_string_value(role), json_string_length(role)) ||
 	    json_string_length(role) > KW_ROLE_MAX) {
 		json_decref(body);
-		kw_respond_error(call, 400, "invalid_request",
-		                 "the body must be {\"subject\": 1-256 bytes, \"role\": a role name}");
-		return;
+		return kw_out_error(400, "invalid_request",
+		                    "the body must be {\"subject\": 1-256 bytes, \"role\": a role name}");
 	}
-	if (kw_roles_find(call->app->roles, json_string_value(role)) == NULL) {
-		kw_api_deny(call, 400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login");
-	} else {
-		kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role),
-		                     "api_key", p.actor, false);
-	}
+	kw_outcome o =
+	    kw_roles_find(call->app->roles, json_string_value(role)) == NULL
+	        ? kw_out_deny(400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login")
+	        : kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role),
+	                               "api_key", p.actor, false);
 	json_decref(body);
+	return o;
 }
 
 /* --- refresh ------------------------------------------------------------ */
 
-/* The refresh token of a body {refresh_token}; NULL = 400 written (and
- * *body NULL). The returned string is owned by *body. */
+/* The refresh token of a body {refresh_token}; NULL (and *body NULL) if
+ * there is none. The returned string is owned by *body. */
 static const char *body_refresh_token(kw_call *call, json_t **body)
 {
 	*body = kw_api_body_object(call);
 	json_t *rt = json_object_get(*body, "refresh_token");
 	if (*body == NULL || !json_is_string(rt) || json_string_length(rt) > 4096) {
-		kw_respond_error(call, 400, "invalid_request",
-		                 "the body must be {\"refresh_token\": string}");
 		json_decref(*body);
 		*body = NULL;
 		return NULL;
 	}
 	return json_string_value(rt);
 }
+
+#define BAD_REFRESH_BODY kw_out_error(400, "invalid_request", "the body must be {\"refresh_token\": string}")
 
 /* A refresh token presented in the body: the token (owned by body), the
  * tenant it names and whether it parses at all. */
@@ -292,7 +285,7 @@ typedef struct presented {
 	kw_err parsed;
 } presented;
 
-/* False = 400 written. */
+/* False = the body carries no refresh token (a 400). */
 static bool present(kw_call *call, presented *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -342,18 +335,18 @@ static void actor_of(const char *subject, char *out, size_t cap)
 }
 
 /* The credential is the body's refresh token. */
-void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 {
 	kw_app *app = call->app;
 	presented pt;
 	if (!present(call, &pt))
-		return;
+		return BAD_REFRESH_BODY;
 	if (pt.parsed != KW_OK) {
 		wipe_body_token(pt.body);
-		kw_api_deny(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
-		            "auth.refresh");
-		return;
+		return kw_out_deny(401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		                   "auth.refresh");
 	}
+	kw_outcome o;
 	/* The child's secrets are made before any row is locked. */
 	char child[KW_REFRESH_TEXT_LEN + 1] = "";
 	unsigned char child_mac[KW_HMAC_LEN];
@@ -364,12 +357,12 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		err = lock_presented(call, pt.tenant, pt.token, true, &row);
 	wipe_body_token(pt.body);
 	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		kw_api_deny(call, 401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
-		            "auth.refresh");
+		o = kw_out_deny(401, "invalid_refresh_token", "the refresh token is not valid", NULL, NULL,
+		                "auth.refresh");
 		goto done;
 	}
 	if (err != KW_OK) {
-		kw_respond_failure(call, err);
+		o = kw_out_failure(err);
 		goto done;
 	}
 	char actor[256];
@@ -388,9 +381,7 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	}
 	if (code != NULL) {
 		kw_db_rollback(call->res->db);
-		char *ctx = ctx_json("family", row.family_id, NULL, NULL);
-		kw_api_deny(call, 401, code, msg, pt.tenant, actor, "auth.refresh");
-		free(ctx);
+		o = kw_out_deny(401, code, msg, pt.tenant, actor, "auth.refresh");
 		goto done;
 	}
 	if (row.used) {
@@ -408,15 +399,15 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 			free(ctx);
 			err = kw_api_finish_tx(call, err);
 			if (err != KW_OK) {
-				kw_respond_failure(call, err);
+				o = kw_out_failure(err);
 				goto done;
 			}
 			kw_revcache_add(app->revs, NULL, row.family_id, rexp);
 			kw_warn("refresh token reuse: family %s revoked (request %s)", row.family_id,
 			        call->req.request_id);
-			kw_auth_failed(call);
-			kw_respond_error(call, 401, "token_family_compromised",
+			o = kw_out_error(401, "token_family_compromised",
 			                 "this refresh token was already used; the session has been revoked");
+			o.failed_auth = true; /* its audit row is committed above */
 			goto done;
 		}
 	}
@@ -439,23 +430,23 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		if (!r.allowed) {
 			kw_db_rollback(call->res->db);
 			char v[32];
-			kw_api_deny(call, 429, "rate_limited",
-			            "too many refreshes for this subject; retry later", pt.tenant, actor,
-			            "auth.refresh");
 			snprintf(v, sizeof(v), "%d", r.retry_after);
-			kw_respond_header(call, "Retry-After", v);
+			o = kw_out_header(kw_out_deny(429, "rate_limited",
+			                              "too many refreshes for this subject; retry later",
+			                              pt.tenant, actor, "auth.refresh"),
+			                  "Retry-After", v);
 			goto done;
 		}
 	}
 	const kw_role *role = kw_roles_find(app->roles, row.role);
 	if (role == NULL) {
 		kw_db_rollback(call->res->db);
-		kw_api_deny(call, 401, "invalid_refresh_token", "the session's role no longer exists",
-		            pt.tenant, actor, "auth.refresh");
+		o = kw_out_deny(401, "invalid_refresh_token", "the session's role no longer exists",
+		                pt.tenant, actor, "auth.refresh");
 		goto done;
 	}
 	int64_t sl_exp = 0;
-	kw_access_claims c;
+	kw_access_claims c = {0};
 	char *access = NULL;
 	err = kw_refresh_rotate(call->res->db, pt.tenant, &row, child_mac, pepper_id,
 	                        app->cfg->refresh_sliding_ttl_s, &sl_exp);
@@ -465,26 +456,21 @@ void kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 	kw_api_audit_in_tx(call, pt.tenant, actor, "auth.refresh", row.family_id, ctx, &err);
 	free(ctx);
 	err = kw_api_finish_tx(call, err);
-	if (err != KW_OK)
-		kw_respond_failure(call, err);
-	else
-		respond_tokens(call, 200, &c, access, child, sl_exp);
+	o = err != KW_OK ? kw_out_failure(err) : tokens_answer(&c, access, child, sl_exp);
 	if (access)
 		OPENSSL_cleanse(access, strlen(access));
 	free(access);
 done:
 	OPENSSL_cleanse(child, sizeof(child));
 	OPENSSL_cleanse(child_mac, sizeof(child_mac));
+	return o;
 }
 
 /* --- logout, revoke, revoke-all ---------------------------------------- */
 
-static void respond_ok(kw_call *call)
-{
-	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
-}
+#define OK_BODY "{\"status\":\"ok\"}"
 
-void kw_api_auth_logout(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_logout(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
@@ -504,38 +490,32 @@ void kw_api_auth_logout(kw_call *call, const kw_caller *who)
 		free(ctx);
 		err = kw_api_finish_tx(call, err);
 	}
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	kw_revcache_add(app->revs, c.jti, NULL, c.exp + app->cfg->jwt_leeway_s);
 	if (rexp > 0)
 		kw_revcache_add(app->revs, NULL, c.sid, rexp);
-	respond_ok(call);
+	return kw_out_literal(200, OK_BODY);
 }
 
 /* Possession of the refresh token is the credential (RFC 7009). */
-void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 {
 	kw_app *app = call->app;
 	presented pt;
 	if (!present(call, &pt))
-		return;
+		return BAD_REFRESH_BODY;
 	kw_err err = pt.parsed;
 	/* RFC 7009: an unknown token is not an error. */
 	kw_refresh_row row;
 	if (err == KW_OK)
 		err = lock_presented(call, pt.tenant, pt.token, false, &row);
 	wipe_body_token(pt.body);
-	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		kw_api_deny(call, 200, "unknown_token", NULL, NULL, NULL, "auth.revoke");
-		respond_ok(call);
-		return;
-	}
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID)
+		return kw_out_refused(kw_out_literal(200, OK_BODY), 200, "unknown_token", NULL, NULL,
+		                      "auth.revoke");
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	char actor[256];
 	actor_of(row.subject, actor, sizeof(actor));
 	bool newly = false;
@@ -545,16 +525,14 @@ void kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 	kw_api_audit_in_tx(call, pt.tenant, actor, "auth.revoke", row.family_id, ctx, &err);
 	free(ctx);
 	err = kw_api_finish_tx(call, err);
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	if (rexp > 0)
 		kw_revcache_add(app->revs, NULL, row.family_id, rexp);
-	respond_ok(call);
+	return kw_out_literal(200, OK_BODY);
 }
 
-void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
@@ -576,13 +554,12 @@ void kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 	}
 	if (err != KW_OK) {
 		free(sids);
-		kw_respond_failure(call, err);
-		return;
+		return kw_out_failure(err);
 	}
 	for (size_t i = 0; i < n; i++)
 		kw_revcache_add(app->revs, NULL, sids[i], rexp);
 	free(sids);
-	kw_api_respond_object(call, 200, json_pack("{s:s, s:I}", "status", "ok", "revoked", (json_int_t)n));
+	return kw_out_json(200, json_pack("{s:s, s:I}", "status", "ok", "revoked", (json_int_t)n));
 }
 
 /* --- sessions, whoami, introspection, JWKS ------------------------------ */
@@ -599,15 +576,13 @@ static kw_err list_sessions(kw_db *db, void *arg)
 	return kw_sessions_list(db, l->subject, &l->rows, &l->n);
 }
 
-void kw_api_auth_sessions(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_sessions(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
 	session_list l = {.subject = c.sub};
 	kw_err err = kw_api_in_tx(call, c.tid, list_sessions, &l);
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	kw_session_row *rows = l.rows;
 	size_t n = l.n;
 	json_t *items = json_array();
@@ -623,7 +598,7 @@ void kw_api_auth_sessions(kw_call *call, const kw_caller *who)
 		json_array_append_new(items, o);
 	}
 	free(rows);
-	kw_api_respond_object(call, 200, json_pack("{s:o}", "items", items));
+	return kw_out_json(200, json_pack("{s:o}", "items", items));
 }
 
 static json_t *claims_json(const kw_access_claims *c)
@@ -636,17 +611,15 @@ static json_t *claims_json(const kw_access_claims *c)
 }
 
 /* Runs on the I/O thread (a refused token is audited on a worker). */
-void kw_api_auth_whoami(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_whoami(kw_call *call, const kw_caller *who)
 {
-	kw_api_respond_object(call, 200, claims_json(&who->claims));
+	(void)call;
+	return kw_out_json(200, claims_json(&who->claims));
 }
 
-static void respond_inactive(kw_call *call)
-{
-	kw_respond_json(call, 200, "{\"active\":false}");
-}
+#define INACTIVE kw_out_literal(200, "{\"active\":false}")
 
-static void introspect_access(kw_call *call, const kw_principal *p, const char *token)
+static kw_outcome introspect_access(kw_call *call, const kw_principal *p, const char *token)
 {
 	kw_app *app = call->app;
 	json_t *payload = NULL;
@@ -658,61 +631,45 @@ static void introspect_access(kw_call *call, const kw_principal *p, const char *
 	json_decref(payload);
 	int64_t now = (int64_t)time(NULL);
 	if (err != KW_OK || strcmp(c.tid, p->tenant_id) != 0 || c.exp + app->cfg->jwt_leeway_s <= now ||
-	    c.nbf - app->cfg->jwt_leeway_s > now) {
-		respond_inactive(call);
-		return;
-	}
+	    c.nbf - app->cfg->jwt_leeway_s > now)
+		return INACTIVE;
 	err = kw_revcache_check(app->revs, c.jti, c.sid, now);
-	if (err == KW_ERR_VERIFY) {
-		respond_inactive(call);
-		return;
-	}
-	if (err != KW_OK) {
-		kw_respond_error(call, 503, "revocation_unavailable",
-		                 "token revocation cannot be checked right now; retry shortly");
-		kw_respond_header(call, "Retry-After", "1");
-		return;
-	}
+	if (err == KW_ERR_VERIFY)
+		return INACTIVE;
+	if (err != KW_OK)
+		return kw_out_error(503, "revocation_unavailable",
+		                    "token revocation cannot be checked right now; retry shortly");
 	json_t *o = claims_json(&c);
 	json_object_set_new(o, "active", json_true());
 	json_object_set_new(o, "token_type", json_string("access_token"));
 	json_object_set_new(o, "iss", json_string(app->cfg->jwt_issuer));
 	json_object_set_new(o, "username", json_string(c.sub));
-	kw_api_respond_object(call, 200, o);
+	return kw_out_json(200, o);
 }
 
-static void introspect_refresh(kw_call *call, const kw_principal *p, const char *token)
+static kw_outcome introspect_refresh(kw_call *call, const kw_principal *p, const char *token)
 {
 	char tenant[37];
 	kw_refresh_row row;
-	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK || strcmp(tenant, p->tenant_id) != 0) {
-		respond_inactive(call);
-		return;
-	}
+	if (kw_refresh_parse(token, strlen(token), tenant) != KW_OK || strcmp(tenant, p->tenant_id) != 0)
+		return INACTIVE;
 	kw_err err = lock_presented(call, tenant, token, false, &row);
 	if (err == KW_OK)
 		err = kw_db_commit(call->res->db);
-	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID) {
-		respond_inactive(call);
-		return;
-	}
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
-	if (row.used || row.family_revoked || row.now >= row.sliding_exp || row.now >= row.absolute_exp) {
-		respond_inactive(call);
-		return;
-	}
+	if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID)
+		return INACTIVE;
+	if (err != KW_OK)
+		return kw_out_failure(err);
+	if (row.used || row.family_revoked || row.now >= row.sliding_exp || row.now >= row.absolute_exp)
+		return INACTIVE;
 	int64_t exp = row.sliding_exp < row.absolute_exp ? row.sliding_exp : row.absolute_exp;
-	kw_api_respond_object(call, 200,
-	                      json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "active", 1, "token_type",
-	                                "refresh_token", "sub", row.subject, "tid", tenant, "sid",
-	                                row.family_id, "role", row.role, "iat", (json_int_t)row.issued_at,
-	                                "exp", (json_int_t)exp));
+	return kw_out_json(200, json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "active", 1,
+	                                  "token_type", "refresh_token", "sub", row.subject, "tid", tenant,
+	                                  "sid", row.family_id, "role", row.role, "iat",
+	                                  (json_int_t)row.issued_at, "exp", (json_int_t)exp));
 }
 
-void kw_api_auth_introspect(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_auth_introspect(kw_call *call, const kw_caller *who)
 {
 	const kw_principal p = who->key;
 	json_t *body = kw_api_body_object(call);
@@ -720,28 +677,23 @@ void kw_api_auth_introspect(kw_call *call, const kw_caller *who)
 	if (body == NULL || !json_is_string(t) || json_string_length(t) == 0 ||
 	    json_string_length(t) > KW_JWT_MAX_LEN || strlen(json_string_value(t)) != json_string_length(t)) {
 		json_decref(body);
-		kw_respond_error(call, 400, "invalid_request", "the body must be {\"token\": string}");
-		return;
+		return kw_out_error(400, "invalid_request", "the body must be {\"token\": string}");
 	}
 	const char *token = json_string_value(t);
-	if (strchr(token, '.') != NULL)
-		introspect_access(call, &p, token);
-	else
-		introspect_refresh(call, &p, token);
+	kw_outcome o = strchr(token, '.') != NULL ? introspect_access(call, &p, token)
+	                                          : introspect_refresh(call, &p, token);
 	OPENSSL_cleanse((void *)token, strlen(token));
 	json_decref(body);
+	return o;
 }
 
-void kw_api_jwks(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_jwks(kw_call *call, const kw_caller *who)
 {
 	(void)who;
 	char *jwks = kw_jwt_keyset_jwks(call->app->jwks);
-	if (jwks == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
+	if (jwks == NULL)
+		return kw_out_error(500, "internal", "out of memory");
 	char cc[64];
 	snprintf(cc, sizeof(cc), "public, max-age=%lld", (long long)call->app->cfg->jwks_max_age_s);
-	kw_respond_text(call, 200, "application/json", jwks, strlen(jwks));
-	kw_respond_header(call, "Cache-Control", cc);
+	return kw_out_header(kw_out_body(200, NULL, jwks, strlen(jwks)), "Cache-Control", cc);
 }

@@ -8,17 +8,6 @@
 #include "keyward/api/guard.h"
 #include "keyward/app/app.h"
 
-void kw_api_respond_object(kw_call *call, int status, json_t *o)
-{
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (text == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
-	kw_respond_text(call, status, "application/json", text, strlen(text));
-}
-
 kw_audit_event kw_api_event(const kw_call *call, const char *tenant_id, const char *actor, const char *action,
                             const char *target, const char *status, const char *context)
 {

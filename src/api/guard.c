@@ -43,13 +43,9 @@ void kw_auth_stats_get(kw_auth_stats *out)
 
 void kw_respond_failure(kw_call *call, kw_err err)
 {
-	if (err == KW_ERR_DB_UNAVAILABLE)
-		kw_respond_error(call, 503, "db_unavailable", "the database is unavailable");
-	else if (err == KW_ERR_HSM_UNAVAILABLE)
-		kw_respond_error(call, 503, "hsm_unavailable", "the key store is unavailable");
-	else
-		kw_respond_error(call, 500, "internal", "internal error");
-	if (err == KW_ERR_DB_UNAVAILABLE || err == KW_ERR_HSM_UNAVAILABLE)
+	kw_outcome o = kw_out_failure(err);
+	kw_respond_error(call, o.status, o.code, o.message);
+	if (o.status == 503)
 		kw_respond_header(call, "Retry-After", "1");
 }
 

@@ -23,10 +23,12 @@
  *   5. the credential's budgets  (the API key's own; failed-auth; 429)
  *   6. scopes / permission       (403, audited)
  *   7. resources                 (the worker's database and token session; 503)
- *   8. the handler               (with the caller the pipeline found)
+ *   8. the handler               (with the caller the pipeline found;
+ *                                 it returns an outcome)
+ *   9. audit and reply           (the outcome, carried out by kw_api_settle)
  * A refusal in phases 3-7 is answered and audited by the pipeline; the
  * handler never sees the call. Routes that audit every call also get a row
- * for refusals in phases 6-7 under their own action (kw_api_refuse). */
+ * for refusals in phases 6-7 under their own action. */
 
 /* Who may call: what the credential phase looks for. */
 typedef enum kw_credential {
@@ -59,8 +61,89 @@ typedef struct kw_caller {
 	char actor[5 + KW_SUBJECT_MAX + 1]; /* access token: "user:<sub>" */
 } kw_caller;
 
-typedef void (*kw_api_fn)(kw_call *call, const kw_caller *who); /* a kw_api_handler */
-typedef void (*kw_api_batch_fn)(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
+/* --- what a handler returns (outcome.c) -----------------------------------
+ *
+ * A handler never writes the reply or a refusal's audit row: it returns an
+ * outcome, and the pipeline (kw_api_settle) turns it into the reply, the
+ * audit rows and the budgets it implies. Three kinds:
+ *   answer       status and body;
+ *   error        status and a JSON error {error, message, request_id}; a
+ *                route that audits every call gets its row for it ("<status>
+ *                <code>" under the route's action), a 503 gets Retry-After: 1
+ *                unless the outcome names its own;
+ *   after audit  status and body, sent only once the audit event (and the
+ *                statements committed with it) is durable; a 503 instead
+ *                when it cannot be recorded. The call is then kept by the
+ *                group-commit writer, which answers it on its thread.
+ * An answer or error may add one header, spend one of the address's failed
+ * authentications, and write one refusal row (kw_out_deny, kw_out_refused).
+ * Strings are copied, except code, message and header names: literals. */
+typedef enum kw_outcome_kind { KW_OUT_ANSWER, KW_OUT_ERROR, KW_OUT_AFTER_AUDIT } kw_outcome_kind;
+
+typedef struct kw_outcome {
+	kw_outcome_kind kind;
+	int status;
+	char *body; /* answer, after audit: malloc'd, handed over; wiped when sent or dropped */
+	size_t len;
+	const char *content_type; /* answer: NULL = application/json */
+	const char *code;         /* error */
+	const char *message;      /* error */
+	const char *header;       /* one more header (its value below), or NULL */
+	char header_value[64];
+	bool failed_auth; /* spend one of the address's failed authentications */
+	struct {
+		const char *action; /* NULL = no refusal row */
+		int status;
+		const char *code;
+		char tenant_id[37]; /* "" = none */
+		char actor[256];    /* "" = anonymous */
+	} refusal;
+	/* after audit: the event (strings may point into hold), statements for
+	 * the same transaction, and what frees hold once the row is settled */
+	kw_audit_event ev;
+	const kw_db_stmt *pre;
+	size_t npre;
+	void (*release)(void *hold);
+	void *hold;
+} kw_outcome;
+
+/* An answer: o is consumed (NULL = out of memory: a 500). */
+kw_outcome kw_out_json(int status, json_t *o);
+/* An answer whose JSON body is copied from text. */
+kw_outcome kw_out_literal(int status, const char *text);
+/* An answer: body (malloc'd, NULL = out of memory) is handed over;
+ * content_type NULL = JSON. */
+kw_outcome kw_out_body(int status, const char *content_type, char *body, size_t len);
+/* A JSON error. */
+kw_outcome kw_out_error(int status, const char *code, const char *message);
+/* A failure of a resource: 503 db_unavailable / hsm_unavailable (Retry-After
+ * 1) for an unavailable database or token, 500 internal otherwise. */
+kw_outcome kw_out_failure(kw_err err);
+/* A request turned away after the pipeline let it through (an unknown
+ * refresh token, a bad signature, a key of another tenant): the error, a
+ * failed authentication spent for a 401, and a refusal row (status and
+ * code) under action for tenant_id and actor (either may be NULL). */
+kw_outcome kw_out_deny(int status, const char *code, const char *message, const char *tenant_id,
+                       const char *actor, const char *action);
+/* Adds a refusal row (status and code, not necessarily the answer's) to o. */
+kw_outcome kw_out_refused(kw_outcome o, int status, const char *code, const char *tenant_id,
+                          const char *actor, const char *action);
+/* Adds one header to o (value copied, at most 63 bytes). */
+kw_outcome kw_out_header(kw_outcome o, const char *name, const char *value);
+/* The answer-after-audit outcome: body (JSON, malloc'd, handed over; NULL
+ * = out of memory) is answered only once ev and pre are durable; ev and
+ * pre may point into hold, which release(hold) frees once the row is
+ * settled (also when the outcome is never sent). With no group-commit
+ * writer the worker's own chain records ev (pre must then be empty). */
+kw_outcome kw_out_after_audit(int status, char *body, size_t len, const kw_audit_event *ev,
+                              const kw_db_stmt *pre, size_t npre, void (*release)(void *hold), void *hold);
+
+typedef kw_outcome (*kw_api_fn)(kw_call *call, const kw_caller *who); /* a kw_api_handler */
+/* A batch handler settles each call as soon as its outcome is known
+ * (kw_api_batch_settle), in any order, each exactly once. */
+typedef struct kw_api_batch kw_api_batch;
+typedef void (*kw_api_batch_fn)(kw_call **calls, const kw_caller *const *who, size_t n, kw_api_batch *b);
+void kw_api_batch_settle(kw_api_batch *b, size_t i, kw_outcome o);
 
 /* One route's declaration (the transport row's spec). */
 typedef struct kw_api_spec {
@@ -80,28 +163,11 @@ typedef struct kw_api_spec {
 } kw_api_spec;
 
 /* The transport's entry points for every row (fn and batch). */
-void kw_api_pipeline(kw_call *call);
-void kw_api_pipeline_batch(kw_call **calls, size_t n, bool *detached);
-/* A refusal after the pipeline let the call through: the JSON error (and
- * Retry-After on a 503) and, for a route that audits every call, its row
- * under the route's action. */
-void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *code, const char *msg);
-/* A request the handler turns away after the pipeline let it through
- * (an unknown refresh token, a bad signature, a key of another tenant):
- * spends a failed authentication for a 401, answers the JSON error (for a
- * status >= 400; a lower one is the handler's to answer), and writes the
- * refusal's audit row (status and code) under action. */
-void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, const char *tenant_id,
-                 const char *actor, const char *action);
-/* The answer-after-audit outcome: answers status with body (JSON,
- * malloc'd, handed over; wiped however it ends) only once ev — and pre,
- * statements committed in the same transaction — is durable in the audit
- * trail (the group-commit writer; the worker's own chain when there is
- * none and pre is empty), and a 503 instead when it cannot be recorded.
- * ev and pre may point into hold, which release(hold) frees once the row
- * is settled. Detaches the call: the caller touches it no more. */
-void kw_api_answer_after_audit(kw_call *call, int status, char *body, size_t len, const kw_audit_event *ev,
-                               const kw_db_stmt *pre, size_t npre, void (*release)(void *hold), void *hold);
+kw_handled kw_api_pipeline(kw_call *call);
+void kw_api_pipeline_batch(kw_call **calls, size_t n, kw_handled *handled);
+/* Carries out an outcome for call (see kw_outcome); who is the caller the
+ * pipeline found. */
+kw_handled kw_api_settle(kw_call *call, const kw_caller *who, kw_outcome o);
 /* The route's audit row for a call (every-call routes), written before the
  * answer: through the group-commit writer, or the worker's own chain. */
 KW_MUST_CHECK kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status,
@@ -113,8 +179,6 @@ kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char
                                  const char *context);
 
 /* common.c */
-/* Serialises o (consumed; NULL = out of memory) as the answer. */
-void kw_api_respond_object(kw_call *call, int status, json_t *o);
 /* An audit event for this request (address, User-Agent, request id);
  * strings are borrowed. */
 kw_audit_event kw_api_event(const kw_call *call, const char *tenant_id, const char *actor, const char *action,
@@ -139,19 +203,19 @@ json_t *kw_api_body_object(kw_call *call);
 char *kw_api_metrics_text(kw_app *app, size_t *len);
 
 /* The handlers of routes.c, one type for all (kw_api_handler), by file. */
-typedef void kw_api_handler(kw_call *call, const kw_caller *who);
+typedef kw_outcome kw_api_handler(kw_call *call, const kw_caller *who);
 kw_api_handler kw_api_healthz, kw_api_readyz, kw_api_metrics;                           /* health.c */
 kw_api_handler kw_api_keys_create, kw_api_keys_list, kw_api_keys_revoke;                /* api_keys.c */
 kw_api_handler kw_api_jwks, kw_api_auth_login, kw_api_auth_refresh, kw_api_auth_logout, /* auth_tokens.c */
     kw_api_auth_revoke, kw_api_auth_revoke_all, kw_api_auth_sessions, kw_api_auth_introspect,
     kw_api_auth_whoami;
 kw_api_handler kw_api_vault_init, kw_api_vault_key, kw_api_vault_rotate; /* vault.c */
-void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached);
+void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, kw_api_batch *b);
 kw_api_handler kw_api_wallet_nonce, kw_api_wallet_login; /* wallet_login.c */
 /* shared by both: a new family, its refresh token and an access token,
  * answered as the login response. With in_tx the caller's transaction
  * (scoped to tenant_id) is used and finished here. */
-void kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject, const char *role_name,
-                          const char *method, const char *actor, bool in_tx);
+kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject,
+                                const char *role_name, const char *method, const char *actor, bool in_tx);
 
 #endif

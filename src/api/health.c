@@ -11,13 +11,13 @@
 #include "keyward/auth/revocation.h"
 #include "keyward/http/metrics.h"
 
-void kw_api_healthz(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_healthz(kw_call *call, const kw_caller *who)
 {
-	(void)who;
-	kw_respond_json(call, 200, "{\"status\":\"ok\"}");
+	(void)call, (void)who;
+	return kw_out_literal(200, "{\"status\":\"ok\"}");
 }
 
-void kw_api_readyz(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_readyz(kw_call *call, const kw_caller *who)
 {
 	(void)who;
 	kw_worker_res *res = call->res;
@@ -25,12 +25,9 @@ void kw_api_readyz(kw_call *call, const kw_caller *who)
 	bool db_ok = res->db != NULL && kw_db_ping(res->db) == KW_OK;
 	/* Access tokens cannot be checked without a fresh revocation list. */
 	bool rev_ok = call->app->revs == NULL || kw_revcache_ready(call->app->revs);
-	if (hsm_ok && db_ok && rev_ok) {
-		kw_respond_json(
-		    call, 200,
-		    "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\",\"revocations\":\"ok\"}");
-		return;
-	}
+	if (hsm_ok && db_ok && rev_ok)
+		return kw_out_literal(
+		    200, "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\",\"revocations\":\"ok\"}");
 	const char *msg = !hsm_ok && !db_ok ? "hsm and database unavailable"
 	                  : !hsm_ok         ? "hsm unavailable"
 	                  : !db_ok          ? "database unavailable"
@@ -41,18 +38,13 @@ void kw_api_readyz(kw_call *call, const kw_caller *who)
 	         "\"revocations\":\"%s\",\"request_id\":\"%s\"}",
 	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", rev_ok ? "ok" : "stale",
 	         call->req.request_id);
-	kw_respond_json(call, 503, body);
-	kw_respond_header(call, "Retry-After", "5");
+	return kw_out_header(kw_out_literal(503, body), "Retry-After", "5");
 }
 
-void kw_api_metrics(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_metrics(kw_call *call, const kw_caller *who)
 {
 	(void)who;
 	size_t len = 0;
 	char *text = kw_api_metrics_text(call->app, &len);
-	if (text == NULL) {
-		kw_respond_error(call, 500, "internal", "out of memory");
-		return;
-	}
-	kw_respond_text(call, 200, "text/plain; version=0.0.4", text, len);
+	return kw_out_body(200, "text/plain; version=0.0.4", text, len);
 }

@@ -45,41 +45,7 @@ kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status
 	return kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, &ev);
 }
 
-void kw_api_refuse(kw_call *call, const kw_caller *who, int status, const char *code, const char *msg)
-{
-	if (spec_of(call)->audit == KW_AUDIT_EVERY_CALL) {
-		char st[64];
-		snprintf(st, sizeof(st), "%d %s", status, code);
-		kw_err err = kw_api_audit_call(call, who, st, NULL);
-		if (err != KW_OK)
-			kw_warn("audit: refusal of request %s not recorded: %s", call->req.request_id,
-			        kw_err_str(err));
-	}
-	kw_respond_error(call, status, code, msg);
-	if (status == 503)
-		kw_respond_header(call, "Retry-After", "1");
-}
-
-void kw_api_deny(kw_call *call, int status, const char *code, const char *msg, const char *tenant_id,
-                 const char *actor, const char *action)
-{
-	if (status == 401)
-		kw_auth_failed(call);
-	if (status >= 400)
-		kw_respond_error(call, status, code, msg);
-	kw_audit_refusal(call, tenant_id, actor, action, status, code);
-}
-
-/* --- answers that wait for their audit row -------------------------------- */
-
-typedef struct after_audit {
-	kw_call *call;
-	int status;
-	char *body;
-	size_t len;
-	void (*release)(void *hold);
-	void *hold;
-} after_audit;
+/* --- carrying out an outcome ------------------------------------------- */
 
 static void drop_body(char *body, size_t len)
 {
@@ -89,62 +55,102 @@ static void drop_body(char *body, size_t len)
 	}
 }
 
+/* What an outcome holds that is not (or no longer) to be sent. */
+static void drop(kw_outcome *o)
+{
+	drop_body(o->body, o->len);
+	o->body = NULL;
+	if (o->release != NULL)
+		o->release(o->hold);
+	o->release = NULL;
+}
+
+typedef struct after_audit {
+	kw_call *call;
+	kw_outcome o;
+} after_audit;
+
 /* On the writer's thread, once the row is durable (or not). */
 static void audited(void *arg, kw_err err)
 {
 	after_audit *a = arg;
 	kw_call *call = a->call;
 	if (err == KW_OK) {
-		kw_respond_text(call, a->status, "application/json", a->body, a->len);
-		a->body = NULL; /* the response owns it now */
+		kw_respond_text(call, a->o.status, "application/json", a->o.body, a->o.len);
+		a->o.body = NULL; /* the response owns it now */
 	} else {
 		/* Unrecorded, so unanswered: what the body holds is not handed out. */
 		kw_respond_failure(call, err == KW_ERR_BUSY ? KW_ERR_DB_UNAVAILABLE : err);
 	}
-	drop_body(a->body, a->len);
-	if (a->release != NULL)
-		a->release(a->hold);
+	drop(&a->o);
 	free(a);
 	kw_call_finish(call);
 }
 
-void kw_api_answer_after_audit(kw_call *call, int status, char *body, size_t len, const kw_audit_event *ev,
-                               const kw_db_stmt *pre, size_t npre, void (*release)(void *hold), void *hold)
+static kw_handled settle_after_audit(kw_call *call, kw_outcome o)
 {
 	kw_app *app = call->app;
 	if (app->audit == NULL) {
 		/* No group-commit writer: the worker's own chain, before the answer
 		 * (statements that must share the row's transaction need the writer). */
 		kw_err err =
-		    npre > 0 || call->res == NULL || call->res->audit == NULL || call->res->db == NULL
+		    o.npre > 0 || call->res == NULL || call->res->audit == NULL || call->res->db == NULL
 		        ? KW_ERR_DB_UNAVAILABLE
-		        : kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, ev);
+		        : kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, &o.ev);
 		if (err == KW_OK) {
-			kw_respond_text(call, status, "application/json", body, len);
-			body = NULL;
+			kw_respond_text(call, o.status, "application/json", o.body, o.len);
+			o.body = NULL;
 		} else {
 			kw_respond_failure(call, err);
 		}
-		drop_body(body, len);
-		if (release != NULL)
-			release(hold);
-		return;
+		drop(&o);
+		return KW_CALL_ANSWERED;
 	}
 	after_audit *a = calloc(1, sizeof(*a));
 	if (a == NULL) {
-		drop_body(body, len);
-		if (release != NULL)
-			release(hold);
+		drop(&o);
 		kw_respond_failure(call, KW_ERR_NOMEM);
-		return;
+		return KW_CALL_ANSWERED;
 	}
-	*a = (after_audit){
-	    .call = call, .status = status, .body = body, .len = len, .release = release, .hold = hold};
+	*a = (after_audit){.call = call, .o = o};
 	kw_call_detach(call);
-	kw_err err = kw_audit_writer_submit(app->audit, ev, pre, npre, audited, a);
+	kw_err err = kw_audit_writer_submit(app->audit, &a->o.ev, a->o.pre, a->o.npre, audited, a);
 	if (err != KW_OK)
 		audited(a, err); /* not queued: answer as the writer would have */
+	return KW_CALL_KEPT;
 }
+
+kw_handled kw_api_settle(kw_call *call, const kw_caller *who, kw_outcome o)
+{
+	if (o.kind == KW_OUT_AFTER_AUDIT)
+		return settle_after_audit(call, o);
+	if (o.failed_auth)
+		kw_auth_failed(call);
+	if (o.refusal.action != NULL) {
+		kw_audit_refusal(call, o.refusal.tenant_id[0] ? o.refusal.tenant_id : NULL,
+		                 o.refusal.actor[0] ? o.refusal.actor : NULL, o.refusal.action,
+		                 o.refusal.status, o.refusal.code);
+	} else if (o.kind == KW_OUT_ERROR && spec_of(call)->audit == KW_AUDIT_EVERY_CALL) {
+		char st[64];
+		snprintf(st, sizeof(st), "%d %s", o.status, o.code);
+		kw_err err = kw_api_audit_call(call, who, st, NULL);
+		if (err != KW_OK)
+			kw_warn("audit: refusal of request %s not recorded: %s", call->req.request_id,
+			        kw_err_str(err));
+	}
+	if (o.kind == KW_OUT_ERROR)
+		kw_respond_error(call, o.status, o.code, o.message);
+	else
+		kw_respond_text(call, o.status, o.content_type ? o.content_type : "application/json", o.body,
+		                o.len);
+	if (o.header != NULL)
+		kw_respond_header(call, o.header, o.header_value);
+	else if (o.kind == KW_OUT_ERROR && o.status == 503)
+		kw_respond_header(call, "Retry-After", "1");
+	return KW_CALL_ANSWERED;
+}
+
+/* --- the phases --------------------------------------------------------- */
 
 /* Phases 3-6: budgets, credential, scopes. False when the call is answered
  * already, or moved to a worker (call->defer). */
@@ -171,88 +177,105 @@ static bool check_caller(kw_call *call, const kw_api_spec *s, kw_caller *who)
 }
 
 /* Phases 6-7 after the credential: the worker's resources, then the
- * scopes or permission that are checked once they are there. */
-static bool check_resources_and_rights(kw_call *call, const kw_api_spec *s, const kw_caller *who)
+ * scopes or permission that are checked once they are there. A refusal
+ * is an outcome like a handler's. */
+static bool check_resources_and_rights(kw_call *call, const kw_api_spec *s, const kw_caller *who,
+                                       kw_outcome *refusal)
 {
-	if ((s->needs & KW_NEED_DB) && (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK)) {
-		kw_api_refuse(call, who, 503, "db_unavailable", "the database is unavailable");
-		return false;
-	}
-	if ((s->needs & KW_NEED_HSM) && call->res->hsm == NULL) {
-		kw_api_refuse(call, who, 503, "hsm_unavailable", "the key store is unavailable");
-		return false;
-	}
-	if (s->any_scope != 0 && (who->key.scopes & s->any_scope) == 0) {
-		kw_respond_error(call, 403, "insufficient_scope",
+	if ((s->needs & KW_NEED_DB) && (call->res->db == NULL || kw_db_ensure(call->res->db) != KW_OK))
+		*refusal = kw_out_failure(KW_ERR_DB_UNAVAILABLE);
+	else if ((s->needs & KW_NEED_HSM) && call->res->hsm == NULL)
+		*refusal = kw_out_failure(KW_ERR_HSM_UNAVAILABLE);
+	else if (s->any_scope != 0 && (who->key.scopes & s->any_scope) == 0)
+		*refusal = kw_out_refused(
+		    kw_out_error(403, "insufficient_scope",
 		                 s->scope_message ? s->scope_message
-		                                  : "the API key lacks a scope this route needs");
-		kw_audit_refusal(call, who->key.tenant_id, who->key.actor, s->action, 403,
-		                 "insufficient_scope");
-		return false;
-	}
-	if (s->permission != NULL && !kw_access_permits(&who->claims, s->permission)) {
-		kw_api_refuse(call, who, 403, "insufficient_permission",
-		              "the access token's role may not do this");
-		return false;
-	}
-	return true;
+		                                  : "the API key lacks a scope this route needs"),
+		    403, "insufficient_scope", who->key.tenant_id, who->key.actor, s->action);
+	else if (s->permission != NULL && !kw_access_permits(&who->claims, s->permission))
+		*refusal =
+		    kw_out_error(403, "insufficient_permission", "the access token's role may not do this");
+	else
+		return true;
+	return false;
 }
 
-static bool admit(kw_call *call, kw_caller *who)
+/* Runs the phases for call: its outcome when it is refused or passes to
+ * the handler; *passed tells which (and who is the caller then). Returns
+ * false when the call is answered already, or moved to a worker. */
+static bool admit(kw_call *call, kw_caller *who, bool *passed, kw_outcome *refusal)
 {
 	const kw_api_spec *s = spec_of(call);
 	memset(who, 0, sizeof(*who));
+	*passed = false;
 	if (!check_caller(call, s, who))
 		return false;
-	if (call->res == NULL) /* on the I/O thread: nothing below applies there */
-		return true;
-	return check_resources_and_rights(call, s, who);
+	/* On the I/O thread nothing below applies. */
+	*passed = call->res == NULL || check_resources_and_rights(call, s, who, refusal);
+	return true;
 }
 
-void kw_api_pipeline(kw_call *call)
+kw_handled kw_api_pipeline(kw_call *call)
 {
 	kw_caller who;
-	if (admit(call, &who))
-		spec_of(call)->handler(call, &who);
+	kw_outcome refusal;
+	bool passed;
+	kw_handled h = KW_CALL_ANSWERED;
+	if (admit(call, &who, &passed, &refusal))
+		h = kw_api_settle(call, &who, passed ? spec_of(call)->handler(call, &who) : refusal);
 	OPENSSL_cleanse(&who, sizeof(who));
+	return h;
 }
 
-/* A call of a batch that is answered already: handed back at once rather
+/* --- batches ------------------------------------------------------------ */
+
+struct kw_api_batch {
+	kw_call **calls;
+	const kw_caller *const *who;
+	kw_handled *handled[KW_POOL_BATCH_MAX];
+};
+
+/* A call of a batch is handed back as soon as it is answered, rather
  * than after the rest of its batch. */
-static void hand_back(kw_call *call, bool *detached)
+static void hand_back(kw_call *call, kw_handled h, kw_handled *handled)
 {
-	if (!kw_call_detached) {
+	if (h == KW_CALL_ANSWERED) {
 		kw_call_detach(call);
 		kw_call_finish(call);
 	}
-	*detached = true;
+	*handled = KW_CALL_KEPT;
 }
 
-void kw_api_pipeline_batch(kw_call **calls, size_t n, bool *detached)
+void kw_api_batch_settle(kw_api_batch *b, size_t i, kw_outcome o)
+{
+	hand_back(b->calls[i], kw_api_settle(b->calls[i], b->who[i], o), b->handled[i]);
+}
+
+void kw_api_pipeline_batch(kw_call **calls, size_t n, kw_handled *handled)
 {
 	kw_caller who[KW_POOL_BATCH_MAX];
 	const kw_caller *whop[KW_POOL_BATCH_MAX];
 	kw_call *pass[KW_POOL_BATCH_MAX];
-	bool *pass_detached[KW_POOL_BATCH_MAX], sub_detached[KW_POOL_BATCH_MAX];
+	kw_api_batch b = {.calls = pass, .who = whop};
 	size_t m = 0;
 	if (n > KW_POOL_BATCH_MAX)
 		kw_misuse("kw_api_pipeline_batch: more calls than KW_POOL_BATCH_MAX");
 	for (size_t i = 0; i < n; i++) {
-		kw_call_detached = false;
-		detached[i] = false;
-		if (!admit(calls[i], &who[m])) {
-			hand_back(calls[i], &detached[i]);
-			continue;
+		kw_outcome refusal;
+		bool passed;
+		handled[i] = KW_CALL_ANSWERED;
+		if (!admit(calls[i], &who[m], &passed, &refusal)) {
+			hand_back(calls[i], KW_CALL_ANSWERED, &handled[i]);
+		} else if (!passed) {
+			hand_back(calls[i], kw_api_settle(calls[i], &who[m], refusal), &handled[i]);
+		} else {
+			pass[m] = calls[i];
+			whop[m] = &who[m];
+			b.handled[m] = &handled[i];
+			m++;
 		}
-		pass[m] = calls[i];
-		whop[m] = &who[m];
-		pass_detached[m] = &detached[i];
-		sub_detached[m] = false;
-		m++;
 	}
 	if (m > 0)
-		spec_of(pass[0])->batch(pass, whop, m, sub_detached);
-	for (size_t k = 0; k < m; k++)
-		*pass_detached[k] = sub_detached[k];
+		spec_of(pass[0])->batch(pass, whop, m, &b);
 	OPENSSL_cleanse(who, sizeof(who));
 }

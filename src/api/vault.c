@@ -25,22 +25,21 @@
 #include "keyward/core/log.h"
 #include "keyward/vault/vault.h"
 
-/* Answers a failure of the token, the database or the stored blob. */
-static void fail(kw_call *call, const kw_caller *who, kw_err err)
+/* The refusal for a failure of the token, the database or the stored blob. */
+static kw_outcome fail(kw_call *call, const kw_caller *who, kw_err err)
 {
 	switch (err) {
 	case KW_ERR_VERIFY:
 		/* Never a 500: the row exists but is not this user's key. */
-		kw_api_refuse(call, who, 409, "vault_corrupt",
-		              "the stored vault does not unwrap for this user; the operator has been told");
 		kw_err_log("vault: the vault of a user of tenant %s does not unwrap (request %s)",
 		           who->claims.tid, call->req.request_id);
-		break;
+		return kw_out_error(
+		    409, "vault_corrupt",
+		    "the stored vault does not unwrap for this user; the operator has been told");
 	case KW_ERR_INVALID:
 		/* Before any row is read: ids the vault cannot be keyed by. */
-		kw_api_refuse(call, who, 400, "invalid_subject",
-		              "the access token's subject or tenant cannot own a vault");
-		break;
+		return kw_out_error(400, "invalid_subject",
+		                    "the access token's subject or tenant cannot own a vault");
 	case KW_ERR_NOT_FOUND: {
 		/* The row's KEK is gone, or the database refused a write under a
 		 * retired one: this instance may have missed a rotation. Looking
@@ -50,21 +49,17 @@ static void fail(kw_call *call, const kw_caller *who, kw_err err)
 		    kw_hsm_key_get_fresh(call->app->hsm, KW_KEY_KEK, kw_hsm_key_version(active) + 1, &next) ==
 		        KW_OK)
 			kw_info("vault: KEK %" PRIu32 " found in the token", kw_hsm_key_version(next));
-		kw_api_refuse(call, who, 503, "kek_unavailable",
-		              "the key-encryption key this needs is not in the key store");
-		break;
+		return kw_out_error(503, "kek_unavailable",
+		                    "the key-encryption key this needs is not in the key store");
 	}
 	case KW_ERR_HSM_UNAVAILABLE:
 	case KW_ERR_HSM:
-		kw_api_refuse(call, who, 503, "hsm_unavailable", "the key store is unavailable");
-		break;
+		return kw_out_error(503, "hsm_unavailable", "the key store is unavailable");
 	case KW_ERR_DB_UNAVAILABLE:
-		kw_api_refuse(call, who, 503, "db_unavailable", "the database is unavailable");
-		break;
+		return kw_out_error(503, "db_unavailable", "the database is unavailable");
 	default:
 		kw_err_log("vault: request %s failed: %s", call->req.request_id, kw_err_str(err));
-		kw_api_refuse(call, who, 500, "internal", "internal error");
-		break;
+		return kw_out_error(500, "internal", "internal error");
 	}
 }
 
@@ -95,14 +90,11 @@ static char *key_body(const unsigned char mk[KW_MK_LEN], const kw_vault_row *row
 	return body;
 }
 
-static void respond_key(kw_call *call, int status, const unsigned char mk[KW_MK_LEN], const kw_vault_row *row)
+static kw_outcome key_answer(int status, const unsigned char mk[KW_MK_LEN], const kw_vault_row *row)
 {
 	size_t len = 0;
 	char *body = key_body(mk, row, &len);
-	if (body == NULL)
-		kw_respond_error(call, 500, "internal", "out of memory");
-	else
-		kw_respond_text(call, status, "application/json", body, len);
+	return kw_out_body(status, NULL, body, len);
 }
 
 static char *kek_context(const kw_vault_row *row, const char *extra)
@@ -119,8 +111,8 @@ static char *kek_context(const kw_vault_row *row, const char *extra)
  * audit row in the same transaction (the transaction is scoped to this
  * user, so the row satisfies the vault audit policy), the commit, then the
  * key or the failure. Wipes mk and row. */
-static void finish_change(kw_call *call, const kw_caller *who, kw_err err, int status,
-                          unsigned char mk[KW_MK_LEN], kw_vault_row *row, const char *extra)
+static kw_outcome finish_change(kw_call *call, const kw_caller *who, kw_err err, int status,
+                                unsigned char mk[KW_MK_LEN], kw_vault_row *row, const char *extra)
 {
 	kw_err db_err = err;
 	char *ctx = err == KW_OK ? kek_context(row, extra) : NULL;
@@ -130,15 +122,14 @@ static void finish_change(kw_call *call, const kw_caller *who, kw_err err, int s
 	                   &err);
 	err = kw_api_finish_tx(call, err);
 	free(ctx);
-	if (err == KW_OK)
-		respond_key(call, status, mk, row);
-	else
-		fail(call, who, db_err != KW_OK ? db_err : err);
+	kw_outcome o =
+	    err == KW_OK ? key_answer(status, mk, row) : fail(call, who, db_err != KW_OK ? db_err : err);
 	OPENSSL_cleanse(mk, KW_MK_LEN);
 	OPENSSL_cleanse(row, sizeof(*row));
+	return o;
 }
 
-void kw_api_vault_init(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_vault_init(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims *c = &who->claims;
 	kw_app *app = call->app;
@@ -164,11 +155,11 @@ void kw_api_vault_init(kw_call *call, const kw_caller *who)
 	}
 	if (err == KW_OK && !created)
 		err = unwrap(call, &row, mk);
-	finish_change(call, who, err, created ? 201 : 200, mk, &row,
-	              created ? ",\"created\":true" : ",\"created\":false");
+	return finish_change(call, who, err, created ? 201 : 200, mk, &row,
+	                     created ? ",\"created\":true" : ",\"created\":false");
 }
 
-void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_vault_rotate(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims *c = &who->claims;
 	kw_db *db = call->res->db;
@@ -180,9 +171,8 @@ void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
 		err = kw_vault_get(db, c->tid, c->sub, true, &row);
 	if (err == KW_ERR_NOT_FOUND) {
 		(void)kw_api_finish_tx(call, err);
-		kw_api_refuse(call, who, 404, "vault_not_found",
-		              "this user has no encryption vault; init one first");
-		return;
+		return kw_out_error(404, "vault_not_found",
+		                    "this user has no encryption vault; init one first");
 	}
 	uint32_t old_kek = row.kek_id;
 	if (err == KW_OK)
@@ -193,7 +183,7 @@ void kw_api_vault_rotate(kw_call *call, const kw_caller *who)
 		err = kw_vault_replace(db, &row);
 	char extra[48];
 	snprintf(extra, sizeof(extra), ",\"previous_kek_id\":%" PRIu32, old_kek);
-	finish_change(call, who, err, 200, mk, &row, extra);
+	return finish_change(call, who, err, 200, mk, &row, extra);
 }
 
 /* --- key: one read, one unwrap, the audit row through the writer -------- */
@@ -225,26 +215,24 @@ static void key_job_release(void *hold)
 static key_job *key_begin(kw_call *call, const kw_caller *who)
 {
 	key_job *j = calloc(1, sizeof(*j));
-	if (j == NULL) {
-		kw_respond_failure(call, KW_ERR_NOMEM);
-		return NULL;
+	if (j != NULL) {
+		j->call = call;
+		j->who = *who;
 	}
-	j->call = call;
-	j->who = *who;
 	return j;
 }
 
 /* The rest of a fetch, once its row is read (err is the read's outcome):
- * unwrap, then the answer waits for its audit row. May detach the call. */
-static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
+ * unwrap, then the answer waits for its audit row. Frees j, or hands it
+ * to the outcome. */
+static kw_outcome key_finish(key_job *j, kw_err err, kw_vault_row *row)
 {
 	kw_call *call = j->call;
 	const kw_access_claims *c = &j->who.claims;
 	unsigned char mk[KW_MK_LEN];
 	if (err == KW_ERR_NOT_FOUND) {
-		kw_api_refuse(call, &j->who, 404, "vault_not_found", "this user has no encryption vault");
 		key_job_free(j);
-		return;
+		return kw_out_error(404, "vault_not_found", "this user has no encryption vault");
 	}
 	/* The row read for this call names this call's owner, or nothing of
 	 * it is used (the unwrap alone would not notice: its AAD comes from
@@ -260,43 +248,34 @@ static void key_finish(key_job *j, kw_err err, kw_vault_row *row)
 		err = KW_ERR_NOMEM;
 	OPENSSL_cleanse(mk, sizeof(mk));
 	if (err != KW_OK) {
-		fail(call, &j->who, err);
+		kw_outcome o = fail(call, &j->who, err);
 		key_job_free(j);
-		return;
+		return o;
 	}
 	snprintf(j->ctx, sizeof(j->ctx), "{\"kek_id\":%" PRIu32 "}", row->kek_id);
 	j->ev = kw_api_call_event(call, &j->who, "ok", j->ctx);
 	char *body = j->body;
 	j->body = NULL;
-	kw_api_answer_after_audit(call, 200, body, j->body_len, &j->ev, NULL, 0, key_job_release, j);
+	return kw_out_after_audit(200, body, j->body_len, &j->ev, NULL, 0, key_job_release, j);
 }
 
-void kw_api_vault_key(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_vault_key(kw_call *call, const kw_caller *who)
 {
 	key_job *j = key_begin(call, who);
 	if (j == NULL)
-		return;
+		return kw_out_failure(KW_ERR_NOMEM);
 	kw_vault_row row;
 	kw_err err = kw_vault_fetch(call->res->db, who->claims.tid, who->claims.sub, &row);
-	key_finish(j, err, &row);
+	kw_outcome o = key_finish(j, err, &row);
 	OPENSSL_cleanse(&row, sizeof(row));
+	return o;
 }
 
 /* Fetches queued together on one worker, past the pipeline: their reads
  * share one round trip to the database (each still its own transaction,
- * scoped to its own user); everything else happens per call, in order. A
- * call whose answer is written is handed back at once, rather than after
- * the rest of its batch. */
-static void batch_hand_back(kw_call *call, bool *detached)
-{
-	if (!kw_call_detached) {
-		kw_call_detach(call);
-		kw_call_finish(call);
-	}
-	*detached = true;
-}
-
-void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, bool *detached)
+ * scoped to its own user); everything else happens per call, in order,
+ * and each call is settled as soon as its outcome is known. */
+void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, kw_api_batch *b)
 {
 	kw_db *db = calls[0]->res->db; /* the worker's: calls[0] may be gone early */
 	key_job *jobs[KW_POOL_BATCH_MAX] = {0};
@@ -305,10 +284,9 @@ void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t
 	kw_err errs[KW_POOL_BATCH_MAX];
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {
-		kw_call_detached = false;
 		key_job *j = key_begin(calls[i], who[i]);
 		if (j == NULL) {
-			batch_hand_back(calls[i], &detached[i]);
+			kw_api_batch_settle(b, i, kw_out_failure(KW_ERR_NOMEM));
 			continue;
 		}
 		jobs[i] = j;
@@ -321,9 +299,7 @@ void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t
 	for (size_t i = 0, k = 0; i < n; i++) {
 		if (jobs[i] == NULL)
 			continue;
-		kw_call_detached = false;
-		key_finish(jobs[i], errs[k], &rows[k]);
-		batch_hand_back(calls[i], &detached[i]);
+		kw_api_batch_settle(b, i, key_finish(jobs[i], errs[k], &rows[k]));
 		k++;
 	}
 	OPENSSL_cleanse(rows, sizeof(rows));

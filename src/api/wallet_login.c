@@ -38,23 +38,24 @@ static int wallet_message(char *out, size_t cap, const char *address, const char
 	                address, tenant, nonce, exp);
 }
 
-static void wallet_refuse(kw_call *call, int status, const char *code, const char *msg, const char *tenant,
-                          const char *address)
+static kw_outcome wallet_refuse(int status, const char *code, const char *msg, const char *tenant,
+                                const char *address)
 {
 	char actor[64];
 	snprintf(actor, sizeof(actor), "wallet:%.42s", address ? address : "-");
-	kw_api_deny(call, status, code, msg, tenant, address ? actor : NULL, "auth.wallet");
+	return kw_out_deny(status, code, msg, tenant, address ? actor : NULL, "auth.wallet");
 }
 
 /* tenant (a UUID, lower-cased into out) and address of a body; false =
- * answer written. */
-static bool read_tenant_address(kw_call *call, json_t *body, char tenant[37],
-                                char address[KW_WALLET_ADDR_TEXT + 1])
+ * *refusal says why not. */
+static bool read_tenant_address(json_t *body, char tenant[37], char address[KW_WALLET_ADDR_TEXT + 1],
+                                kw_outcome *refusal)
 {
 	json_t *t = json_object_get(body, "tenant"), *a = json_object_get(body, "address");
 	const char *ts = json_string_value(t);
 	if (body == NULL || ts == NULL || !json_is_string(a) || !kw_is_uuid(ts)) {
-		kw_respond_error(call, 400, "invalid_request",
+		*refusal =
+		    kw_out_error(400, "invalid_request",
 		                 "the body must carry \"tenant\" (a tenant id) and \"address\" (a string)");
 		return false;
 	}
@@ -63,29 +64,29 @@ static bool read_tenant_address(kw_call *call, json_t *body, char tenant[37],
 	unsigned char raw[KW_WALLET_ADDR_LEN];
 	kw_err err = kw_wallet_address_parse(json_string_value(a), json_string_length(a), raw);
 	if (err == KW_ERR_VERIFY) {
-		wallet_refuse(call, 401, "address_checksum_mismatch",
-		              "the address's mixed-case EIP-55 checksum is wrong", tenant, NULL);
+		*refusal = wallet_refuse(401, "address_checksum_mismatch",
+		                         "the address's mixed-case EIP-55 checksum is wrong", tenant, NULL);
 		return false;
 	}
 	if (err != KW_OK) {
-		wallet_refuse(call, 401, "invalid_address",
-		              "the address must be 0x followed by 40 hex digits", tenant, NULL);
+		*refusal = wallet_refuse(401, "invalid_address",
+		                         "the address must be 0x followed by 40 hex digits", tenant, NULL);
 		return false;
 	}
 	kw_wallet_address_format(raw, address);
 	return true;
 }
 
-void kw_api_wallet_nonce(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_wallet_nonce(kw_call *call, const kw_caller *who)
 {
 	(void)who; /* public: the pipeline spent the address's budget */
 	json_t *body = kw_api_body_object(call);
 	char tenant[37], address[KW_WALLET_ADDR_TEXT + 1];
-	if (!read_tenant_address(call, body, tenant, address)) {
-		json_decref(body);
-		return;
-	}
+	kw_outcome refusal;
+	bool ok = read_tenant_address(body, tenant, address, &refusal);
 	json_decref(body);
+	if (!ok)
+		return refusal;
 	/* A new nonce replaces the outstanding one: without a budget per
 	 * address, anyone could keep a wallet from ever signing in. */
 	char key[128];
@@ -95,10 +96,10 @@ void kw_api_wallet_nonce(kw_call *call, const kw_caller *who)
 	if (!rl.allowed) {
 		char ra[16];
 		snprintf(ra, sizeof(ra), "%d", rl.retry_after);
-		wallet_refuse(call, 429, "rate_limited", "too many nonces for this address; retry later",
-		              tenant, address);
-		kw_respond_header(call, "Retry-After", ra);
-		return;
+		return kw_out_header(wallet_refuse(429, "rate_limited",
+		                                   "too many nonces for this address; retry later", tenant,
+		                                   address),
+		                     "Retry-After", ra);
 	}
 	unsigned char rnd[16];
 	char nonce[KW_NONCE_HEX + 1];
@@ -121,20 +122,15 @@ void kw_api_wallet_nonce(kw_call *call, const kw_caller *who)
 		kw_api_audit_in_tx(call, tenant, actor, "auth.wallet.nonce", address, NULL, &err);
 		err = kw_api_finish_tx(call, err);
 	}
-	if (err == KW_ERR_NOT_FOUND) {
-		wallet_refuse(call, 404, "tenant_not_found", "no such tenant", NULL, address);
-		return;
-	}
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err == KW_ERR_NOT_FOUND)
+		return wallet_refuse(404, "tenant_not_found", "no such tenant", NULL, address);
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	char msg[512], exp[32];
 	wallet_message(msg, sizeof(msg), address, tenant, nonce, expires_at);
 	kw_time_rfc3339(expires_at, exp);
-	kw_api_respond_object(call, 200,
-	                      json_pack("{s:s, s:s, s:s, s:s}", "nonce", nonce, "message", msg, "expires_at",
-	                                exp, "address", address));
+	return kw_out_json(200, json_pack("{s:s, s:s, s:s, s:s}", "nonce", nonce, "message", msg,
+	                                  "expires_at", exp, "address", address));
 }
 
 static bool nonce_shape_ok(const char *s, size_t n)
@@ -147,50 +143,46 @@ static bool nonce_shape_ok(const char *s, size_t n)
 	return true;
 }
 
-void kw_api_wallet_login(kw_call *call, const kw_caller *who)
+kw_outcome kw_api_wallet_login(kw_call *call, const kw_caller *who)
 {
 	(void)who; /* the credential is the body's signature */
 	kw_app *app = call->app;
 	json_t *body = kw_api_body_object(call);
 	char tenant[37], address[KW_WALLET_ADDR_TEXT + 1];
-	if (!read_tenant_address(call, body, tenant, address)) {
+	kw_outcome refusal;
+	if (!read_tenant_address(body, tenant, address, &refusal)) {
 		json_decref(body);
-		return;
+		return refusal;
 	}
 	json_t *n = json_object_get(body, "nonce"), *s = json_object_get(body, "signature");
 	if (!json_is_string(n) || !json_is_string(s)) {
 		json_decref(body);
-		kw_respond_error(call, 400, "invalid_request",
-		                 "the body must carry \"nonce\" and \"signature\" (strings)");
-		return;
+		return kw_out_error(400, "invalid_request",
+		                    "the body must carry \"nonce\" and \"signature\" (strings)");
 	}
 	unsigned char sig[KW_WALLET_SIG_LEN];
 	if (kw_wallet_signature_parse(json_string_value(s), json_string_length(s), sig) != KW_OK) {
 		json_decref(body);
-		wallet_refuse(call, 401, "invalid_signature",
-		              "the signature must be 65 bytes of hex (r, s, v with v 27/28 or 0/1, low s)",
-		              tenant, address);
-		return;
+		return wallet_refuse(
+		    401, "invalid_signature",
+		    "the signature must be 65 bytes of hex (r, s, v with v 27/28 or 0/1, low s)", tenant,
+		    address);
 	}
 	char nonce[KW_NONCE_HEX + 1];
 	bool nonce_ok = nonce_shape_ok(json_string_value(n), json_string_length(n));
 	if (nonce_ok)
 		memcpy(nonce, json_string_value(n), KW_NONCE_HEX + 1);
 	json_decref(body);
-	if (!nonce_ok) {
-		wallet_refuse(call, 401, "nonce_invalid", "no such nonce for this address", tenant, address);
-		return;
-	}
+	if (!nonce_ok)
+		return wallet_refuse(401, "nonce_invalid", "no such nonce for this address", tenant, address);
 
 	char actor[64];
 	snprintf(actor, sizeof(actor), "wallet:%s", address);
 	kw_nonce_state st = KW_NONCE_UNKNOWN;
 	int64_t expires_at = 0;
 	kw_err err = kw_db_begin(call->res->db, tenant, NULL);
-	if (err != KW_OK) {
-		kw_respond_failure(call, err);
-		return;
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	err = kw_nonce_take(call->res->db, tenant, address, nonce, &st, &expires_at);
 	const char *code = NULL, *msg = NULL;
 	if (err == KW_OK && st == KW_NONCE_UNKNOWN) {
@@ -214,9 +206,8 @@ void kw_api_wallet_login(kw_call *call, const kw_caller *who)
 		}
 	}
 	if (err != KW_OK) {
-		kw_api_finish_tx(call, err);
-		kw_respond_failure(call, err);
-		return;
+		(void)kw_api_finish_tx(call, err);
+		return kw_out_failure(err);
 	}
 	if (code != NULL) {
 		/* The consumption (if any) commits with the refusal's audit row. */
@@ -224,13 +215,11 @@ void kw_api_wallet_login(kw_call *call, const kw_caller *who)
 		snprintf(status, sizeof(status), "401 %s", code);
 		kw_api_audit_status_in_tx(call, tenant, actor, "auth.wallet", address, status, NULL, &err);
 		err = kw_api_finish_tx(call, err);
-		if (err != KW_OK) {
-			kw_respond_failure(call, err);
-			return;
-		}
-		kw_auth_failed(call);
-		kw_respond_error(call, 401, code, msg);
-		return;
+		if (err != KW_OK)
+			return kw_out_failure(err);
+		kw_outcome o = kw_out_error(401, code, msg);
+		o.failed_auth = true; /* its audit row is committed above */
+		return o;
 	}
-	kw_api_issue_session(call, tenant, address, app->cfg->wallet_role, "wallet", actor, true);
+	return kw_api_issue_session(call, tenant, address, app->cfg->wallet_role, "wallet", actor, true);
 }

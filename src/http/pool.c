@@ -55,8 +55,6 @@ static void worker_prepare(kw_pool *pool, kw_worker *w)
 		pool->hooks.prepare(pool->hooks.ctx, w->res);
 }
 
-_Thread_local bool kw_call_detached;
-
 /* A queued call its route's batch handler may take. */
 static bool batchable(const kw_job *job)
 {
@@ -68,7 +66,6 @@ void kw_call_detach(kw_call *call)
 	if (call->res == NULL || call->finish == NULL)
 		kw_misuse("kw_call_detach: not on a worker");
 	call->res = NULL;
-	kw_call_detached = true;
 }
 
 void kw_call_finish(kw_call *call)
@@ -84,7 +81,7 @@ static void *worker_main(void *arg)
 	w->res = pool->hooks.open ? pool->hooks.open(pool->hooks.ctx, w->index) : NULL;
 	kw_job run[KW_POOL_BATCH_MAX];
 	kw_call *calls[KW_POOL_BATCH_MAX];
-	bool detached[KW_POOL_BATCH_MAX];
+	kw_handled handled[KW_POOL_BATCH_MAX];
 	for (;;) {
 		pthread_mutex_lock(&pool->lock);
 		while (pool->count == 0 && !pool->stopping) {
@@ -117,20 +114,18 @@ static void *worker_main(void *arg)
 			run[i].call->finish = run[i].done;
 			run[i].call->finish_arg = run[i].arg;
 			calls[i] = run[i].call;
-			detached[i] = false;
+			handled[i] = KW_CALL_ANSWERED;
 		}
 		if (n > 1) {
 			atomic_fetch_add(&pool->batched, n);
-			run[0].call->def->batch(calls, n, detached);
+			run[0].call->def->batch(calls, n, handled);
 		} else {
 			kw_handler_fn fn = run[0].call->defer ? run[0].call->defer : run[0].call->def->fn;
 			run[0].call->defer = NULL;
-			kw_call_detached = false;
-			fn(run[0].call);
-			detached[0] = kw_call_detached;
+			handled[0] = fn(run[0].call);
 		}
 		for (size_t i = 0; i < n; i++) {
-			if (detached[i])
+			if (handled[i] == KW_CALL_KEPT)
 				continue; /* someone else finishes it; it may be gone already */
 			run[i].call->res = NULL;
 			run[i].done(run[i].call, run[i].arg);

@@ -373,7 +373,8 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 			p->call.def = &srv->o.routes[p->route];
 			bool inline_done = false;
 			if (!p->call.def->on_worker) {
-				p->call.def->fn(&p->call);
+				if (p->call.def->fn(&p->call) == KW_CALL_KEPT)
+					kw_misuse("an I/O-thread route kept its call");
 				inline_done = p->call.defer == NULL; /* else: finish on a worker */
 			}
 			if (!inline_done) {

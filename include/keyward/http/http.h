@@ -50,7 +50,12 @@ typedef struct kw_response {
 } kw_response;
 
 typedef struct kw_call kw_call;
-typedef void (*kw_handler_fn)(kw_call *call);
+/* What a handler did with its call: answered it (the transport sends the
+ * reply and finishes it), or kept it (it detached the call, and whoever
+ * holds it now calls kw_call_finish exactly once, from any thread; the
+ * transport touches it no more). */
+typedef enum kw_handled { KW_CALL_ANSWERED, KW_CALL_KEPT } kw_handled;
+typedef kw_handled (*kw_handler_fn)(kw_call *call);
 
 struct kw_call {
 	kw_app *app;
@@ -72,16 +77,15 @@ struct kw_call {
 };
 
 /* A worker handler that hands its call to another thread (e.g. the audit
- * writer) calls this first, and then must not touch the call or the
- * worker's resources again: the other thread answers it and calls
- * kw_call_finish() exactly once. */
+ * writer) calls this first, returns KW_CALL_KEPT, and then must not touch
+ * the call or the worker's resources again: the other thread answers it
+ * and calls kw_call_finish() exactly once. */
 void kw_call_detach(kw_call *call);
 void kw_call_finish(kw_call *call);
-extern _Thread_local bool kw_call_detached;
 
 /* Runs n calls of one route that were queued together, on one worker;
- * sets detached[i] for each call it detached (see kw_call_detach). */
-typedef void (*kw_batch_fn)(kw_call **calls, size_t n, bool *detached);
+ * handled[i] says what became of calls[i]. */
+typedef void (*kw_batch_fn)(kw_call **calls, size_t n, kw_handled *handled);
 
 /* A row of the route table the server is handed. The transport matches
  * method and pattern, runs fn on the I/O thread or a worker, counts
