@@ -10,7 +10,9 @@ two programs, to bin). It may include headers of its own layer and of
 layers below it, never above; a header of another folder is named
 keyward/F/name.h, so its layer is in its path. Also checked: libpq is
 used only in src/db (and its header only in include/keyward/db/db.h),
-and src/http names nothing of the application.
+src/http names nothing of the application, and no handler in src/api
+writes a reply itself (only the pipeline and the guard call kw_respond_*:
+handlers return a kw_outcome).
 
 Exit 0 when clean; otherwise one line per violation and exit 1.
 Run from the repository root: python3 scripts/check-layers.py
@@ -24,6 +26,8 @@ LAYERS = ["core", "hsm", "db", "audit", "auth", "vault", "http", "app", "api", "
 RANK = {name: i for i, name in enumerate(LAYERS)}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 LIBPQ = re.compile(r"\bPQ[a-z]\w*\s*\(|<libpq-fe\.h>")
+RESPOND = re.compile(r"\bkw_respond_\w+\s*\(")
+MAY_RESPOND = {"src/api/pipeline.c", "src/api/guard.c"}
 
 
 def layer_of(path):
@@ -55,6 +59,8 @@ def main():
                 problems.append(f"{path} ({me}) includes {inc} ({parts[1]}): upward")
         if LIBPQ.search(text) and not (path.startswith("src/db/") or path == "include/keyward/db/db.h"):
             problems.append(f"{path}: uses libpq outside src/db")
+        if path.startswith("src/api/") and path.endswith(".c") and path not in MAY_RESPOND and RESPOND.search(text):
+            problems.append(f"{path}: a handler writes its reply (return a kw_outcome instead)")
     for line in problems:
         print(f"check-layers: {line}")
     print(f"check-layers: {len(files)} files, {len(problems)} problems")
