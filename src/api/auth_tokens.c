@@ -470,6 +470,21 @@ done:
 
 #define OK_BODY "{\"status\":\"ok\"}"
 
+/* The end of a revocation of family whose work so far ended in err: its
+ * audit row in the same transaction, the commit, then the family joins
+ * this instance's revocation list (rexp > 0: until then). */
+static kw_err end_revocation(kw_call *call, const char *tenant, const char *actor, const char *action,
+                             const char *family, int64_t rexp, kw_err err)
+{
+	char *ctx = ctx_json("family", family, NULL, NULL);
+	kw_api_audit_in_tx(call, tenant, actor, action, family, ctx, &err);
+	free(ctx);
+	err = kw_api_finish_tx(call, err);
+	if (err == KW_OK && rexp > 0)
+		kw_revcache_add(call->app->revs, NULL, family, rexp);
+	return err;
+}
+
 kw_outcome kw_api_auth_logout(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
@@ -479,22 +494,15 @@ kw_outcome kw_api_auth_logout(kw_call *call, const kw_caller *who)
 	bool newly = false;
 	int64_t rexp = 0;
 	kw_err err = kw_db_begin(call->res->db, c.tid, NULL);
-	if (err == KW_OK) {
-		err = kw_jti_revoke(call->res->db, c.tid, c.sub, c.jti, c.exp + app->cfg->jwt_leeway_s,
-		                    "logout");
-		if (err == KW_OK)
-			err = kw_family_revoke(call->res->db, c.sid, "logout", app->access_ttl_max_s, &newly,
-			                       &rexp);
-		char *ctx = ctx_json("family", c.sid, NULL, NULL);
-		kw_api_audit_in_tx(call, c.tid, actor, "auth.logout", c.sid, ctx, &err);
-		free(ctx);
-		err = kw_api_finish_tx(call, err);
-	}
+	if (err != KW_OK)
+		return kw_out_failure(err);
+	err = kw_jti_revoke(call->res->db, c.tid, c.sub, c.jti, c.exp + app->cfg->jwt_leeway_s, "logout");
+	if (err == KW_OK)
+		err = kw_family_revoke(call->res->db, c.sid, "logout", app->access_ttl_max_s, &newly, &rexp);
+	err = end_revocation(call, c.tid, actor, "auth.logout", c.sid, rexp, err);
 	if (err != KW_OK)
 		return kw_out_failure(err);
 	kw_revcache_add(app->revs, c.jti, NULL, c.exp + app->cfg->jwt_leeway_s);
-	if (rexp > 0)
-		kw_revcache_add(app->revs, NULL, c.sid, rexp);
 	return kw_out_literal(200, OK_BODY);
 }
 
@@ -521,15 +529,8 @@ kw_outcome kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 	bool newly = false;
 	int64_t rexp = 0;
 	err = kw_family_revoke(call->res->db, row.family_id, "revoked", app->access_ttl_max_s, &newly, &rexp);
-	char *ctx = ctx_json("family", row.family_id, NULL, NULL);
-	kw_api_audit_in_tx(call, pt.tenant, actor, "auth.revoke", row.family_id, ctx, &err);
-	free(ctx);
-	err = kw_api_finish_tx(call, err);
-	if (err != KW_OK)
-		return kw_out_failure(err);
-	if (rexp > 0)
-		kw_revcache_add(app->revs, NULL, row.family_id, rexp);
-	return kw_out_literal(200, OK_BODY);
+	err = end_revocation(call, pt.tenant, actor, "auth.revoke", row.family_id, rexp, err);
+	return err != KW_OK ? kw_out_failure(err) : kw_out_literal(200, OK_BODY);
 }
 
 kw_outcome kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
