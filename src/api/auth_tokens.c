@@ -329,9 +329,12 @@ static kw_err lock_presented(kw_call *call, const char *tenant, const char *toke
 	return err;
 }
 
+/* "user:<subject>", whole: a subject is at most KW_SUBJECT_MAX bytes of
+ * valid UTF-8 (it came from JSON), so it is never cut inside a character. */
+#define ACTOR_MAX (5 + KW_SUBJECT_MAX + 1)
 static void actor_of(const char *subject, char *out, size_t cap)
 {
-	snprintf(out, cap, "user:%.200s", subject);
+	snprintf(out, cap, "user:%s", subject);
 }
 
 /* The credential is the body's refresh token. */
@@ -365,7 +368,7 @@ kw_outcome kw_api_auth_refresh(kw_call *call, const kw_caller *who)
 		o = kw_out_failure(err);
 		goto done;
 	}
-	char actor[256];
+	char actor[ACTOR_MAX];
 	actor_of(row.subject, actor, sizeof(actor));
 	const char *code = NULL, *msg = NULL;
 	if (row.family_revoked) {
@@ -489,7 +492,7 @@ kw_outcome kw_api_auth_logout(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
-	char actor[256];
+	char actor[ACTOR_MAX];
 	actor_of(c.sub, actor, sizeof(actor));
 	bool newly = false;
 	int64_t rexp = 0;
@@ -524,7 +527,7 @@ kw_outcome kw_api_auth_revoke(kw_call *call, const kw_caller *who)
 		                      "auth.revoke");
 	if (err != KW_OK)
 		return kw_out_failure(err);
-	char actor[256];
+	char actor[ACTOR_MAX];
 	actor_of(row.subject, actor, sizeof(actor));
 	bool newly = false;
 	int64_t rexp = 0;
@@ -537,7 +540,7 @@ kw_outcome kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 {
 	const kw_access_claims c = who->claims;
 	kw_app *app = call->app;
-	char actor[256];
+	char actor[ACTOR_MAX];
 	actor_of(c.sub, actor, sizeof(actor));
 	char(*sids)[37] = NULL;
 	size_t n = 0;

@@ -25,6 +25,7 @@
 #include "keyward/auth/revocation.h"
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
+#include "keyward/core/text.h"
 #include "keyward/http/ratelimit.h"
 
 #define KW_AUTH_HEADER_MAX 16384
@@ -54,14 +55,16 @@ void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, c
 {
 	if (call->app->audit == NULL)
 		return;
-	char st[64];
+	char st[64], path[4 * 256 + 1];
 	snprintf(st, sizeof(st), "%d %s", status, code);
-	json_t *o = json_pack("{s:s, s:s%}", "method", call->req.method, "path", call->req.path,
-	                      strnlen(call->req.path, 256));
+	/* The path as valid UTF-8 (JSON needs it), at most 256 characters. */
+	kw_utf8_clean(call->req.path, strlen(call->req.path), 256, path, sizeof(path), NULL);
+	json_t *o = json_pack("{s:s, s:s}", "method", call->req.method, "path", path);
 	char *ctx = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	kw_audit_event ev = kw_api_event(call, tenant_id, actor ? actor : "anonymous", action, NULL, st, ctx);
-	kw_err err = kw_audit_writer_log(call->app->audit, &ev);
+	/* Posted: the refusal's answer does not wait for the row. */
+	kw_err err = kw_audit_writer_post(call->app->audit, &ev);
 	if (err != KW_OK)
 		kw_warn("audit: refusal of request %s not recorded: %s", call->req.request_id,
 		        kw_err_str(err));

@@ -95,8 +95,8 @@ typedef struct kw_outcome {
 		const char *action; /* NULL = no refusal row */
 		int status;
 		const char *code;
-		char tenant_id[37]; /* "" = none */
-		char actor[256];    /* "" = anonymous */
+		char tenant_id[37];                 /* "" = none */
+		char actor[5 + KW_SUBJECT_MAX + 1]; /* "" = anonymous */
 	} refusal;
 	/* after audit: the event (strings may point into hold), statements for
 	 * the same transaction, and what frees hold once the row is settled */
@@ -168,8 +168,9 @@ void kw_api_pipeline_batch(kw_call **calls, size_t n, kw_handled *handled);
 /* Carries out an outcome for call (see kw_outcome); who is the caller the
  * pipeline found. */
 kw_handled kw_api_settle(kw_call *call, const kw_caller *who, kw_outcome o);
-/* The route's audit row for a call (every-call routes), written before the
- * answer: through the group-commit writer, or the worker's own chain. */
+/* The route's audit row for a refused call (every-call routes): posted to
+ * the group-commit writer (the answer does not wait), or written by the
+ * worker's own chain when there is no writer. */
 KW_MUST_CHECK kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status,
                                        const char *context);
 /* The route's audit action (its row's .action). */

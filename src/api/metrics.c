@@ -71,8 +71,10 @@ char *kw_api_metrics_text(kw_app *app, size_t *len)
 		    "# HELP keyward_audit_group_commits_total Transactions the group-commit writer "
 		    "committed.\n"
 		    "# TYPE keyward_audit_group_commits_total counter\nkeyward_audit_group_commits_total "
-		    "%llu\n",
-		    rows, commits);
+		    "%llu\n"
+		    "# HELP keyward_audit_pending Audit rows queued or being written, not yet settled.\n"
+		    "# TYPE keyward_audit_pending gauge\nkeyward_audit_pending %llu\n",
+		    rows, commits, kw_audit_writer_pending(app->audit));
 	}
 	kw_auth_stats as;
 	kw_auth_stats_get(&as);

@@ -38,8 +38,10 @@ kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char
 kw_err kw_api_audit_call(kw_call *call, const kw_caller *who, const char *status, const char *context)
 {
 	kw_audit_event ev = kw_api_call_event(call, who, status, context);
+	/* A refusal's answer does not wait for its row: the writer writes it
+	 * with the next group commit (and before it stops). */
 	if (call->app->audit != NULL)
-		return kw_audit_writer_log(call->app->audit, &ev);
+		return kw_audit_writer_post(call->app->audit, &ev);
 	if (call->res == NULL || call->res->audit == NULL || call->res->db == NULL)
 		return KW_ERR_DB_UNAVAILABLE;
 	return kw_audit_write_one(call->res->audit, call->res->hsm, call->res->db, &ev);

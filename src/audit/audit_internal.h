@@ -32,8 +32,9 @@
 #define KW_AUDIT_HEAD_TAG "keyward-audit-head-v1"
 #define KW_AUDIT_UUID_LEN 36
 
-/* Caps that keep rows bounded (bytes; longer text is cut on a UTF-8
- * boundary). Context is JSON and cannot be cut: longer is invalid. */
+/* Caps that keep rows bounded: characters of the user agent and of other
+ * text (longer is cut; ill-formed UTF-8 becomes U+FFFD, kw_utf8_clean).
+ * Context is JSON and cannot be cut: more bytes than its cap is invalid. */
 #define KW_AUDIT_MAX_UA      256
 #define KW_AUDIT_MAX_TEXT    512
 #define KW_AUDIT_MAX_CONTEXT (64 * 1024)

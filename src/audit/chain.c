@@ -114,18 +114,6 @@ kw_err kw_audit_event_check(const kw_audit_event *ev)
 	return KW_OK;
 }
 
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
-static size_t capped_len(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-	if (n <= max)
-		return n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-		n--;
-	return n;
-}
-
 static void format_now(char at[32])
 {
 	struct timespec ts;
@@ -235,7 +223,7 @@ kw_err kw_audit_stage_row(kw_audit_chain *c, kw_hsm_session *s, const kw_audit_e
 	const kw_hsm_key *key = NULL;
 	kw_audit_row r = {0};
 	const char *src[KW_AF_COUNT] = {0};
-	size_t cap[KW_AF_COUNT] = {0};
+	size_t cap[KW_AF_COUNT] = {0}, chars[KW_AF_COUNT] = {0};
 	size_t total = 0;
 
 	err = kw_audit_event_check(ev);
@@ -260,14 +248,20 @@ kw_err kw_audit_stage_row(kw_audit_chain *c, kw_hsm_session *s, const kw_audit_e
 	src[KW_AF_USER_AGENT] = ev->user_agent;
 	src[KW_AF_REQUEST_ID] = ev->request_id;
 	src[KW_AF_CONTEXT] = ev->context != NULL ? ev->context : "{}";
+	/* Whatever bytes a request carried, the row holds valid UTF-8 (or the
+	 * database would refuse it, and the refusal would go unaudited),
+	 * bounded by characters. */
 	for (int i = 0; i < KW_AF_COUNT; i++) {
 		if (src[i] == NULL)
 			continue;
-		size_t max = i == KW_AF_USER_AGENT ? KW_AUDIT_MAX_UA
-		             : i == KW_AF_CONTEXT  ? KW_AUDIT_MAX_CONTEXT
-		                                   : KW_AUDIT_MAX_TEXT;
-		cap[i] = capped_len(src[i], max);
-		total += cap[i] + 1;
+		size_t len = strlen(src[i]);
+		chars[i] = i == KW_AF_USER_AGENT ? KW_AUDIT_MAX_UA
+		           : i == KW_AF_CONTEXT  ? SIZE_MAX /* JSON: checked whole, never cut */
+		                                 : KW_AUDIT_MAX_TEXT;
+		cap[i] = 3 * len + 1; /* each byte may become U+FFFD */
+		if (chars[i] != SIZE_MAX && cap[i] > 4 * chars[i] + 1)
+			cap[i] = 4 * chars[i] + 1;
+		total += cap[i];
 	}
 	r.text = malloc(total > 0 ? total : 1);
 	if (r.text == NULL) {
@@ -278,16 +272,15 @@ kw_err kw_audit_stage_row(kw_audit_chain *c, kw_hsm_session *s, const kw_audit_e
 	for (int i = 0; i < KW_AF_COUNT; i++) {
 		if (src[i] == NULL)
 			continue;
-		memcpy(p, src[i], cap[i]);
-		p[cap[i]] = '\0';
+		size_t n = kw_utf8_clean(src[i], strlen(src[i]), chars[i], p, cap[i], NULL);
 		/* The database prints uuids in lowercase: so does the MAC. */
 		if (i == KW_AF_TENANT_ID) {
-			for (size_t j = 0; j < cap[i]; j++)
+			for (size_t j = 0; j < n; j++)
 				if (p[j] >= 'A' && p[j] <= 'F')
 					p[j] = (char)(p[j] - 'A' + 'a');
 		}
 		r.f[i] = p;
-		p += cap[i] + 1;
+		p += cap[i];
 	}
 
 	memcpy(r.chain_id, c->id, sizeof(r.chain_id));

@@ -3,15 +3,18 @@
  *
  * One thread owns a connection, an HSM session and a chain. Callers queue
  * an event and block; the thread takes everything queued (up to max_batch),
- * writes it in one transaction — a pipeline of one set_config + INSERT per
- * row and one head UPDATE — commits once, and wakes every caller with the
- * outcome. While it commits, the next batch gathers, so the number of
+ * writes it in one transaction — one INSERT of every row, of any tenants
+ * and users, and one head UPDATE, in one round trip — commits once, and
+ * wakes every caller with the outcome. The transaction is marked as the
+ * writer's (app.audit_writer), which its own INSERT policy admits: audit
+ * rows are protected by the MAC chain, not by RLS on insert (see
+ * docs/threat-model.md). While it commits, the next batch gathers, so the number of
  * durable commits per second stops bounding the number of audited
  * requests. A caller is answered only after its row is durable.
  *
  * A caller may also hand over statements of its own (kw_audit_writer_log_with,
- * e.g. the rows of a new session): they run in the same transaction, just
- * before its audit row and under its tenant's scope, so the change and its
+ * e.g. the rows of a new session): they run in the same transaction, before
+ * the rows and under the caller's tenant's scope, so the change and its
  * audit row commit together — and many callers' changes share one commit.
  *
  * Failure: if the connection was lost before COMMIT, the thread reconnects
@@ -55,6 +58,7 @@ struct kw_audit_writer {
 	size_t max_batch;
 	wreq **batch;
 	kw_err *results;
+	char **rows_sql; /* [n]: the INSERT of n rows, built on first use */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
@@ -65,15 +69,21 @@ struct kw_audit_writer {
 	pthread_t thread;
 
 	atomic_ullong rows, commits;
+	atomic_ullong pending; /* queued or in a batch, not yet settled */
 };
 
-static bool same_str(const char *a, const char *b)
+/* The INSERT of n rows (cached: the writer sees the same sizes again). */
+static const char *rows_sql(kw_audit_writer *w, size_t n)
 {
-	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+	if (w->rows_sql[n] == NULL)
+		w->rows_sql[n] = kw_audit_rows_sql(n);
+	return w->rows_sql[n];
 }
 
-/* One transaction for n events. *sent_commit tells whether COMMIT went out
- * (then a lost connection leaves the outcome unknown). */
+/* One transaction for n events: BEGIN, the writer's mark, each caller's
+ * own statements under its scope, one INSERT of every row, the head,
+ * COMMIT. *sent_commit tells whether COMMIT went out (then a lost
+ * connection leaves the outcome unknown). */
 static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_commit)
 {
 	kw_err err = KW_OK;
@@ -81,20 +91,24 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 	kw_db_stmt *stmts = NULL;
 	kw_db_result **res = NULL;
 	kw_audit_head head = {0};
-	size_t nst = 0;
-	const char *prev_tenant = NULL, *prev_user = NULL;
-	const char **scope = NULL;
-	bool first = true;
+	size_t nst = 0, np = n * KW_AUDIT_INSERT_NPARAMS;
+	const char **scope = NULL, **values = NULL;
+	int *lengths = NULL, *formats = NULL;
+	const char *sql = rows_sql(w, n);
 
 	*sent_commit = false;
-	size_t cap = 2 * n + 2;
+	size_t cap = 4 + n;
 	for (size_t i = 0; i < n; i++)
 		cap += reqs[i]->npre;
 	rows = calloc(n, sizeof(*rows));
 	stmts = calloc(cap, sizeof(*stmts));
 	res = calloc(cap, sizeof(*res));
 	scope = calloc(2 * n, sizeof(*scope));
-	if (rows == NULL || stmts == NULL || res == NULL || scope == NULL) {
+	values = calloc(np, sizeof(*values));
+	lengths = calloc(np, sizeof(*lengths));
+	formats = calloc(np, sizeof(*formats));
+	if (sql == NULL || rows == NULL || stmts == NULL || res == NULL || scope == NULL || values == NULL ||
+	    lengths == NULL || formats == NULL) {
 		err = KW_ERR_NOMEM;
 		goto done;
 	}
@@ -103,27 +117,27 @@ static kw_err write_tx(kw_audit_writer *w, wreq **reqs, size_t n, bool *sent_com
 		goto done;
 	/* BEGIN travels in the same pipeline as the rows: one round trip. */
 	stmts[nst++] = (kw_db_stmt){"BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL};
+	stmts[nst++] = kw_audit_stmt_writer();
 	for (size_t i = 0; i < n; i++) {
 		err = kw_audit_stage_row(w->chain, w->session, reqs[i]->ev, &rows[i]);
 		if (err != KW_OK)
 			goto done;
-		/* The INSERT policies check each row's tenant (and, for vault
-		 * rows, user) against app.tenant_id and app.user_id: set them per
-		 * row (a NULL tenant passes with any setting). */
-		const char *tenant = rows[i].f[KW_AF_TENANT_ID], *user = reqs[i]->ev->user_id;
-		bool same = !first && same_str(tenant, prev_tenant) && same_str(user, prev_user);
-		if (!same && !(first && tenant == NULL && user == NULL && reqs[i]->npre == 0)) {
+		if (reqs[i]->npre > 0) {
+			/* A caller's own statements run under its tenant's (and user's)
+			 * scope, as its tables' policies demand. */
+			const char *tenant = rows[i].f[KW_AF_TENANT_ID], *user = reqs[i]->ev->user_id;
 			scope[2 * i] = tenant != NULL ? tenant : "";
 			scope[2 * i + 1] = user != NULL ? user : "";
 			stmts[nst++] = kw_db_stmt_scope(&scope[2 * i]);
+			for (size_t k = 0; k < reqs[i]->npre; k++)
+				stmts[nst++] = reqs[i]->pre[k];
 		}
-		first = false;
-		prev_tenant = tenant;
-		prev_user = user;
-		for (size_t k = 0; k < reqs[i]->npre; k++)
-			stmts[nst++] = reqs[i]->pre[k];
-		stmts[nst++] = rows[i].stmt;
+		size_t b = i * KW_AUDIT_INSERT_NPARAMS;
+		memcpy(values + b, rows[i].values, KW_AUDIT_INSERT_NPARAMS * sizeof(*values));
+		memcpy(lengths + b, rows[i].lengths, KW_AUDIT_INSERT_NPARAMS * sizeof(*lengths));
+		memcpy(formats + b, rows[i].formats, KW_AUDIT_INSERT_NPARAMS * sizeof(*formats));
 	}
+	stmts[nst++] = (kw_db_stmt){sql, (int)np, values, lengths, formats};
 	err = kw_audit_stage_head(w->chain, w->session, &head);
 	if (err != KW_OK)
 		goto done;
@@ -155,6 +169,9 @@ done:
 	free(stmts);
 	free(rows);
 	free(scope);
+	free(values);
+	free(lengths);
+	free(formats);
 	return err;
 }
 
@@ -216,6 +233,7 @@ static void *writer_main(void *arg)
 			w->batch[i]->done = true;
 			pthread_cond_signal(&w->batch[i]->cv);
 		}
+		atomic_fetch_sub(&w->pending, n);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
@@ -231,6 +249,9 @@ static void writer_free(kw_audit_writer *w)
 	kw_db_close(w->db);
 	pthread_cond_destroy(&w->wake);
 	pthread_mutex_destroy(&w->mu);
+	for (size_t n = 0; w->rows_sql != NULL && n <= w->max_batch; n++)
+		free(w->rows_sql[n]);
+	free(w->rows_sql);
 	free(w->batch);
 	free(w->results);
 	free(w);
@@ -255,7 +276,8 @@ kw_err kw_audit_writer_start(kw_hsm *hsm, const char *conninfo, size_t max_batch
 	w->max_batch = max_batch;
 	w->batch = calloc(max_batch, sizeof(*w->batch));
 	w->results = calloc(max_batch, sizeof(*w->results));
-	if (w->batch == NULL || w->results == NULL) {
+	w->rows_sql = calloc(max_batch + 1, sizeof(*w->rows_sql));
+	if (w->batch == NULL || w->results == NULL || w->rows_sql == NULL) {
 		err = KW_ERR_NOMEM;
 		goto done;
 	}
@@ -284,10 +306,23 @@ done:
 	return err;
 }
 
+/* The rule migration 0004 holds vault rows to outside the writer (whose
+ * transactions its own policy admits, migration 0007), checked here: a
+ * vault row names, as its actor, the user of its tenant it is about. */
+static kw_err vault_row_check(const kw_audit_event *ev)
+{
+	if (strncmp(ev->action, "vault.", 6) != 0)
+		return KW_OK;
+	if (ev->tenant_id == NULL || ev->user_id == NULL || ev->user_id[0] == '\0' ||
+	    strncmp(ev->actor, "user:", 5) != 0 || strcmp(ev->actor + 5, ev->user_id) != 0)
+		return KW_ERR_INVALID;
+	return KW_OK;
+}
+
 /* A request for ev (checked first); NULL with *err set otherwise. */
 static wreq *wreq_new(const kw_audit_event *ev, const kw_db_stmt *pre, size_t npre, kw_err *err)
 {
-	if ((*err = kw_audit_event_check(ev)) != KW_OK)
+	if ((*err = kw_audit_event_check(ev)) != KW_OK || (*err = vault_row_check(ev)) != KW_OK)
 		return NULL;
 	wreq *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
@@ -313,6 +348,7 @@ static bool enqueue_locked(kw_audit_writer *w, wreq *r)
 		w->head = r;
 	w->tail = r;
 	w->queued++;
+	atomic_fetch_add(&w->pending, 1);
 	pthread_cond_signal(&w->wake);
 	return true;
 }
@@ -368,12 +404,73 @@ kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev, cons
 	return err;
 }
 
+/* A posted event and the copies of its strings. */
+typedef struct posted {
+	kw_audit_event ev;
+	char text[];
+} posted;
+
+static void posted_done(void *arg, kw_err result)
+{
+	posted *p = arg;
+	if (result != KW_OK)
+		kw_warn("audit: a refusal row of request %s was not recorded: %s",
+		        p->ev.request_id ? p->ev.request_id : "-", kw_err_str(result));
+	free(p);
+}
+
+kw_err kw_audit_writer_post(kw_audit_writer *w, const kw_audit_event *ev)
+{
+	kw_err err = kw_audit_event_check(ev);
+	if (err != KW_OK)
+		return err;
+	const char *const src[] = {ev->tenant_id, ev->actor,      ev->action,     ev->target,  ev->status,
+	                           ev->ip,        ev->user_agent, ev->request_id, ev->context, ev->user_id};
+	enum { NSTR = sizeof(src) / sizeof(src[0]) };
+	size_t total = 0;
+	for (size_t i = 0; i < NSTR; i++)
+		total += src[i] != NULL ? strlen(src[i]) + 1 : 0;
+	posted *p = malloc(sizeof(*p) + total);
+	if (p == NULL)
+		return KW_ERR_NOMEM;
+	const char *copy[NSTR];
+	char *at = p->text;
+	for (size_t i = 0; i < NSTR; i++) {
+		copy[i] = NULL;
+		if (src[i] == NULL)
+			continue;
+		size_t n = strlen(src[i]) + 1;
+		memcpy(at, src[i], n);
+		copy[i] = at;
+		at += n;
+	}
+	p->ev = (kw_audit_event){.tenant_id = copy[0],
+	                         .actor = copy[1],
+	                         .action = copy[2],
+	                         .target = copy[3],
+	                         .status = copy[4],
+	                         .ip = copy[5],
+	                         .user_agent = copy[6],
+	                         .request_id = copy[7],
+	                         .context = copy[8],
+	                         .user_id = copy[9]};
+	err = kw_audit_writer_submit(w, &p->ev, NULL, 0, posted_done, p);
+	if (err != KW_OK)
+		free(p);
+	return err;
+}
+
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits)
 {
 	if (rows != NULL)
 		*rows = atomic_load(&w->rows);
 	if (commits != NULL)
 		*commits = atomic_load(&w->commits);
+}
+
+unsigned long long kw_audit_writer_pending(kw_audit_writer *w)
+{
+	return atomic_load(&w->pending);
 }
 
 void kw_audit_writer_join(kw_audit_writer *w)

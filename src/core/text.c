@@ -166,3 +166,55 @@ done:
 	free(check);
 	return err;
 }
+
+/* Length of the well-formed sequence at s[0..n) (1-4), or 0 with *bad the
+ * length of its maximal ill-formed subpart (>= 1). Unicode 15, table 3-7. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+	size_t need;
+	if (c >= 0x01 && c <= 0x7F)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		need = 1;
+	else if (c >= 0xE0 && c <= 0xEF)
+		need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+	else if (c >= 0xF0 && c <= 0xF4)
+		need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+	else {
+		*bad = 1; /* NUL, a continuation byte, C0, C1, F5-FF */
+		return 0;
+	}
+	for (size_t i = 1; i <= need; i++) {
+		if (i >= n || s[i] < lo || s[i] > hi) {
+			*bad = i;
+			return 0;
+		}
+		lo = 0x80, hi = 0xBF;
+	}
+	return need + 1;
+}
+
+size_t kw_utf8_clean(const char *in, size_t len, size_t max_chars, char *out, size_t cap, bool *cut)
+{
+	static const char replacement[] = "\xEF\xBF\xBD"; /* U+FFFD */
+	const unsigned char *s = (const unsigned char *)in;
+	size_t i = 0, o = 0, chars = 0;
+	if (cap == 0)
+		kw_misuse("kw_utf8_clean: no room for the NUL");
+	while (i < len && chars < max_chars) {
+		size_t bad = 0, n = utf8_seq(s + i, len - i, &bad);
+		const char *src = n > 0 ? in + i : replacement;
+		size_t w = n > 0 ? n : 3;
+		if (o + w >= cap)
+			break;
+		memcpy(out + o, src, w);
+		o += w;
+		i += n > 0 ? n : bad;
+		chars++;
+	}
+	out[o] = '\0';
+	if (cut != NULL)
+		*cut = i < len;
+	return o;
+}

@@ -1,11 +1,23 @@
 /* repo_audit.c — see keyward/db/repo_audit.h. */
 #include "keyward/db/repo_audit.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #define SQL_INSERT_ROW                                                                                       \
 	"INSERT INTO audit_log (chain_id, seq, at, tenant_id, actor, action, target, status, ip, "           \
 	"user_agent, "                                                                                       \
 	"request_id, context, key_version, prev_mac, mac) VALUES ($1::uuid, $2::bigint, $3::timestamptz, "   \
 	"$4::uuid, $5, $6, $7, $8, $9, $10, $11, $12::json, $13::int, $14::bytea, $15::bytea)"
+#define SQL_INSERT_ROWS_HEAD                                                                                 \
+	"INSERT INTO audit_log (chain_id, seq, at, tenant_id, actor, action, target, status, ip, "           \
+	"user_agent, request_id, context, key_version, prev_mac, mac) VALUES "
+/* One row's placeholders, from parameter b + 1. */
+#define SQL_ROW_FMT                                                                                          \
+	"%s($%zu::uuid,$%zu::bigint,$%zu::timestamptz,$%zu::uuid,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu,$%zu::"  \
+	"json,"                                                                                              \
+	"$%zu::int,$%zu::bytea,$%zu::bytea)"
 #define SQL_INSERT_HEAD                                                                                      \
 	"INSERT INTO audit_chains (chain_id, writer, last_seq, last_mac, key_version, head_mac) VALUES "     \
 	"($1::uuid, $2, $3::bigint, $4::bytea, $5::int, $6::bytea)"
@@ -35,6 +47,32 @@
 kw_db_stmt kw_audit_stmt_row(const char *const *values, const int *lengths, const int *formats)
 {
 	return (kw_db_stmt){SQL_INSERT_ROW, KW_AUDIT_INSERT_NPARAMS, values, lengths, formats};
+}
+
+char *kw_audit_rows_sql(size_t n)
+{
+	size_t cap = sizeof(SQL_INSERT_ROWS_HEAD) + n * 256, len = strlen(SQL_INSERT_ROWS_HEAD);
+	char *sql = n > 0 ? malloc(cap) : NULL;
+	if (sql == NULL)
+		return NULL;
+	memcpy(sql, SQL_INSERT_ROWS_HEAD, len + 1);
+	for (size_t i = 0; i < n; i++) {
+		size_t b = i * KW_AUDIT_INSERT_NPARAMS;
+		int w = snprintf(sql + len, cap - len, SQL_ROW_FMT, i > 0 ? "," : "", b + 1, b + 2, b + 3,
+		                 b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12, b + 13,
+		                 b + 14, b + 15);
+		if (w < 0 || (size_t)w >= cap - len) {
+			free(sql);
+			return NULL;
+		}
+		len += (size_t)w;
+	}
+	return sql;
+}
+
+kw_db_stmt kw_audit_stmt_writer(void)
+{
+	return (kw_db_stmt){"SELECT set_config('app.audit_writer', 'on', true)", 0, NULL, NULL, NULL};
 }
 
 kw_db_stmt kw_audit_stmt_head(bool update, const char *const *values, const int *lengths, const int *formats)

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "keyward/core/log.h"
+#include "keyward/core/text.h"
 
 void kw_time_rfc3339(int64_t t, char out[32])
 {
@@ -67,17 +68,31 @@ static void i64_text(int64_t v, char out[24])
 	"FROM f RETURNING floor(extract(epoch FROM sliding_expires_at))::bigint, "                           \
 	"(SELECT floor(extract(epoch FROM absolute_expires_at))::bigint FROM f)"
 
+/* The request's user agent as a session keeps it (NULL stays NULL). */
+static const char *session_ua(const char *ua, char out[KW_SESSION_UA_MAX])
+{
+	if (ua == NULL)
+		return NULL;
+	kw_utf8_clean(ua, strlen(ua), KW_SESSION_UA_CHARS, out, KW_SESSION_UA_MAX, NULL);
+	return out;
+}
+
 kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp, int64_t *sliding_exp)
 {
-	char abs[24], sl[24], pep[24];
+	char abs[24], sl[24], pep[24], ua[KW_SESSION_UA_MAX];
 	i64_text(f->absolute_ttl_s, abs);
 	i64_text(f->sliding_ttl_s, sl);
 	i64_text(f->pepper_id, pep);
-	const char *vals[10] = {f->id,         f->tenant_id,
-	                        f->subject,    f->role,
-	                        abs,           f->ip,
-	                        f->user_agent, (const char *)f->token_hmac,
-	                        pep,           sl};
+	const char *vals[10] = {f->id,
+	                        f->tenant_id,
+	                        f->subject,
+	                        f->role,
+	                        abs,
+	                        f->ip,
+	                        session_ua(f->user_agent, ua),
+	                        (const char *)f->token_hmac,
+	                        pep,
+	                        sl};
 	int lens[10] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0};
 	int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
 	int64_t got[2];
@@ -102,9 +117,16 @@ void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t 
 	i64_text(absolute_exp, out->abs);
 	i64_text(sliding_exp, out->sl);
 	i64_text(f->pepper_id, out->pep);
-	const char *vals[10] = {f->id,    f->tenant_id, f->subject,    f->role,
-	                        out->abs, f->ip,        f->user_agent, (const char *)f->token_hmac,
-	                        out->pep, out->sl};
+	const char *vals[10] = {f->id,
+	                        f->tenant_id,
+	                        f->subject,
+	                        f->role,
+	                        out->abs,
+	                        f->ip,
+	                        session_ua(f->user_agent, out->ua),
+	                        (const char *)f->token_hmac,
+	                        out->pep,
+	                        out->sl};
 	memcpy(out->vals, vals, sizeof(vals));
 	out->lens[7] = KW_HMAC_LEN;
 	out->fmts[7] = 1;

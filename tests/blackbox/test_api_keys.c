@@ -195,6 +195,7 @@ Test(api_keys, other_tenants_objects_answer_404)
 	         "status = '404 "
 	         "not_found'",
 	         tb.id);
+	kwt_audit_settle(&d);
 	char *n = kwt_db_admin_sql(&d.db, sql);
 	cr_assert_str_eq(n, "3");
 	free(n);
@@ -212,6 +213,7 @@ Test(api_keys, scopes_are_enforced)
 	cr_assert_eq(req("POST", "/api/v1/api-keys", auth, "{\"name\":\"x\",\"scopes\":[\"admin\"]}", &r), 0);
 	kwt_assert_json_error(&r, 403, "insufficient_scope");
 	kwt_resp_free(&r);
+	kwt_audit_settle(&d);
 	char *n =
 	    kwt_db_admin_sql(&d.db, "SELECT count(*) FROM audit_log WHERE status = '403 insufficient_scope'");
 	cr_assert_str_eq(n, "2");
@@ -244,6 +246,7 @@ Test(api_keys, per_key_rate_limit_and_recovery)
 	cr_assert_eq(req("GET", "/api/v1/api-keys", auth, NULL, &r), 0);
 	cr_assert_eq(r.status, 200, "no recovery after the window: %d", r.status);
 	kwt_resp_free(&r);
+	kwt_audit_settle(&d);
 	char *n = kwt_db_admin_sql(&d.db, "SELECT count(*) FROM audit_log WHERE status = '429 rate_limited'");
 	cr_assert_str_eq(n, "1");
 	free(n);
@@ -404,6 +407,7 @@ Test(client_ip, forwarded_for_ignored_from_untrusted_peer)
 	kwt_tenant t;
 	kwt_tenant_create(&dd, "xff-a", &t);
 	cr_assert_eq(count_429(&dd, &t, 8, true), 3, "spoofed X-Forwarded-For escaped the per-IP limit");
+	kwt_audit_settle(&dd); /* refusal rows land shortly after their answers */
 	char *n = kwt_db_admin_sql(&dd.db, "SELECT count(*) FROM audit_log WHERE ip LIKE '203.0.113.%'");
 	cr_assert_str_eq(n, "0");
 	free(n);
@@ -421,6 +425,7 @@ Test(client_ip, forwarded_for_believed_from_trusted_proxy)
 	cr_assert_eq(count_429(&dd, &t, 8, true), 0, "each forwarded client should have its own budget");
 	/* 203.0.113.1 spent one above; four more fit, then two are refused. */
 	cr_assert_eq(count_429(&dd, &t, 6, false), 2, "one forwarded client over its budget");
+	kwt_audit_settle(&dd);
 	char *n = kwt_db_admin_sql(&dd.db, "SELECT count(*) FROM audit_log WHERE ip = '203.0.113.1'");
 	cr_assert_str_eq(n, "2");
 	free(n);

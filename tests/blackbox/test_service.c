@@ -249,14 +249,26 @@ static void *slow_request(void *arg)
 	return NULL;
 }
 
-Test(service, sigterm_drains_request_in_flight)
+/* The PostgreSQL backends of the service's connections (space-separated). */
+static char *service_backends(void)
 {
 	char *pids = kwt_db_admin_sql(&d.db, "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
 	                                     "WHERE usename = 'kw_svc' AND datname = current_database()");
 	cr_assert_not_null(pids, "the service holds no database connection");
+	return pids;
+}
+
+static void signal_backends(const char *sig, const char *pids)
+{
 	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "kill -STOP %s", pids);
+	snprintf(cmd, sizeof(cmd), "kill -%s %s", sig, pids);
 	cr_assert_eq(system(cmd), 0);
+}
+
+Test(service, sigterm_drains_request_in_flight)
+{
+	char *pids = service_backends();
+	signal_backends("STOP", pids);
 	inflight f = {.d = &d};
 	pthread_t t;
 	pthread_create(&t, NULL, slow_request, &f);
@@ -268,8 +280,7 @@ Test(service, sigterm_drains_request_in_flight)
 	/* A new connection is refused while draining. */
 	kwt_resp r2;
 	int late_rc = kwt_http_get(&d, "/healthz", &r2);
-	snprintf(cmd, sizeof(cmd), "kill -CONT %s", pids);
-	cr_assert_eq(system(cmd), 0);
+	signal_backends("CONT", pids);
 	cr_assert_eq(early, 0, "keywardd exited with a request in flight");
 	cr_assert_neq(late_rc, 0, "still accepting while draining");
 	pthread_join(t, NULL);
@@ -283,4 +294,37 @@ Test(service, sigterm_drains_request_in_flight)
 	char *log = kwt_daemon_log(&d);
 	cr_assert(strstr(log, "shutting down"), "%s", log);
 	free(log);
+}
+
+/* Refusals are answered without waiting for their audit rows, and a clean
+ * shutdown still writes every one: the database is frozen while they are
+ * answered and thawed only after SIGTERM. */
+Test(service, refusal_rows_are_written_before_a_clean_exit)
+{
+	char *v = kwt_db_admin_sql(&d.db, "SELECT count(*) FROM audit_log WHERE status ~ '^(401|429) '");
+	long long before = strtoll(v, NULL, 10);
+	free(v);
+	char *pids = service_backends();
+	signal_backends("STOP", pids);
+	int answered = 0;
+	for (int i = 0; i < 30; i++) {
+		kwt_resp r;
+		if (kwt_http_req(&d, "GET", "/api/v1/api-keys", "Authorization: Bearer not-a-key\r\n", NULL,
+		                 &r) == 0 &&
+		    (r.status == 401 || r.status == 429))
+			answered++;
+		kwt_resp_free(&r);
+	}
+	kill(d.pid, SIGTERM);
+	usleep(300 * 1000);
+	signal_backends("CONT", pids);
+	free(pids);
+	cr_assert_eq(answered, 30, "refusals waited for the frozen database");
+	int st;
+	cr_assert_eq(waitpid(d.pid, &st, 0), d.pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+	d.pid = 0;
+	v = kwt_db_admin_sql(&d.db, "SELECT count(*) FROM audit_log WHERE status ~ '^(401|429) '");
+	cr_assert_eq(strtoll(v, NULL, 10) - before, 30, "refusal rows lost at shutdown");
+	free(v);
 }

@@ -151,6 +151,7 @@ static int refresh(const char *rt, kwt_resp *r)
 
 static long long audit_count(const char *where)
 {
+	kwt_audit_settle(&d); /* refusal rows land shortly after their answers */
 	char sql[1024];
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM audit_log WHERE %s", where);
 	char *v = kwt_db_admin_sql(&d.db, sql);
@@ -785,6 +786,101 @@ Test(tokens, no_token_reaches_the_log_or_the_audit_trail)
 	}
 	cr_assert(strstr(log, "family") != NULL, "the reuse warning names the family");
 	free(log);
+}
+
+/* Every kind of ill-formed UTF-8 a client can put in a header value. */
+static const char *const bad_utf8[] = {
+    "caf\xe9 (Latin-1)",
+    "lone \x80 continuation",
+    "overlong \xc0\xaf slash",
+    "overlong \xe0\x80\xaf three",
+    "overlong \xf0\x80\x80\xaf four",
+    "surrogate \xed\xa0\x80 half",
+    "above \xf4\x90\x80\x80 U+10FFFF",
+    "lead \xf5\x80\x80\x80 F5",
+    "bytes \xff\xfe FF FE",
+    "truncated at the end \xe2\x82",
+    "truncated \xf0\x9f\x98 then text",
+    "C1 \xc1\xbf overlong",
+};
+
+static int with_ua(const char *auth_line, const char *ua, const char *body, kwt_resp *r)
+{
+	char h[1024];
+	snprintf(h, sizeof(h), "%sUser-Agent: %s\r\n", auth_line, ua);
+	return kwt_http_req(&d, "POST", "/api/v1/auth/login", h, body, r);
+}
+
+static void audit_verifies(void)
+{
+	char bin[600], cmd[3000];
+	kwt_bin_sh("keywardctl", bin, sizeof(bin));
+	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s audit verify >/dev/null", d.db.admin,
+	         bin);
+	cr_assert_eq(system(cmd), 0, "audit verify failed");
+}
+
+Test(tokens, request_bytes_never_break_an_audit_row_or_a_session)
+{
+	size_t n = sizeof(bad_utf8) / sizeof(bad_utf8[0]);
+	long long refused0 = audit_count("status LIKE '401%' AND user_agent LIKE '%' || chr(65533) || '%'");
+	long long ok0 = audit_count(
+	    "action = 'auth.login' AND status = 'ok' AND user_agent LIKE '%' || chr(65533) || '%'");
+	for (size_t i = 0; i < n; i++) {
+		kwt_resp r;
+		/* Accepted: the session row and its audit row both take the header. */
+		cr_assert_eq(
+		    with_ua(issuer_auth_a, bad_utf8[i], "{\"subject\":\"ua-probe\",\"role\":\"track1\"}", &r),
+		    0);
+		cr_assert_eq(r.status, 200, "%s: %d %s", bad_utf8[i], r.status, r.body);
+		kwt_resp_free(&r);
+		/* Refused: the refusal is audited all the same. */
+		cr_assert_eq(
+		    with_ua("Authorization: Bearer kw_live_0000000000000000000000000000000000000000\r\n",
+		            bad_utf8[i], "{\"subject\":\"ua-probe\",\"role\":\"track1\"}", &r),
+		    0);
+		cr_assert_eq(r.status, 401, "%s: %d %s", bad_utf8[i], r.status, r.body);
+		kwt_resp_free(&r);
+	}
+	/* Each row holds the header with U+FFFD where the bytes were ill-formed. */
+	cr_assert_eq(
+	    audit_count(
+	        "action = 'auth.login' AND status = 'ok' AND user_agent LIKE '%' || chr(65533) || '%'") -
+	        ok0,
+	    (long long)n);
+	const char *refused = "status LIKE '401%' AND user_agent LIKE '%' || chr(65533) || '%'";
+	cr_assert_geq(audit_count(refused) - refused0, (long long)n);
+	cr_assert_eq(
+	    audit_count("action = 'auth.login' AND user_agent = 'caf' || chr(65533) || ' (Latin-1)'"), 1);
+
+	/* A long user agent is cut by characters, never inside one. */
+	char ua[1200] = "";
+	for (int i = 0; i < 300; i++)
+		strcat(ua, "\xc3\xa9");
+	kwt_resp r;
+	cr_assert_eq(with_ua(issuer_auth_a, ua, "{\"subject\":\"ua-long\",\"role\":\"track1\"}", &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	cr_assert_eq(
+	    audit_count("action = 'auth.login' AND target IS NOT NULL AND char_length(user_agent) = 256 AND "
+	                "user_agent = repeat(chr(233), 256)"),
+	    1);
+
+	/* A subject of 255 bytes whose 200th byte falls inside a character
+	 * signs in, logs out and is audited whole. */
+	char subject[300] = "a", body[600];
+	for (int i = 0; i < 127; i++)
+		strcat(subject, "\xc3\xa9");
+	snprintf(body, sizeof(body), "{\"subject\":\"%s\",\"role\":\"track1\"}", subject);
+	session s;
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/login", issuer_auth_a, body, &r), 0);
+	read_session(&r, &s);
+	kwt_resp_free(&r);
+	cr_assert_eq(with_bearer(&d, "POST", "/api/v1/auth/logout", s.access, NULL, &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	cr_assert_eq(audit_count("action = 'auth.logout' AND actor = 'user:a' || repeat(chr(233), 127)"), 1);
+	audit_verifies();
 }
 
 Test(tokens, a_rotated_token_replayed_after_its_own_expiry_is_still_a_reuse)

@@ -101,6 +101,7 @@ static int wallet_login(const char *tenant, const char *address, const char *non
 
 static long long audit_count(const char *where)
 {
+	kwt_audit_settle(&d); /* refusal rows land shortly after their answers */
 	char sql[1024];
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM audit_log WHERE %s", where);
 	char *v = kwt_db_admin_sql(&d.db, sql);

@@ -377,14 +377,32 @@ int kwt_http_req(const kwt_daemon *d, const char *method, const char *path, cons
 	size_t blen = body ? strlen(body) : 0, hlen = headers ? strlen(headers) : 0;
 	size_t cap = blen + hlen + strlen(path) + 512;
 	char *req = malloc(cap);
-	int n =
-	    snprintf(req, cap,
-	             "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nUser-Agent: kwtest/1\r\n%s"
-	             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-	             method, path, headers ? headers : "", blen, body ? body : "");
+	/* The test's own User-Agent, if it sends one, is the only one. */
+	bool own_ua = headers != NULL && strcasestr(headers, "User-Agent:") != NULL;
+	int n = snprintf(req, cap,
+	                 "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s%s"
+	                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	                 method, path, own_ua ? "" : "User-Agent: kwtest/1\r\n", headers ? headers : "", blen,
+	                 body ? body : "");
 	int rc = kwt_http_raw(d, false, req, (size_t)n, out);
 	free(req);
 	return rc;
+}
+
+void kwt_audit_settle(const kwt_daemon *d)
+{
+	for (int i = 0; i < 100; i++) {
+		kwt_resp r;
+		if (kwt_http_get(d, "/metrics", &r) == 0) {
+			bool settled =
+			    r.status == 200 && strstr(r.body, "\nkeyward_audit_pending 0\n") != NULL;
+			kwt_resp_free(&r);
+			if (settled)
+				return;
+		}
+		usleep(50 * 1000);
+	}
+	cr_assert_fail("the audit writer did not settle within 5 s");
 }
 
 void kwt_tenant_create(const kwt_daemon *d, const char *name, kwt_tenant *out)

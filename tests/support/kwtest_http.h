@@ -70,6 +70,10 @@ void kwt_tenant_create(const kwt_daemon *d, const char *name, kwt_tenant *out);
 void kwt_api_key_create(const kwt_daemon *d, const kwt_tenant *t, const char *name, const char *scopes_json,
                         int rate_limit, char key[128], char id[64]);
 
+/* Waits (up to 5 s) until the daemon's audit writer has settled every row
+ * it was given (keyward_audit_pending 0): refusal rows are posted to it
+ * and land shortly after their answers. */
+void kwt_audit_settle(const kwt_daemon *d);
 /* A TCP port nobody listens on right now. */
 int kwt_free_port(void);
 /* Path of a built binary: $KW_BUILD_DIR/name. */

@@ -1,4 +1,4 @@
-/* test_text.c — the core text codecs: hex, UUIDs, base64url. */
+/* test_text.c — the core text codecs: hex, UUIDs, base64url, UTF-8 cleaning. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -47,4 +47,70 @@ Test(text, base64url_is_canonical)
 	cr_assert_eq(kw_b64url_decode("-_8=", 4, out, sizeof(out), &n), KW_ERR_INVALID, "padding");
 	cr_assert_eq(kw_b64url_decode("+/8", 3, out, sizeof(out), &n), KW_ERR_INVALID, "standard alphabet");
 	cr_assert_eq(kw_b64url_decode("AAAAAAAAAAAA", 12, out, sizeof(out), &n), KW_ERR_INVALID, "over cap");
+}
+
+/* Expected outputs are Python's bytes.decode("utf-8", "replace"), which
+ * replaces maximal subparts as Unicode recommends: an independent oracle. */
+static const struct {
+	const char *name, *in, *want;
+} utf8_cases[] = {
+    {"ascii", "plain ascii", "plain ascii"},
+    {"Latin-1 e-acute", "caf\xe9", "caf\xef\xbf\xbd"},
+    {"lone continuation", "\x80", "\xef\xbf\xbd"},
+    {"two continuations", "\xbf\x80", "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"overlong slash (C0)", "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"overlong (C1)", "\xc1\xbf", "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"overlong 3-byte", "\xe0\x80\xaf", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"overlong 4-byte", "\xf0\x80\x80\xaf", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"surrogate D800", "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"surrogate DFFF", "\xed\xbf\xbf", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"above U+10FFFF", "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"F5 lead", "\xf5\x80\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"FF FE", "\xff\xfe", "\xef\xbf\xbd\xef\xbf\xbd"},
+    {"truncated 3-byte at end", "\xe2\x82", "\xef\xbf\xbd"},
+    {"truncated 3-byte then ascii", "\xe2\x82x", "\xef\xbf\xbdx"},
+    {"truncated 4-byte", "\xf0\x9f\x98", "\xef\xbf\xbd"},
+    {"truncated 2-byte", "\xc3", "\xef\xbf\xbd"},
+    {"valid 1-4 byte", "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+    {"U+FFFE noncharacter (valid)", "\xef\xbf\xbe", "\xef\xbf\xbe"},
+    {"U+10FFFF (valid)", "\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"},
+};
+
+Test(text, utf8_clean_replaces_every_ill_formed_sequence)
+{
+	for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++) {
+		char out[64];
+		bool cut = true;
+		size_t n =
+		    kw_utf8_clean(utf8_cases[i].in, strlen(utf8_cases[i].in), 100, out, sizeof(out), &cut);
+		cr_assert_str_eq(out, utf8_cases[i].want, "%s", utf8_cases[i].name);
+		cr_assert_eq(n, strlen(utf8_cases[i].want), "%s", utf8_cases[i].name);
+		cr_assert_not(cut, "%s", utf8_cases[i].name);
+	}
+	/* A NUL inside the given length is not text either. */
+	char out[16];
+	cr_assert_eq(kw_utf8_clean("a\0b", 3, 10, out, sizeof(out), NULL), 5);
+	cr_assert_str_eq(out, "a\xef\xbf\xbd"
+	                      "b");
+}
+
+Test(text, utf8_clean_bounds_by_characters_and_never_splits_one)
+{
+	char out[64];
+	bool cut = false;
+	/* "é" is two bytes: three characters are six bytes. */
+	const char *e5 = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9";
+	cr_assert_eq(kw_utf8_clean(e5, strlen(e5), 3, out, sizeof(out), &cut), 6);
+	cr_assert(cut);
+	cr_assert_str_eq(out, "\xc3\xa9\xc3\xa9\xc3\xa9");
+	/* Five bytes of room (and the NUL): two whole characters, not two and a half. */
+	cr_assert_eq(kw_utf8_clean(e5, strlen(e5), 100, out, 6, &cut), 4);
+	cr_assert(cut);
+	cr_assert_str_eq(out, "\xc3\xa9\xc3\xa9");
+	/* A replacement counts as one character and needs three bytes. */
+	cr_assert_eq(kw_utf8_clean("\xff\xff", 2, 100, out, 4, &cut), 3);
+	cr_assert(cut);
+	cr_assert_eq(kw_utf8_clean("", 0, 100, out, 1, &cut), 0);
+	cr_assert_not(cut);
+	cr_assert_str_eq(out, "");
 }

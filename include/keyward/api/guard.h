@@ -42,8 +42,9 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out);
 struct kw_access_claims;
 bool kw_auth_access_token(kw_call *call, bool allow_revoked, struct kw_access_claims *out);
 
-/* Writes an audit row for a refused request through the group-commit
- * writer (durable before it returns). tenant_id/actor may be NULL. */
+/* Queues an audit row for a refused request with the group-commit writer
+ * (kw_audit_writer_post: the answer does not wait for it; the writer
+ * writes it before it stops). tenant_id/actor may be NULL. */
 void kw_audit_refusal(kw_call *call, const char *tenant_id, const char *actor, const char *action, int status,
                       const char *code);
 /* Answers 503 for an unavailable token or database, 500 otherwise. */

@@ -93,8 +93,16 @@ typedef void (*kw_audit_done_fn)(void *arg, kw_err result);
 KW_MUST_CHECK kw_err kw_audit_writer_submit(kw_audit_writer *w, const kw_audit_event *ev,
                                             const kw_db_stmt *pre, size_t npre, kw_audit_done_fn cb,
                                             void *arg);
+/* Fire and forget, for rows nobody waits for (refusals): queues a copy of
+ * ev (nothing of the caller's is kept) and returns at once; a row that
+ * cannot be written later is logged as a warning. KW_ERR_INVALID for a
+ * malformed event, KW_ERR_BUSY for a full queue or a stopping writer.
+ * Every row queued before kw_audit_writer_join is written. */
+KW_MUST_CHECK kw_err kw_audit_writer_post(kw_audit_writer *w, const kw_audit_event *ev);
 /* Rows written and transactions committed so far (for tests and metrics). */
 void kw_audit_writer_stats(kw_audit_writer *w, unsigned long long *rows, unsigned long long *commits);
+/* Rows queued or being written, whose outcome is not settled yet. */
+unsigned long long kw_audit_writer_pending(kw_audit_writer *w);
 /* Writes every queued row, refuses new ones (KW_ERR_BUSY) and ends the
  * thread; the writer stays readable (stats) until stopped.
  * Idempotent. */

@@ -40,4 +40,14 @@ size_t kw_b64url_encode(const unsigned char *in, size_t len, char *out);
 KW_MUST_CHECK kw_err kw_b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap,
                                       size_t *outlen);
 
+/* Caller-supplied text made fit for a database text column: in[0..len)
+ * as valid UTF-8 (RFC 3629) in out, NUL-terminated. Each ill-formed part
+ * (a stray or truncated sequence, an overlong form, a surrogate, a code
+ * point above U+10FFFF, a NUL) becomes one U+FFFD, replacing the maximal
+ * subpart as Unicode recommends. At most max_chars characters, and only
+ * whole ones that fit in cap bytes (cap >= 1). Returns the bytes written,
+ * NUL not counted; *cut (may be NULL) tells whether anything was left
+ * out. Valid text shorter than both limits comes out unchanged. */
+size_t kw_utf8_clean(const char *in, size_t len, size_t max_chars, char *out, size_t cap, bool *cut);
+
 #endif

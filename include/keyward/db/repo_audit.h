@@ -15,6 +15,13 @@
  * prev_mac (binary), mac (binary). */
 #define KW_AUDIT_INSERT_NPARAMS 15
 kw_db_stmt kw_audit_stmt_row(const char *const *values, const int *lengths, const int *formats);
+/* The SQL of one INSERT of n rows (n * KW_AUDIT_INSERT_NPARAMS parameters,
+ * row after row, in the order above), malloc'd; NULL when out of memory. */
+char *kw_audit_rows_sql(size_t n);
+/* Marks the transaction as the group-commit writer's: its rows, of any
+ * tenant and user, are admitted by their own INSERT policy (migration
+ * 0007); their integrity is the MAC chain's. */
+kw_db_stmt kw_audit_stmt_writer(void);
 /* Parameters of a head: chain_id, writer (insert) or the seq it was at
  * (update), last_seq, last_mac (binary), key_version, head_mac (binary).
  * An update touches no row unless the head is still where it was. */

@@ -17,6 +17,10 @@
 
 #define KW_SUBJECT_MAX 256 /* bytes of a subject (sub) */
 #define KW_ROLE_MAX    64
+/* A session's user agent, as stored: valid UTF-8, at most this many
+ * characters (kw_utf8_clean), so at most KW_SESSION_UA_MAX bytes. */
+#define KW_SESSION_UA_CHARS 256
+#define KW_SESSION_UA_MAX   (4 * KW_SESSION_UA_CHARS + 1)
 
 typedef struct kw_family_new {
 	const char *id; /* a fresh UUID: the sid of the family's access tokens */
@@ -24,7 +28,7 @@ typedef struct kw_family_new {
 	const char *subject;
 	const char *role;
 	int64_t absolute_ttl_s, sliding_ttl_s;
-	const char *ip, *user_agent; /* may be NULL */
+	const char *ip, *user_agent; /* may be NULL; the user agent as the request sent it */
 	const unsigned char *token_hmac;
 	uint32_t pepper_id;
 } kw_family_new;
@@ -38,7 +42,7 @@ KW_MUST_CHECK kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t
  * expiry times given. out holds the parameter texts; keep it alive until
  * the statement has run. */
 typedef struct kw_family_stmt {
-	char abs[24], sl[24], pep[24];
+	char abs[24], sl[24], pep[24], ua[KW_SESSION_UA_MAX];
 	const char *vals[10];
 	int lens[10], fmts[10];
 	kw_db_stmt stmt;
@@ -87,7 +91,7 @@ typedef struct kw_session_row {
 	char id[37];
 	char created_at[40], last_used_at[40], absolute_expires_at[40];
 	char ip[64];
-	char user_agent[257];
+	char user_agent[KW_SESSION_UA_MAX];
 } kw_session_row;
 /* The subject's live families, newest first; *rows malloc'd. */
 KW_MUST_CHECK kw_err kw_sessions_list(kw_db *db, const char *subject, kw_session_row **rows, size_t *n);
