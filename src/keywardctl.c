@@ -5,6 +5,7 @@
  * src/hsm and to PostgreSQL as the schema owner (db.admin_conninfo). It
  * never prints a key or a PIN; the only secrets it ever prints are
  * credentials created for the operator, once. */
+#include <errno.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "keyward/auth/tokens.h"
 #include "keyward/core/config.h"
 #include "keyward/core/log.h"
+#include "keyward/core/secret.h"
 #include "keyward/db/db.h"
 #include "keyward/db/migrate.h"
 #include "keyward/hsm/hsm.h"
@@ -153,20 +155,106 @@ static int cmd_migrate(kw_ctl *c)
 	return 2;
 }
 
+static int rotate(kw_ctl *c, kw_key_family f, const char *family, const char *what,
+                  kw_err (*made)(kw_ctl *c, uint32_t version, void *arg), void *arg, char label[64],
+                  uint32_t *prev);
+
+/* Reads every checkpoint line of path ("-" = stdin); lines without one
+ * are skipped, a malformed one is an error naming its line. */
+static int read_checkpoints(const char *path, kw_audit_checkpoint **out, size_t *n)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (f == NULL) {
+		fprintf(stderr, "keywardctl: audit verify: cannot open %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	char *line = NULL;
+	size_t cap = 0, have = 0, lineno = 0;
+	int rc = 0;
+	*out = NULL;
+	*n = 0;
+	while (rc == 0 && getline(&line, &cap, f) >= 0) {
+		lineno++;
+		kw_audit_checkpoint cp;
+		kw_err err = kw_audit_checkpoint_parse(line, &cp);
+		if (err == KW_ERR_NOT_FOUND)
+			continue;
+		if (err != KW_OK) {
+			fprintf(stderr, "keywardctl: audit verify: %s line %zu: a malformed checkpoint\n",
+			        path, lineno);
+			rc = 2;
+			break;
+		}
+		if (*n == have) {
+			size_t more = have ? 2 * have : 64;
+			kw_audit_checkpoint *g = realloc(*out, more * sizeof(*g));
+			if (g == NULL) {
+				rc = ctl_fail("audit verify", KW_ERR_NOMEM);
+				break;
+			}
+			*out = g;
+			have = more;
+		}
+		(*out)[(*n)++] = cp;
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
 static int cmd_audit_verify(kw_ctl *c)
 {
 	unsigned long long rows = 0;
+	kw_audit_checkpoint *cps = NULL;
+	size_t ncps = 0;
+	if (c->argc == 2 && strcmp(c->argv[0], "--checkpoints") == 0) {
+		int rc = read_checkpoints(c->argv[1], &cps, &ncps);
+		if (rc != 0) {
+			free(cps);
+			return rc;
+		}
+	} else if (c->argc != 0) {
+		fprintf(stderr, "keywardctl: audit verify [--checkpoints FILE]\n");
+		return 2;
+	}
 	kw_err err = ctl_hsm(c);
 	if (err == KW_OK)
 		err = ctl_db(c);
-	if (err != KW_OK)
-		return 1;
-	err = kw_audit_verify(c->hsm, c->session, c->db, stdout, &rows);
-	if (err == KW_ERR_VERIFY)
-		return 1;
+	if (err == KW_OK)
+		err = kw_audit_verify(c->hsm, c->session, c->db, stdout, &rows, cps, ncps);
+	free(cps);
+	if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID)
+		return 1; /* kw_audit_verify named what is wrong */
 	if (err != KW_OK)
 		return ctl_fail("audit verify", err);
-	(void)rows; /* kw_audit_verify printed the summary line */
+	if (ncps > 0)
+		printf("audit verify: the database holds every one of %zu checkpoint(s)\n", ncps);
+	return 0;
+}
+
+static int cmd_audit_checkpoint(kw_ctl *c)
+{
+	kw_err err = ctl_hsm(c);
+	if (err == KW_OK)
+		err = ctl_db(c);
+	if (err == KW_OK)
+		err = kw_audit_checkpoints_current(c->hsm, c->session, c->db, stdout);
+	if (err == KW_ERR_VERIFY)
+		return 1;
+	return err == KW_OK ? 0 : ctl_fail("audit checkpoint", err);
+}
+
+static int cmd_audit_rotate_key(kw_ctl *c)
+{
+	uint32_t prev = 0;
+	char label[64];
+	if (rotate(c, KW_KEY_AUDIT, "audit", "audit key", NULL, NULL, label, &prev) != 0)
+		return 1;
+	printf("active: %s (previous: keyward/audit/%" PRIu32 ", kept: the rows it MAC'd still verify)\n",
+	       label, prev);
+	printf("running keywardd instances start new chains under it within %" PRId64 " s\n",
+	       c->cfg.housekeeping_interval_s);
 	return 0;
 }
 
@@ -324,7 +412,8 @@ static int rotate(kw_ctl *c, kw_key_family f, const char *family, const char *wh
 	}
 	snprintf(label, 64, "keyward/%s/%" PRIu32, family, next);
 	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", *prev);
-	ctl_rotation_record(c, family, next, *prev);
+	if (f != KW_KEY_AUDIT) /* audit keys are never retired: nothing waits out their rotation */
+		ctl_rotation_record(c, family, next, *prev);
 	char action[32];
 	snprintf(action, sizeof(action), "%s.rotate", family);
 	if ((err = ctl_audit(c, action, label, ctx)) != KW_OK) {
@@ -642,7 +731,10 @@ static const kw_ctl_cmd commands[] = {
     {"migrate", NULL, cmd_migrate, "up | down [N] | status"},
     {"tenant", "create", cmd_tenant_create, "NAME: create a tenant and print its first admin API key, once"},
     {"tenant", "list", cmd_tenant_list, "list tenants: id, creation time, name"},
-    {"audit", "verify", cmd_audit_verify, "verify every audit chain; names the first broken row"},
+    {"audit", "verify", cmd_audit_verify,
+     "[--checkpoints FILE]: verify every audit chain, and that none is behind a checkpoint"},
+    {"audit", "checkpoint", cmd_audit_checkpoint, "print every chain's current checkpoint (MAC checked)"},
+    {"audit", "rotate-key", cmd_audit_rotate_key, "create keyward/audit/<n+1>; new chains are MAC'd with it"},
     {"jwt", "rotate", cmd_jwt_rotate, "create keyward/jwt/<n+1> and make it the signing key"},
     {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
     {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
@@ -663,6 +755,10 @@ int main(int argc, char **argv)
 	prctl(PR_SET_DUMPABLE, 0);
 	kw_log_open(NULL);
 	kw_log_set_level(KW_LOG_WARN);
+	if (kw_secure_heap_init() != KW_OK) {
+		fprintf(stderr, "keywardctl: cannot set up OpenSSL's secure heap\n");
+		return 1;
+	}
 	int i = 1;
 	const char *conf = NULL;
 	if (i + 1 < argc && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {

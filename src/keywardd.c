@@ -18,7 +18,9 @@
 
 #include "keyward/api/api.h"
 #include "keyward/app/app.h"
+#include "keyward/audit/audit.h"
 #include "keyward/core/log.h"
+#include "keyward/core/secret.h"
 
 static void usage(void)
 {
@@ -57,6 +59,10 @@ int main(int argc, char **argv)
 	kw_config cfg;
 	char errbuf[512] = "";
 	kw_log_open(NULL);
+	if (kw_secure_heap_init() != KW_OK) {
+		fprintf(stderr, "keywardd: cannot set up OpenSSL's secure heap\n");
+		return 1;
+	}
 	if (kw_config_load(&cfg, conf, errbuf, sizeof(errbuf)) != KW_OK) {
 		fprintf(stderr, "keywardd: %s\n", errbuf);
 		kw_config_free(&cfg);
@@ -82,6 +88,9 @@ int main(int argc, char **argv)
 		goto out;
 	if (kw_app_boot(&app, &cfg, errbuf, sizeof(errbuf)) != KW_OK)
 		goto out;
+	/* From here on every audit chain's progress is logged (none has any
+	 * yet): at each checkpoint interval, when it ends, and at shutdown. */
+	(void)kw_audit_checkpoints_log(false);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int workers = cfg.workers > 0 ? cfg.workers : (int)(ncpu > 0 ? ncpu * 2 : 2);
 	kw_pool_hooks hooks = kw_app_pool_hooks(&app);
@@ -146,6 +155,8 @@ out:
 	 * loops: flush it while they still exist. The loops may still read its
 	 * counters (/metrics), so it is freed only after them. */
 	kw_audit_writer_join(app.audit);
+	/* Every chain's last checkpoint, now that nothing appends any more. */
+	kw_audit_checkpoints_log(true);
 	kw_server_free(app.server);
 	app.server = NULL;
 	kw_audit_writer_stop(app.audit);

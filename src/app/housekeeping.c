@@ -1,6 +1,9 @@
-/* housekeeping.c — the periodic purge of dead token rows.
+/* housekeeping.c — the periodic purge of dead token rows, and the audit
+ * chains' checkpoints.
  *
  * One thread, its own database connection (the service role). Every
+ * audit.checkpoint_interval it logs the checkpoints of the chains that
+ * moved (kw_audit_checkpoints_log). Every
  * auth.housekeeping_interval it deletes expired revocations, wallet nonces
  * and refresh tokens, and families that expired or were revoked a day ago,
  * in statements of auth.housekeeping_batch rows so no transaction grows
@@ -13,6 +16,7 @@
 #include <time.h>
 
 #include "keyward/app/app.h"
+#include "keyward/audit/audit.h"
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
 #include "keyward/db/sessions.h"
@@ -27,34 +31,56 @@ struct kw_housekeeper {
 	bool stop;
 };
 
+/* Purges dead rows and re-reads the token's keys (each interval). */
+static void housekeep(kw_housekeeper *h, kw_db **db)
+{
+	if (*db == NULL && kw_db_connect(h->app->cfg->db_conninfo, db) != KW_OK)
+		*db = NULL;
+	if (*db != NULL && kw_db_ensure(*db) == KW_OK) {
+		kw_purge_counts n = {0};
+		kw_err err = kw_sessions_purge(*db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
+		if (err != KW_OK)
+			kw_warn("housekeeping: purge failed: %s", kw_err_str(err));
+		else if (n.revocations + n.nonces + n.tokens + n.families > 0)
+			kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh tokens, "
+			        "%llu families",
+			        (unsigned long long)n.revocations, (unsigned long long)n.nonces,
+			        (unsigned long long)n.tokens, (unsigned long long)n.families);
+	}
+	/* A key rotated by keywardctl becomes the signing key here too. */
+	if (kw_jwt_keyset_refresh(h->app->jwks, h->app->hsm, 0) != KW_OK)
+		kw_warn("housekeeping: cannot re-read the JWT keys from the token");
+}
+
+static int64_t at_least_1(int64_t s)
+{
+	return s < 1 ? 1 : s;
+}
+
 static void *run(void *arg)
 {
 	kw_housekeeper *h = arg;
 	kw_db *db = NULL;
+	const kw_config *cfg = h->app->cfg;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	time_t next_purge = now.tv_sec,
+	       next_checkpoint = now.tv_sec + at_least_1(cfg->audit_checkpoint_interval_s);
 	pthread_mutex_lock(&h->lock);
 	while (!h->stop) {
 		pthread_mutex_unlock(&h->lock);
-		if (db == NULL && kw_db_connect(h->app->cfg->db_conninfo, &db) != KW_OK)
-			db = NULL;
-		if (db != NULL && kw_db_ensure(db) == KW_OK) {
-			kw_purge_counts n = {0};
-			kw_err err =
-			    kw_sessions_purge(db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
-			if (err != KW_OK)
-				kw_warn("housekeeping: purge failed: %s", kw_err_str(err));
-			else if (n.revocations + n.nonces + n.tokens + n.families > 0)
-				kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh "
-				        "tokens, "
-				        "%llu families",
-				        (unsigned long long)n.revocations, (unsigned long long)n.nonces,
-				        (unsigned long long)n.tokens, (unsigned long long)n.families);
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (now.tv_sec >= next_purge) {
+			housekeep(h, &db);
+			next_purge = now.tv_sec + at_least_1(cfg->housekeeping_interval_s);
 		}
-		/* A key rotated by keywardctl becomes the signing key here too. */
-		if (kw_jwt_keyset_refresh(h->app->jwks, h->app->hsm, 0) != KW_OK)
-			kw_warn("housekeeping: cannot re-read the JWT keys from the token");
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += (time_t)h->app->cfg->housekeeping_interval_s;
+		/* The audit chains' progress, outside the database (audit.h). */
+		if (now.tv_sec >= next_checkpoint) {
+			kw_audit_checkpoints_log(false);
+			next_checkpoint = now.tv_sec + at_least_1(cfg->audit_checkpoint_interval_s);
+		}
+		struct timespec until = {.tv_sec =
+		                             next_purge < next_checkpoint ? next_purge : next_checkpoint};
 		pthread_mutex_lock(&h->lock);
 		while (!h->stop && pthread_cond_timedwait(&h->cond, &h->lock, &until) != ETIMEDOUT)
 			;

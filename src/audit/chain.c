@@ -9,8 +9,10 @@
  * a time, so it never forks. MACs are computed in the token; this file
  * never sees key material. Audit rows never carry secrets: callers pass
  * ids, names and outcomes. */
+#include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +23,12 @@
 #include "keyward/core/text.h"
 
 typedef struct chain_state {
-	uint64_t seq;                        /* last row (0: no row yet) */
-	unsigned char mac[KW_AUDIT_MAC_LEN]; /* its mac (zeros before row 1) */
-	bool head_stored;                    /* audit_chains row exists */
-	uint64_t head_seq;                   /* last_seq that row holds */
+	uint64_t seq;                             /* last row (0: no row yet) */
+	unsigned char mac[KW_AUDIT_MAC_LEN];      /* its mac (zeros before row 1) */
+	bool head_stored;                         /* audit_chains row exists */
+	uint64_t head_seq;                        /* last_seq that row holds */
+	uint32_t head_key;                        /* the audit key version of ... */
+	unsigned char head_mac[KW_AUDIT_MAC_LEN]; /* ... its head_mac */
 } chain_state;
 
 struct kw_audit_chain {
@@ -33,7 +37,19 @@ struct kw_audit_chain {
 	char writer[KW_AUDIT_MAX_WRITER + 1];
 	chain_state committed, pending;
 	bool desync; /* the database disagrees with us: restart on rollback */
+	/* The registry of this process's chains (checkpoints): */
+	struct kw_audit_chain *next;
+	uint64_t logged_seq; /* the last checkpoint logged for this id */
 };
+
+/* Every chain of the process, for checkpoints. The lock also guards each
+ * chain's id, `committed` and `logged_seq` against the checkpoint reader;
+ * `pending` is its owner thread's alone. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static kw_audit_chain *registry;
+static bool log_at_free; /* kw_audit_checkpoints_log was called: a process that logs them */
+
+static bool log_checkpoint_locked(kw_audit_chain *c, bool all);
 
 static void put_be32(unsigned char *p, uint32_t v)
 {
@@ -143,6 +159,10 @@ kw_err kw_audit_chain_new(kw_hsm *hsm, const char *writer, kw_audit_chain **out)
 	err = kw_random_uuid(c->id);
 	if (err != KW_OK)
 		goto done;
+	pthread_mutex_lock(&registry_lock);
+	c->next = registry;
+	registry = c;
+	pthread_mutex_unlock(&registry_lock);
 	*out = c;
 	c = NULL;
 done:
@@ -152,6 +172,17 @@ done:
 
 void kw_audit_chain_free(kw_audit_chain *c)
 {
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&registry_lock);
+	if (log_at_free)
+		log_checkpoint_locked(c, false); /* a chain's last word */
+	for (kw_audit_chain **p = &registry; *p != NULL; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	pthread_mutex_unlock(&registry_lock);
 	free(c);
 }
 
@@ -160,24 +191,36 @@ const char *kw_audit_chain_id(const kw_audit_chain *c)
 	return c->id;
 }
 
-void kw_audit_chain_restart(kw_audit_chain *c)
+/* The chain goes on under a new id, from seq 1. */
+static void restart(kw_audit_chain *c, kw_log_level level, const char *why)
 {
 	char id[KW_AUDIT_UUID_LEN + 1];
 	if (kw_random_uuid(id) != KW_OK) {
 		/* Without a fresh id the chain would fork: refuse to go on. */
 		kw_misuse("audit: no random bytes for a new chain id");
 	}
-	kw_warn("audit: chain %s continues as chain %s (commit outcome unknown or head out of step)", c->id,
-	        id);
+	kw_log(level, "audit: chain %s continues as chain %s (%s)", c->id, id, why);
+	pthread_mutex_lock(&registry_lock);
+	if (log_at_free)
+		log_checkpoint_locked(c, false); /* the old id's last word */
 	memcpy(c->id, id, sizeof(id));
 	memset(&c->committed, 0, sizeof(c->committed));
+	c->logged_seq = 0;
+	pthread_mutex_unlock(&registry_lock);
 	c->pending = c->committed;
 	c->desync = false;
 }
 
+void kw_audit_chain_restart(kw_audit_chain *c)
+{
+	restart(c, KW_LOG_WARN, "commit outcome unknown or head out of step");
+}
+
 void kw_audit_chain_committed(kw_audit_chain *c)
 {
+	pthread_mutex_lock(&registry_lock);
 	c->committed = c->pending;
+	pthread_mutex_unlock(&registry_lock);
 }
 
 void kw_audit_chain_rolled_back(kw_audit_chain *c)
@@ -238,6 +281,12 @@ kw_err kw_audit_stage_row(kw_audit_chain *c, kw_hsm_session *s, const kw_audit_e
 		err = KW_ERR_INTERNAL;
 		goto done;
 	}
+	/* A new audit key (keywardctl audit rotate-key) starts a new chain, at
+	 * the first row of a transaction: each chain segment is MAC'd under
+	 * one key, and the old segments still verify under theirs. */
+	if (c->pending.seq > 0 && c->pending.seq == c->committed.seq &&
+	    c->committed.head_key != kw_hsm_key_version(key))
+		restart(c, KW_LOG_INFO, "a new audit key");
 
 	src[KW_AF_TENANT_ID] = ev->tenant_id;
 	src[KW_AF_ACTOR] = ev->actor;
@@ -362,6 +411,8 @@ kw_err kw_audit_stage_head(kw_audit_chain *c, kw_hsm_session *s, kw_audit_head *
 	h->stmt = kw_audit_stmt_head(h->update, h->values, h->lengths, h->formats);
 	c->pending.head_stored = true;
 	c->pending.head_seq = c->pending.seq;
+	c->pending.head_key = kw_hsm_key_version(key);
+	memcpy(c->pending.head_mac, out.head_mac, KW_AUDIT_MAC_LEN);
 done:
 	return err;
 }
@@ -390,6 +441,8 @@ kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db *db, const kw
 	if (!kw_db_in_tx(db))
 		kw_misuse("kw_audit_append: no open transaction");
 	saved = c->pending;
+	char saved_id[KW_AUDIT_UUID_LEN + 1];
+	memcpy(saved_id, c->id, sizeof(saved_id));
 	err = kw_audit_stage_row(c, s, ev, &row);
 	if (err != KW_OK)
 		goto done;
@@ -407,8 +460,8 @@ kw_err kw_audit_append(kw_audit_chain *c, kw_hsm_session *s, kw_db *db, const kw
 		goto done;
 	err = kw_audit_head_check(c, &head, res[1]);
 done:
-	if (err != KW_OK)
-		c->pending = saved;
+	if (err != KW_OK) /* (staging may have started a new chain: then from its start) */
+		c->pending = strcmp(saved_id, c->id) == 0 ? saved : c->committed;
 	kw_db_result_free(res[0]);
 	kw_db_result_free(res[1]);
 	kw_audit_row_clear(&row);
@@ -443,4 +496,44 @@ done:
 			kw_audit_chain_rolled_back(c);
 	}
 	return err;
+}
+
+/* --- checkpoints ---------------------------------------------------------- */
+
+void kw_audit_checkpoint_format(const kw_audit_checkpoint *cp, char *out, size_t cap)
+{
+	char mac[2 * KW_AUDIT_MAC_LEN + 1], head[2 * KW_AUDIT_MAC_LEN + 1];
+	kw_hex_encode(cp->mac, KW_AUDIT_MAC_LEN, mac);
+	kw_hex_encode(cp->head_mac, KW_AUDIT_MAC_LEN, head);
+	snprintf(out, cap, "%s chain=%s seq=%" PRIu64 " key=%" PRIu32 " mac=%s head_mac=%s",
+	         KW_AUDIT_CHECKPOINT_TAG, cp->chain_id, cp->seq, cp->key_version, mac, head);
+}
+
+/* Logs c's checkpoint if it moved since its last one (or all). Call with
+ * registry_lock held. Returns whether it logged one. */
+static bool log_checkpoint_locked(kw_audit_chain *c, bool all)
+{
+	const chain_state *h = &c->committed;
+	if (!h->head_stored || h->head_seq != h->seq || (!all && h->seq == c->logged_seq))
+		return false;
+	kw_audit_checkpoint cp = {.seq = h->seq, .key_version = h->head_key};
+	memcpy(cp.chain_id, c->id, sizeof(cp.chain_id));
+	memcpy(cp.mac, h->mac, KW_AUDIT_MAC_LEN);
+	memcpy(cp.head_mac, h->head_mac, KW_AUDIT_MAC_LEN);
+	char line[256];
+	kw_audit_checkpoint_format(&cp, line, sizeof(line));
+	kw_log_always("%s", line);
+	c->logged_seq = h->seq;
+	return true;
+}
+
+size_t kw_audit_checkpoints_log(bool all)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&registry_lock);
+	log_at_free = true;
+	for (kw_audit_chain *c = registry; c != NULL; c = c->next)
+		n += log_checkpoint_locked(c, all);
+	pthread_mutex_unlock(&registry_lock);
+	return n;
 }

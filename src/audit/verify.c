@@ -5,7 +5,10 @@
  * 1, 2, 3... without a gap, each prev_mac must be the previous row's mac,
  * each mac must recompute in the token, and the last row must be the one
  * the head names, whose head_mac must verify too. Rows whose chain has no
- * head are broken. Everything is read in one REPEATABLE READ snapshot, so
+ * head are broken. Checkpoints given (kept outside the database) must each
+ * find their row, with their mac, in a chain that verifies: a tail cut back
+ * or a chain deleted whole is caught. Everything is read in one REPEATABLE
+ * READ snapshot, so
  * writers appending meanwhile cause no false alarm. The first failure is
  * reported as one line naming chain, seq and row id, and stops the walk. */
 #include <errno.h>
@@ -26,6 +29,11 @@ typedef struct vctx {
 	FILE *report;
 	unsigned long long rows;
 	unsigned long long chains;
+	/* The furthest checkpoint of each chain (sorted by chain id), and
+	 * whether the walk met its chain. */
+	kw_audit_checkpoint *cps;
+	bool *met;
+	size_t ncps;
 } vctx;
 
 /* Reports the first broken row and returns KW_ERR_VERIFY. */
@@ -89,6 +97,74 @@ static const kw_hsm_key *key_for(vctx *v, const char *ver)
 	return k;
 }
 
+static int cp_order(const void *a, const void *b)
+{
+	const kw_audit_checkpoint *x = a, *y = b;
+	int c = strcmp(x->chain_id, y->chain_id);
+	if (c != 0)
+		return c;
+	return x->seq < y->seq ? 1 : x->seq > y->seq ? -1 : 0; /* furthest first */
+}
+
+/* The furthest checkpoint of chain, marking the chain as met. */
+static const kw_audit_checkpoint *checkpoint_of(vctx *v, const char *chain)
+{
+	kw_audit_checkpoint key;
+	snprintf(key.chain_id, sizeof(key.chain_id), "%s", chain);
+	for (size_t lo = 0, hi = v->ncps; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(chain, v->cps[mid].chain_id);
+		if (c == 0) {
+			v->met[mid] = true;
+			return &v->cps[mid];
+		}
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/* Checks each checkpoint's own MAC, and keeps the furthest of each chain
+ * in v (sorted by chain id). */
+static kw_err load_checkpoints(vctx *v, const kw_audit_checkpoint *cps, size_t n)
+{
+	if (n == 0)
+		return KW_OK;
+	v->cps = malloc(n * sizeof(*v->cps));
+	v->met = calloc(n, sizeof(*v->met));
+	if (v->cps == NULL || v->met == NULL)
+		return KW_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const kw_hsm_key *k = NULL;
+		unsigned char want[KW_AUDIT_MAC_LEN];
+		kw_err err = kw_hsm_key_get(v->hsm, KW_KEY_AUDIT, cps[i].key_version, &k);
+		if (err == KW_OK)
+			err = kw_audit_head_mac(v->s, k, cps[i].chain_id, cps[i].seq, cps[i].mac, want);
+		if (err == KW_ERR_NOT_FOUND || err == KW_ERR_INVALID ||
+		    (err == KW_OK && CRYPTO_memcmp(want, cps[i].head_mac, KW_AUDIT_MAC_LEN) != 0)) {
+			if (v->report != NULL)
+				fprintf(v->report,
+				        "audit checkpoint %zu (chain %s seq %" PRIu64
+				        ") is not keyward's: its MAC "
+				        "does not verify\n",
+				        i + 1, cps[i].chain_id, cps[i].seq);
+			return KW_ERR_INVALID;
+		}
+		if (err != KW_OK)
+			return err;
+	}
+	memcpy(v->cps, cps, n * sizeof(*cps));
+	qsort(v->cps, n, sizeof(*v->cps), cp_order);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (m == 0 || strcmp(v->cps[m - 1].chain_id, v->cps[i].chain_id) != 0)
+			v->cps[m++] = v->cps[i];
+	v->ncps = m;
+	return KW_OK;
+}
+
 /* One chain, given its head row (columns of kw_audit_heads_page). */
 static kw_err verify_chain(vctx *v, const kw_db_result *heads, int h)
 {
@@ -102,6 +178,7 @@ static kw_err verify_chain(vctx *v, const kw_db_result *heads, int h)
 
 	if (!parse_i64(kw_db_text(heads, h, 1), &head_seq) || head_seq < 1)
 		return broken(v, chain, kw_db_text(heads, h, 1), "-", "chain head has an invalid last_seq");
+	const kw_audit_checkpoint *cp = checkpoint_of(v, chain);
 	for (;;) {
 		err = kw_audit_rows_page(v->db, chain, cursor, &res);
 		if (err != KW_OK)
@@ -166,6 +243,12 @@ static kw_err verify_chain(vctx *v, const kw_db_result *heads, int h)
 				             "mac does not verify (row edited or forged)");
 				goto done;
 			}
+			if (cp != NULL && (uint64_t)seq == cp->seq &&
+			    CRYPTO_memcmp(cp->mac, mac, KW_AUDIT_MAC_LEN) != 0) {
+				err = broken(v, chain, seq_txt, id,
+				             "row is not the one checkpointed at this seq");
+				goto done;
+			}
 			memcpy(prev, mac, KW_AUDIT_MAC_LEN);
 			expected++;
 			rows++;
@@ -177,6 +260,13 @@ static kw_err verify_chain(vctx *v, const kw_db_result *heads, int h)
 			break;
 	}
 	snprintf(expected_txt, sizeof(expected_txt), "%" PRId64, expected);
+	if (cp != NULL && cp->seq > (uint64_t)(expected - 1)) {
+		err = broken(v, chain, expected_txt, "-",
+		             "the chain ends at seq %" PRId64 " but a checkpoint saw seq %" PRIu64
+		             " (rows deleted at the tail)",
+		             expected - 1, cp->seq);
+		goto done;
+	}
 	if (expected - 1 != head_seq) {
 		err = broken(v, chain, expected_txt, "-",
 		             "chain head says last_seq %" PRId64 " but the last row is seq %" PRId64
@@ -215,15 +305,18 @@ done:
 }
 
 kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
-                       unsigned long long *rows_checked)
+                       unsigned long long *rows_checked, const kw_audit_checkpoint *cps, size_t ncps)
 {
 	kw_err err = KW_OK;
 	kw_db_result *heads = NULL;
 	vctx v = {.hsm = hsm, .s = s, .db = db, .report = report};
 	char cursor[KW_AUDIT_UUID_LEN + 1] = "";
 
-	if (hsm == NULL || s == NULL || db == NULL)
+	if (hsm == NULL || s == NULL || db == NULL || (ncps > 0 && cps == NULL))
 		kw_misuse("kw_audit_verify: NULL argument");
+	err = load_checkpoints(&v, cps, ncps);
+	if (err != KW_OK)
+		goto done;
 	err = kw_audit_read_begin(db);
 	if (err != KW_OK)
 		goto done;
@@ -251,6 +344,15 @@ kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
 		             "chain has no head in audit_chains");
 		goto done;
 	}
+	for (size_t i = 0; i < v.ncps; i++) {
+		if (v.met[i])
+			continue;
+		char seq[24];
+		snprintf(seq, sizeof(seq), "%" PRIu64, v.cps[i].seq);
+		err = broken(&v, v.cps[i].chain_id, seq, "-",
+		             "the chain is gone, but a checkpoint saw it (chain deleted)");
+		goto done;
+	}
 	if (report != NULL) {
 		fprintf(report, "audit verify: %llu chains, %llu rows: ok\n", v.chains, v.rows);
 		fflush(report);
@@ -258,7 +360,10 @@ kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
 	if (rows_checked != NULL)
 		*rows_checked = v.rows;
 done:
-	kw_db_rollback(db);
+	if (kw_db_in_tx(db))
+		kw_db_rollback(db);
 	kw_db_result_free(heads);
+	free(v.cps);
+	free(v.met);
 	return err;
 }

@@ -56,6 +56,7 @@ static const kw_cfg_key keys[] = {
     {"auth", "revocation_stale_ms", T_INT, F(revocation_stale_ms), "3000"},
     {"auth", "housekeeping_interval", T_DUR, F(housekeeping_interval_s), "60s"},
     {"auth", "housekeeping_batch", T_INT, F(housekeeping_batch), "1000"},
+    {"audit", "checkpoint_interval", T_DUR, F(audit_checkpoint_interval_s), "60s"},
     {"tls", "cert", T_STR, F(tls_cert), ""},
     {"tls", "key", T_STR, F(tls_key), ""},
     {"hsm", "module", T_STR, F(hsm_module), "/usr/lib/softhsm/libsofthsm2.so"},

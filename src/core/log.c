@@ -63,12 +63,13 @@ int kw_log_open(const char *path)
 	return 0;
 }
 
-void kw_log(kw_log_level level, const char *fmt, ...)
+static void emit(kw_log_level level, const char *fmt, va_list ap)
 {
-	if ((int)level > atomic_load(&log_level))
-		return;
-	static const char *names[] = {
-	    [KW_LOG_ERR] = "ERROR", [KW_LOG_WARN] = "WARN", [KW_LOG_INFO] = "INFO", [KW_LOG_DEBUG] = "DEBUG"};
+	static const char *names[] = {[KW_LOG_ERR] = "ERROR",
+	                              [KW_LOG_WARN] = "WARN",
+	                              [KW_LOG_NOTICE] = "NOTICE",
+	                              [KW_LOG_INFO] = "INFO",
+	                              [KW_LOG_DEBUG] = "DEBUG"};
 	char line[2048];
 	size_t n = 0;
 	if (atomic_load(&log_journal)) {
@@ -82,10 +83,7 @@ void kw_log(kw_log_level level, const char *fmt, ...)
 		n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ", ts.tv_nsec / 1000000,
 		                      names[level]);
 	}
-	va_list ap;
-	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-	va_end(ap);
 	if (m < 0)
 		return;
 	n += (size_t)m;
@@ -98,4 +96,22 @@ void kw_log(kw_log_level level, const char *fmt, ...)
 	line[n++] = '\n';
 	ssize_t w = write(atomic_load(&log_fd), line, n);
 	(void)w;
+}
+
+void kw_log(kw_log_level level, const char *fmt, ...)
+{
+	if ((int)level > atomic_load(&log_level))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	emit(level, fmt, ap);
+	va_end(ap);
+}
+
+void kw_log_always(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit(KW_LOG_NOTICE, fmt, ap);
+	va_end(ap);
 }

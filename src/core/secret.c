@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keyward/core/log.h"
+
 struct kw_secret {
 	unsigned char *data;
 	size_t len;    /* logical length */
@@ -154,4 +156,18 @@ done:
 	kw_secret_free(s);
 	close(fd);
 	return err;
+}
+
+kw_err kw_secure_heap_init(void)
+{
+	if (CRYPTO_secure_malloc_initialized())
+		return KW_OK;
+	/* 64 KiB in blocks of at least 32 bytes: subkey copies are 32. */
+	int rc = CRYPTO_secure_malloc_init(64 * 1024, 32);
+	if (rc == 0)
+		return KW_ERR_INTERNAL;
+	if (rc == 2)
+		kw_warn("secure heap: could not lock it in memory (RLIMIT_MEMLOCK?): HMAC keys may be "
+		        "swapped out");
+	return KW_OK;
 }

@@ -82,8 +82,7 @@ struct kw_hsm_subkey {
 	kw_key_family family;
 	uint32_t version;
 	char purpose[64];
-	kw_secret *key; /* 32 bytes, mlocked */
-	void *mac;      /* EVP_MAC_CTX keyed with it; duplicated per use */
+	kw_secret *key; /* 32 bytes, mlocked and undumpable: the only copy kept */
 	struct kw_hsm_subkey *next;
 };
 

@@ -285,7 +285,6 @@ void kw_hsm_close(kw_hsm *hsm)
 	kw_hsm_keys_free(hsm);
 	for (struct kw_hsm_subkey *sk = hsm->subkeys; sk != NULL;) {
 		struct kw_hsm_subkey *next = sk->next;
-		EVP_MAC_CTX_free(sk->mac);
 		kw_secret_free(sk->key);
 		free(sk);
 		sk = next;

@@ -10,6 +10,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,21 @@ kw_err kw_hsm_random(kw_hsm_session *s, unsigned char *buf, size_t len)
 
 /* ---- in-process subkeys ------------------------------------------------ */
 
+static EVP_MAC *hmac_alg;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_fetch(void)
+{
+	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+/* OpenSSL's HMAC, fetched once per process (holds no key). */
+static EVP_MAC *kw_hmac_mac(void)
+{
+	pthread_once(&hmac_once, hmac_fetch);
+	return hmac_alg;
+}
+
 kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *purpose,
                           const unsigned char *data, size_t len, unsigned char out[KW_HMAC_LEN])
 {
@@ -150,29 +166,23 @@ kw_err kw_hsm_subkey_hmac(kw_hsm_session *s, const kw_hsm_key *k, const char *pu
 		n->version = v;
 		snprintf(n->purpose, sizeof(n->purpose), "%s", purpose);
 		n->key = key;
-		/* A keyed HMAC context, so each MAC is a cheap copy of it. */
-		EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-		EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
-		OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-		                        OSSL_PARAM_construct_end()};
-		EVP_MAC_free(m);
-		if (mc == NULL || EVP_MAC_init(mc, kw_secret_data(key), KW_HMAC_LEN, params) != 1) {
-			EVP_MAC_CTX_free(mc);
-			kw_secret_free(key);
-			free(n);
-			return KW_ERR_INTERNAL;
-		}
-		n->mac = mc;
 		pthread_mutex_lock(&hsm->subkeys_lock);
 		n->next = hsm->subkeys;
 		hsm->subkeys = n;
 		pthread_mutex_unlock(&hsm->subkeys_lock);
 		sk = n;
 	}
-	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(sk->mac);
+	/* Keyed afresh for each MAC from the locked copy: no keyed context
+	 * (its ipad/opad states are as good as the key) outlives the call;
+	 * OpenSSL wipes them when the context is freed, and keeps its own copy
+	 * of the key in its secure heap (locked, when kw_secure_heap_init ran). */
+	static const OSSL_PARAM sha256[] = {OSSL_PARAM_utf8_string("digest", (char *)"SHA256", 6),
+	                                    OSSL_PARAM_END};
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(kw_hmac_mac());
 	size_t ml = 0;
-	bool ok = ctx != NULL && EVP_MAC_update(ctx, data, len) == 1 &&
-	          EVP_MAC_final(ctx, out, &ml, KW_HMAC_LEN) == 1 && ml == KW_HMAC_LEN;
+	bool ok = ctx != NULL && EVP_MAC_init(ctx, kw_secret_data(sk->key), KW_HMAC_LEN, sha256) == 1 &&
+	          EVP_MAC_update(ctx, data, len) == 1 && EVP_MAC_final(ctx, out, &ml, KW_HMAC_LEN) == 1 &&
+	          ml == KW_HMAC_LEN;
 	EVP_MAC_CTX_free(ctx);
 	if (!ok)
 		return KW_ERR_INTERNAL;

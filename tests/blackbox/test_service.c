@@ -12,6 +12,7 @@
 
 #include <libpq-fe.h>
 
+#include "keyward/audit/audit.h"
 #include "kwtest.h"
 #include "kwtest_http.h"
 
@@ -327,4 +328,117 @@ Test(service, refusal_rows_are_written_before_a_clean_exit)
 	v = kwt_db_admin_sql(&d.db, "SELECT count(*) FROM audit_log WHERE status ~ '^(401|429) '");
 	cr_assert_eq(strtoll(v, NULL, 10) - before, 30, "refusal rows lost at shutdown");
 	free(v);
+}
+
+/* --- audit checkpoints ----------------------------------------------------- */
+
+static kwt_daemon cpd;
+
+static void start_checkpoints(void)
+{
+	static const char *const env[] = {"KEYWARD_AUDIT_CHECKPOINT_INTERVAL=1s", NULL};
+	kwt_daemon_start(&cpd, env);
+}
+
+static void stop_checkpoints(void)
+{
+	kwt_daemon_stop(&cpd);
+}
+
+TestSuite(checkpoints, .init = start_checkpoints, .fini = stop_checkpoints, .timeout = 120);
+
+/* Runs keywardctl with args against the daemon's database; its output in
+ * out, its exit status returned. */
+static int ctl(const char *args, char *out, size_t cap)
+{
+	char bin[600], cmd[2000];
+	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s %s 2>&1", cpd.db.admin,
+	         kwt_bin_sh("keywardctl", bin, sizeof(bin)), args);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	size_t n = fread(out, 1, cap - 1, p);
+	out[n] = '\0';
+	int st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The daemon's log so far, in a file keywardctl can read. */
+static void log_to_file(const char *path)
+{
+	char *log = kwt_daemon_log(&cpd);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(log, f);
+	fclose(f);
+	free(log);
+}
+
+Test(checkpoints, logged_as_the_chains_move_and_a_deleted_chain_is_caught)
+{
+	for (int i = 0; i < 5; i++) { /* refusals: rows of the group-commit writer's chain */
+		kwt_resp r;
+		cr_assert_eq(
+		    kwt_http_req(&cpd, "GET", "/api/v1/api-keys", "Authorization: Bearer nope\r\n", NULL, &r),
+		    0);
+		cr_assert_eq(r.status, 401);
+		kwt_resp_free(&r);
+	}
+	kwt_audit_settle(&cpd);
+	usleep(1500 * 1000); /* one checkpoint interval and a half */
+	char *log = kwt_daemon_log(&cpd);
+	const char *line = strstr(log, "NOTICE audit checkpoint v1 chain=");
+	cr_assert_not_null(line, "no checkpoint in the log: %s", log);
+	kw_audit_checkpoint cp;
+	cr_assert_eq(kw_audit_checkpoint_parse(line, &cp), KW_OK);
+	free(log);
+
+	char path[] = "/tmp/kwt-checkpoints-XXXXXX", out[4096];
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	log_to_file(path);
+	char args[200];
+	snprintf(args, sizeof(args), "audit verify --checkpoints %s", path);
+	cr_assert_eq(ctl(args, out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "the database holds every one of"), "%s", out);
+	cr_assert_eq(ctl("audit checkpoint", out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, cp.chain_id), "%s", out);
+
+	/* The chain deleted whole: the database alone still verifies. */
+	char sql[300];
+	snprintf(
+	    sql, sizeof(sql),
+	    "ALTER TABLE audit_log DISABLE TRIGGER USER; DELETE FROM audit_log WHERE chain_id = '%1$s'; "
+	    "DELETE FROM audit_chains WHERE chain_id = '%1$s'; ALTER TABLE audit_log ENABLE TRIGGER USER",
+	    cp.chain_id);
+	free(kwt_db_admin_sql(&cpd.db, sql));
+	cr_assert_eq(ctl("audit verify", out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(ctl(args, out, sizeof(out)), 1, "%s", out);
+	cr_assert_not_null(strstr(out, "the chain is gone"), "%s", out);
+	/* A damaged checkpoint file is refused, not skipped. */
+	FILE *f = fopen(path, "a");
+	fputs("NOTICE audit checkpoint v1 chain=garbage\n", f);
+	fclose(f);
+	cr_assert_eq(ctl(args, out, sizeof(out)), 2, "%s", out);
+	cr_assert_not_null(strstr(out, "a malformed checkpoint"), "%s", out);
+	unlink(path);
+}
+
+Test(checkpoints, every_chain_is_checkpointed_at_shutdown)
+{
+	kwt_resp r;
+	cr_assert_eq(
+	    kwt_http_req(&cpd, "GET", "/api/v1/api-keys", "Authorization: Bearer nope\r\n", NULL, &r), 0);
+	kwt_resp_free(&r);
+	kwt_audit_settle(&cpd);
+	kill(cpd.pid, SIGTERM);
+	int st;
+	cr_assert_eq(waitpid(cpd.pid, &st, 0), cpd.pid);
+	cpd.pid = 0;
+	char *log = kwt_daemon_log(&cpd);
+	const char *down = strstr(log, "shutting down");
+	cr_assert_not_null(down, "%s", log);
+	cr_assert_not_null(strstr(down, "audit checkpoint v1 chain="), "no checkpoint after the shutdown: %s",
+	                   log);
+	free(log);
 }

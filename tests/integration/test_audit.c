@@ -62,7 +62,7 @@ static kw_err verify(char **report, unsigned long long *rows)
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	cr_assert_not_null(f);
-	kw_err err = kw_audit_verify(hsm, sess, admin, f, rows);
+	kw_err err = kw_audit_verify(hsm, sess, admin, f, rows, NULL, 0);
 	fclose(f);
 	*report = buf;
 	return err;
@@ -395,7 +395,7 @@ Test(audit, verify_needs_a_reader_role)
 	kw_audit_chain *c = three_rows();
 	unsigned long long rows = 0;
 	/* The service role cannot read audit_log at all. */
-	cr_assert_eq(kw_audit_verify(hsm, sess, app, NULL, &rows), KW_ERR_DB);
+	cr_assert_eq(kw_audit_verify(hsm, sess, app, NULL, &rows, NULL, 0), KW_ERR_DB);
 	cr_assert_not(kw_db_in_tx(app));
 	kw_audit_chain_free(c);
 }
@@ -724,4 +724,181 @@ Test(audit, writer_stop_with_nothing_queued)
 	cr_assert_eq(kw_audit_writer_start(hsm, tdb.app, 0, &w), KW_ERR_INVALID);
 	cr_assert_eq(kw_audit_writer_start(hsm, "host=/nonexistent port=1 connect_timeout=2", 8, &w),
 	             KW_ERR_DB_UNAVAILABLE);
+}
+
+/* ---- checkpoints ---- */
+
+/* The checkpoints of every chain the database holds now. */
+static size_t current_checkpoints(kw_audit_checkpoint *out, size_t cap)
+{
+	char *buf = NULL;
+	size_t len = 0, n = 0;
+	FILE *f = open_memstream(&buf, &len);
+	cr_assert_eq(kw_audit_checkpoints_current(hsm, sess, admin, f), KW_OK);
+	fclose(f);
+	for (char *line = strtok(buf, "\n"); line != NULL && n < cap; line = strtok(NULL, "\n"))
+		cr_assert_eq(kw_audit_checkpoint_parse(line, &out[n++]), KW_OK, "%s", line);
+	free(buf);
+	return n;
+}
+
+static kw_err verify_with(const kw_audit_checkpoint *cps, size_t n, char **report)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	unsigned long long rows = 0;
+	FILE *f = open_memstream(&buf, &len);
+	kw_err err = kw_audit_verify(hsm, sess, admin, f, &rows, cps, n);
+	fclose(f);
+	*report = buf;
+	return err;
+}
+
+static void write_rows(kw_audit_chain *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		kw_audit_event ev = event(TENANT_A, "secret.read");
+		cr_assert_eq(kw_audit_write_one(c, sess, app, &ev), KW_OK);
+	}
+}
+
+/* The attack a head alone cannot catch: delete the newest rows and put
+ * back the head as it was before them (an old copy of its row). */
+Test(audit, tail_cut_back_to_an_old_head_is_caught_by_a_checkpoint)
+{
+	kw_audit_chain *c = NULL;
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:tail", &c), KW_OK);
+	const char *id = kw_audit_chain_id(c);
+	write_rows(c, 3);
+	free(sqlf("CREATE TABLE old_head AS SELECT * FROM audit_chains WHERE chain_id = '%s'", id));
+	write_rows(c, 2);
+	kw_audit_checkpoint cps[8];
+	size_t n = current_checkpoints(cps, 8);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(cps[0].chain_id, id);
+	cr_assert_eq(cps[0].seq, 5);
+	free(sqlf(TAMPER "DELETE FROM audit_log WHERE chain_id = '%1$s' AND seq > 3; "
+	                 "DELETE FROM audit_chains WHERE chain_id = '%1$s'; "
+	                 "INSERT INTO audit_chains SELECT * FROM old_head",
+	          id));
+	/* Without the checkpoint the database looks whole... */
+	expect_ok(3, 1);
+	/* ...with it, it is 2 rows behind. */
+	char *report = NULL;
+	cr_assert_eq(verify_with(cps, n, &report), KW_ERR_VERIFY, "%s", report);
+	cr_assert_not_null(strstr(report, "a checkpoint saw seq 5 (rows deleted at the tail)"), "%s", report);
+	free(report);
+	kw_audit_chain_free(c);
+}
+
+Test(audit, checkpoints_of_a_whole_database_pass_and_a_deleted_chain_is_caught)
+{
+	kw_audit_chain *c1 = NULL, *c2 = NULL;
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:one", &c1), KW_OK);
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:two", &c2), KW_OK);
+	write_rows(c1, 2);
+	write_rows(c2, 1);
+	kw_audit_checkpoint cps[8];
+	size_t n = current_checkpoints(cps, 4);
+	cr_assert_eq(n, 2);
+	/* More rows since: older checkpoints still hold. */
+	write_rows(c1, 2);
+	size_t m = current_checkpoints(cps + n, 4);
+	char *report = NULL;
+	cr_assert_eq(verify_with(cps, n + m, &report), KW_OK, "%s", report);
+	free(report);
+	free(sqlf(TAMPER
+	          "DELETE FROM audit_log WHERE chain_id = '%1$s'; DELETE FROM audit_chains WHERE chain_id = "
+	          "'%1$s'",
+	          kw_audit_chain_id(c2)));
+	expect_ok(4, 1);
+	cr_assert_eq(verify_with(cps, n + m, &report), KW_ERR_VERIFY, "%s", report);
+	cr_assert_not_null(strstr(report, "the chain is gone"), "%s", report);
+	free(report);
+	kw_audit_chain_free(c1);
+	kw_audit_chain_free(c2);
+}
+
+Test(audit, a_checkpoint_that_is_not_keywards_is_refused)
+{
+	kw_audit_chain *c = NULL;
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:forged", &c), KW_OK);
+	write_rows(c, 2);
+	kw_audit_checkpoint cp;
+	cr_assert_eq(current_checkpoints(&cp, 1), 1);
+	cp.seq = 7; /* a made-up progress, with the old MAC */
+	char *report = NULL;
+	cr_assert_eq(verify_with(&cp, 1, &report), KW_ERR_INVALID, "%s", report);
+	cr_assert_not_null(strstr(report, "is not keyward's"), "%s", report);
+	free(report);
+	kw_audit_chain_free(c);
+}
+
+Test(audit, checkpoint_lines_parse_strictly)
+{
+	kw_audit_checkpoint cp = {.seq = 42, .key_version = 3};
+	snprintf(cp.chain_id, sizeof(cp.chain_id), "%s", "6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41");
+	memset(cp.mac, 0xab, sizeof(cp.mac));
+	memset(cp.head_mac, 0x01, sizeof(cp.head_mac));
+	char line[300], logline[400];
+	kw_audit_checkpoint_format(&cp, line, sizeof(line));
+	snprintf(logline, sizeof(logline), "2026-12-06T04:00:00.000Z NOTICE %s\n", line);
+	kw_audit_checkpoint back;
+	cr_assert_eq(kw_audit_checkpoint_parse(logline, &back), KW_OK);
+	cr_assert_eq(memcmp(&back, &cp, sizeof(cp)), 0);
+	cr_assert_eq(kw_audit_checkpoint_parse("INFO something else", &back), KW_ERR_NOT_FOUND);
+	/* Each mutation of a good line, one at a time. */
+	char mac[65];
+	memset(mac, 'a', 64);
+	mac[64] = '\0';
+	const struct {
+		const char *chain, *seq, *key, *mac_suffix, *order;
+	} bad[] = {
+	    {"6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41", "-1", "1", "", ""},
+	    {"6F1C2A9E-3B7D-4C1E-9A2F-0D5E8B7C6A41", "1", "1", "", ""},
+	    {"6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41", "01", "1", "", ""},
+	    {"6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41", "1", "0", "", ""},
+	    {"6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41", "1", "1", "A", ""},
+	    {"6f1c2a9e-3b7d-4c1e-9a2f-0d5e8b7c6a41", "1", "1", "", "swapped"},
+	    {"not-a-uuid", "1", "1", "", ""},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[400];
+		if (bad[i].order[0] != '\0')
+			snprintf(text, sizeof(text),
+			         "audit checkpoint v1 chain=%s seq=%s mac=%s key=%s head_mac=%s",
+			         bad[i].chain, bad[i].seq, mac, bad[i].key, mac);
+		else
+			snprintf(text, sizeof(text),
+			         "audit checkpoint v1 chain=%s seq=%s key=%s mac=%s%s head_mac=%s",
+			         bad[i].chain, bad[i].seq, bad[i].key, mac, bad[i].mac_suffix, mac);
+		cr_assert_eq(kw_audit_checkpoint_parse(text, &back), KW_ERR_INVALID, "%s", text);
+	}
+}
+
+/* After a new audit key, new rows are MAC'd under it on a new chain, and
+ * the rows of the old key still verify. */
+Test(audit, a_new_audit_key_starts_a_new_chain_and_old_rows_still_verify)
+{
+	kw_audit_chain *c = NULL;
+	cr_assert_eq(kw_audit_chain_new(hsm, "test:rotate", &c), KW_OK);
+	write_rows(c, 2);
+	char first[40];
+	snprintf(first, sizeof(first), "%s", kw_audit_chain_id(c));
+	const kw_hsm_key *k = NULL;
+	cr_assert_eq(kw_hsm_key_active(hsm, KW_KEY_AUDIT, &k), KW_OK);
+	uint32_t next = kw_hsm_key_version(k) + 1;
+	cr_assert_eq(kw_hsm_key_generate(sess, KW_KEY_AUDIT, next), KW_OK);
+	cr_assert_eq(kw_hsm_keys_refresh(hsm), KW_OK);
+	write_rows(c, 2);
+	cr_assert_str_neq(kw_audit_chain_id(c), first, "the chain went on under the new key");
+	char *v =
+	    sqlf("SELECT string_agg(DISTINCT key_version::text, ',') FROM audit_log WHERE chain_id = '%s'",
+	         kw_audit_chain_id(c));
+	char want[16];
+	snprintf(want, sizeof(want), "%u", (unsigned)next);
+	cr_assert_str_eq(v, want);
+	free(v);
+	expect_ok(4, 2);
+	kw_audit_chain_free(c);
 }

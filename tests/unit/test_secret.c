@@ -1,5 +1,7 @@
 /* test_secret.c — locked secret buffers: zero-filled, wiped, reusable. */
 #include <criterion/criterion.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,4 +63,25 @@ Test(secret, truncate_wipes_the_tail)
 	cr_assert(all_zero(kw_secret_data(s) + 8, 24));
 	kw_secret_free(s);
 	kw_secret_free(NULL);
+}
+
+/* What OpenSSL keeps of an HMAC key (the subkeys of kw_hsm_subkey_hmac)
+ * comes from its secure heap once it is set up. */
+Test(secret, openssl_secure_heap_holds_its_key_copies)
+{
+	cr_assert_eq(kw_secure_heap_init(), KW_OK);
+	cr_assert(CRYPTO_secure_malloc_initialized());
+	cr_assert_eq(kw_secure_heap_init(), KW_OK, "a second call is harmless");
+	void *p = OPENSSL_secure_malloc(32);
+	cr_assert_not_null(p);
+	cr_assert(CRYPTO_secure_allocated(p));
+	OPENSSL_secure_clear_free(p, 32);
+	/* HMAC keyed from the secure heap's world still computes RFC 4231 case 2. */
+	unsigned char mac[32];
+	size_t ml = 0;
+	cr_assert_not_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, "Jefe", 4,
+	                             (const unsigned char *)"what do ya want for nothing?", 28, mac,
+	                             sizeof(mac), &ml));
+	cr_assert_eq(mac[0], 0x5b);
+	cr_assert_eq(mac[31], 0x43);
 }

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "keyward/core/error.h"
@@ -110,13 +111,51 @@ void kw_audit_writer_join(kw_audit_writer *w);
 /* kw_audit_writer_join, then frees the writer. */
 void kw_audit_writer_stop(kw_audit_writer *w);
 
+/* --- checkpoints: each chain's progress, kept outside the database ------
+ *
+ * A checkpoint is a chain head as keyward wrote it: chain id, seq, that
+ * row's mac, and head_mac (the head's MAC under audit key `key`, see
+ * audit_internal.h), so nobody without the token can make one up. keywardd
+ * logs, as one NOTICE line each, the checkpoints of its chains that moved,
+ * every audit.checkpoint_interval and at shutdown; shipped off the host
+ * (journald forwarding, a SIEM), they let `keywardctl audit verify
+ * --checkpoints FILE` refuse a database whose chain was cut back behind
+ * one, or deleted whole. */
+#define KW_AUDIT_CHECKPOINT_TAG "audit checkpoint v1"
+typedef struct kw_audit_checkpoint {
+	char chain_id[37];
+	uint64_t seq;
+	uint32_t key_version;
+	unsigned char mac[32], head_mac[32];
+} kw_audit_checkpoint;
+/* "audit checkpoint v1 chain=<uuid> seq=<n> key=<v> mac=<hex> head_mac=<hex>" */
+void kw_audit_checkpoint_format(const kw_audit_checkpoint *cp, char *out, size_t cap);
+/* A checkpoint found anywhere in line (so a log line with its timestamp
+ * will do): KW_OK; KW_ERR_NOT_FOUND when the line holds none;
+ * KW_ERR_INVALID when it holds a malformed one. */
+KW_MUST_CHECK kw_err kw_audit_checkpoint_parse(const char *line, kw_audit_checkpoint *out);
+/* Logs the checkpoints of this process's chains that moved since their
+ * last one (all: every chain with a row). Returns how many it logged.
+ * From the first call on, a chain also logs its last checkpoint when it
+ * is freed (a worker that stops, a chain that restarts under a new id is
+ * logged at its next call). keywardctl never calls it. */
+size_t kw_audit_checkpoints_log(bool all);
+/* Prints, one line each, the checkpoint of every chain head the database
+ * holds now, after checking each head's MAC (KW_ERR_VERIFY if one fails). */
+KW_MUST_CHECK kw_err kw_audit_checkpoints_current(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *out);
+
 /* Walks every chain; returns KW_OK if all verify, then writes one summary
  * line "audit verify: <n> chains, <m> rows: ok" to `report` (may be NULL)
  * and sets *rows_checked (may be NULL). On the first broken row writes
  * "audit chain <id> broken at seq <n> (row id <id>|-): <reason>" and returns
- * KW_ERR_VERIFY. Needs a connection that can read every row (schema owner
+ * KW_ERR_VERIFY. With checkpoints (cps[0..ncps), may be 0), also refuses
+ * (KW_ERR_VERIFY, one line) a database that lacks any checkpoint's row or
+ * holds another mac there: a tail cut back, or a chain deleted. A
+ * checkpoint whose own MAC does not verify is KW_ERR_INVALID (the file is
+ * not keyward's). Needs a connection that can read every row (schema owner
  * with BYPASSRLS, or superuser). */
 KW_MUST_CHECK kw_err kw_audit_verify(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, FILE *report,
-                                     unsigned long long *rows_checked);
+                                     unsigned long long *rows_checked, const kw_audit_checkpoint *cps,
+                                     size_t ncps);
 
 #endif

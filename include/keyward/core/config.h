@@ -49,6 +49,9 @@ typedef struct kw_config {
 	int64_t housekeeping_interval_s;
 	int housekeeping_batch; /* rows deleted per statement */
 
+	/* [audit] */
+	int64_t audit_checkpoint_interval_s; /* how often chain checkpoints are logged */
+
 	/* [hsm] */
 	char *hsm_module;        /* path of the PKCS#11 module */
 	char *hsm_uri;           /* RFC 7512 token URI */

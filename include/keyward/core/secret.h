@@ -21,6 +21,12 @@ void kw_secret_truncate(kw_secret *s, size_t len);
 /* Wipes, unlocks and frees; NULL is accepted. */
 void kw_secret_free(kw_secret *s);
 
+/* Sets up OpenSSL's secure heap (mlock()ed, MADV_DONTDUMP, guard pages)
+ * for the key copies OpenSSL keeps itself (an HMAC key, e.g.). Call once,
+ * first thing, before any thread starts. KW_OK; KW_ERR_INTERNAL when it
+ * could not be made at all; a heap that could not be locked is logged. */
+KW_MUST_CHECK kw_err kw_secure_heap_init(void);
+
 /* Reads a whole small file (a PIN source) into a new secret, dropping one
  * trailing newline. The file must be a regular file of at most 4 KiB. */
 KW_MUST_CHECK kw_err kw_secret_read_file(const char *path, kw_secret **out);
