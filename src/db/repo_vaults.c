@@ -69,11 +69,11 @@ kw_err kw_vault_get(kw_db *db, const char *tenant_id, const char *user_id, bool 
 	return err != KW_OK ? err : one_row(res, row);
 }
 
-/* The one statement of a scoped read (migration 0008: the function sets
- * the scope of its own read, then reads). scope[] holds the lower-cased
- * tenant and the user; false if they cannot key a vault. */
-static bool fetch_stmt(const char *tenant_id, const char *user_id, char tenant[37], const char *scope[2],
-                       kw_db_stmt *st)
+/* The four statements of one scoped read: BEGIN, scope, SELECT, COMMIT.
+ * scope[] holds the lower-cased tenant and the user; false if they cannot
+ * key a vault. */
+static bool fetch_stmts(const char *tenant_id, const char *user_id, char tenant[37], const char *scope[2],
+                        kw_db_stmt st[4])
 {
 	if (!kw_is_uuid(tenant_id) || user_id[0] == '\0' || strlen(user_id) > KW_VAULT_USER_MAX)
 		return false;
@@ -81,32 +81,35 @@ static bool fetch_stmt(const char *tenant_id, const char *user_id, char tenant[3
 		tenant[i] = (char)tolower((unsigned char)tenant_id[i]);
 	scope[0] = tenant;
 	scope[1] = user_id;
-	*st =
-	    (kw_db_stmt){"SELECT " VAULT_COLS " FROM keyward_vault_read($1::uuid, $2)", 2, scope, NULL, NULL};
+	st[0] = (kw_db_stmt){"BEGIN READ ONLY", 0, NULL, NULL, NULL};
+	st[1] =
+	    (kw_db_stmt){"SELECT set_config('app.tenant_id', $1, true), set_config('app.user_id', $2, true)",
+	                 2, scope, NULL, NULL};
+	st[2] = (kw_db_stmt){"SELECT " VAULT_COLS
+	                     " FROM encryption_vaults WHERE tenant_id = $1::uuid AND user_id = $2",
+	                     2, scope, NULL, NULL};
+	st[3] = (kw_db_stmt){"COMMIT", 0, NULL, NULL, NULL};
 	return true;
-}
-
-/* Reads outside any transaction of the caller: the pipeline's implicit
- * one. */
-static void ensure_no_tx(kw_db *db)
-{
-	if (kw_db_in_tx(db))
-		kw_misuse("a vault fetch inside an open transaction");
 }
 
 kw_err kw_vault_fetch(kw_db *db, const char *tenant_id, const char *user_id, kw_vault_row *row)
 {
 	char tenant[37];
 	const char *scope[2];
-	kw_db_stmt st;
-	if (!fetch_stmt(tenant_id, user_id, tenant, scope, &st))
+	kw_db_stmt st[4];
+	if (!fetch_stmts(tenant_id, user_id, tenant, scope, st))
 		return KW_ERR_INVALID;
-	ensure_no_tx(db);
-	PGresult *res = NULL;
-	kw_err err = kw_db_exec_pipeline(db, &st, 1, &res);
-	if (err != KW_OK)
+	PGresult *res[4] = {0};
+	kw_err err = kw_db_exec_pipeline(db, st, 4, res);
+	if (err != KW_OK) {
+		if (kw_db_in_tx(db))
+			kw_db_rollback(db);
 		return err;
-	return one_row(res, row);
+	}
+	PQclear(res[0]);
+	PQclear(res[1]);
+	PQclear(res[3]);
+	return one_row(res[2], row);
 }
 
 void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, const char *const *user_ids,
@@ -114,8 +117,8 @@ void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, con
 {
 	char(*tenants)[37] = calloc(n, sizeof(*tenants));
 	const char **scopes = calloc(2 * n, sizeof(*scopes));
-	kw_db_stmt *st = calloc(n, sizeof(*st));
-	PGresult **res = calloc(n, sizeof(*res));
+	kw_db_stmt *st = calloc(4 * n, sizeof(*st));
+	PGresult **res = calloc(4 * n, sizeof(*res));
 	size_t *which = calloc(n, sizeof(*which));
 	size_t m = 0;
 	if (tenants == NULL || scopes == NULL || st == NULL || res == NULL || which == NULL) {
@@ -123,14 +126,15 @@ void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, con
 			errs[i] = KW_ERR_NOMEM;
 		goto done;
 	}
-	ensure_no_tx(db);
 	for (size_t i = 0; i < n; i++) {
 		errs[i] = KW_ERR_INVALID;
-		if (fetch_stmt(tenant_ids[i], user_ids[i], tenants[m], &scopes[2 * m], &st[m]))
+		if (fetch_stmts(tenant_ids[i], user_ids[i], tenants[m], &scopes[2 * m], &st[4 * m]))
 			which[m++] = i;
 	}
-	kw_err err = kw_db_exec_pipeline(db, st, m, res);
+	kw_err err = kw_db_exec_pipeline(db, st, 4 * m, res);
 	if (err != KW_OK) {
+		if (kw_db_in_tx(db))
+			kw_db_rollback(db);
 		/* One refused read aborts the rest of the pipeline: read each on
 		 * its own, so only that one fails. Not when the database is gone. */
 		for (size_t k = 0; k < m; k++) {
@@ -141,8 +145,12 @@ void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, con
 		}
 		goto done;
 	}
-	for (size_t k = 0; k < m; k++)
-		errs[which[k]] = one_row(res[k], &rows[which[k]]);
+	for (size_t k = 0; k < m; k++) {
+		PQclear(res[4 * k]);
+		PQclear(res[4 * k + 1]);
+		PQclear(res[4 * k + 3]);
+		errs[which[k]] = one_row(res[4 * k + 2], &rows[which[k]]);
+	}
 done:
 	free(tenants);
 	free(scopes);

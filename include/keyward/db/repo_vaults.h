@@ -35,14 +35,13 @@ typedef struct kw_vault_row {
  * for_update locks it until the transaction ends. */
 KW_MUST_CHECK kw_err kw_vault_get(kw_db *db, const char *tenant_id, const char *user_id, bool for_update,
                                   kw_vault_row *row);
-/* One statement, one round trip, in its own (implicit) transaction: the
- * function keyward_vault_read (migration 0008) sets the read's scope and
- * reads. For reads that need no lock; never inside an open transaction. */
+/* One round trip with its own transaction: BEGIN, scope, SELECT, COMMIT.
+ * For reads that need no lock. */
 KW_MUST_CHECK kw_err kw_vault_fetch(kw_db *db, const char *tenant_id, const char *user_id, kw_vault_row *row);
-/* n reads in one round trip: one statement each, in one implicit
- * transaction, each read scoped to its own tenant and user as it runs (so
- * row-level security applies to each as it does to kw_vault_fetch). errs[i] is what kw_vault_fetch would have
- * returned for tenant_ids[i]/user_ids[i]; rows[i] is filled when it is KW_OK. */
+/* n reads in one round trip, each in its own transaction scoped to its
+ * own tenant and user (so row-level security applies to each as it does
+ * to kw_vault_fetch). errs[i] is what kw_vault_fetch would have returned
+ * for tenant_ids[i]/user_ids[i]; rows[i] is filled when it is KW_OK. */
 void kw_vault_fetch_many(kw_db *db, size_t n, const char *const *tenant_ids, const char *const *user_ids,
                          kw_vault_row *rows, kw_err *errs);
 /* Inserts a new row; KW_ERR_EXISTS if the user has one already (this
