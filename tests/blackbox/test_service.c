@@ -442,3 +442,25 @@ Test(checkpoints, every_chain_is_checkpointed_at_shutdown)
 	                   log);
 	free(log);
 }
+
+Test(checkpoints, rotating_the_audit_key_keeps_the_trail_verifiable)
+{
+	kwt_resp r;
+	cr_assert_eq(
+	    kwt_http_req(&cpd, "GET", "/api/v1/api-keys", "Authorization: Bearer nope\r\n", NULL, &r), 0);
+	kwt_resp_free(&r);
+	kwt_audit_settle(&cpd);
+	char out[4096];
+	cr_assert_eq(ctl("audit rotate-key", out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "active: keyward/audit/"), "%s", out);
+	/* The daemon keeps writing (under the old key until it re-reads the
+	 * token); every row, of either key, verifies. */
+	cr_assert_eq(
+	    kwt_http_req(&cpd, "GET", "/api/v1/api-keys", "Authorization: Bearer nope\r\n", NULL, &r), 0);
+	kwt_resp_free(&r);
+	kwt_audit_settle(&cpd);
+	cr_assert_eq(ctl("audit verify", out, sizeof(out)), 0, "%s", out);
+	char *v = kwt_db_admin_sql(&cpd.db, "SELECT count(*) FROM audit_log WHERE action = 'audit.rotate'");
+	cr_assert_str_eq(v, "1");
+	free(v);
+}

@@ -880,6 +880,14 @@ Test(tokens, request_bytes_never_break_an_audit_row_or_a_session)
 	cr_assert_eq(r.status, 200, "%s", r.body);
 	kwt_resp_free(&r);
 	cr_assert_eq(audit_count("action = 'auth.logout' AND actor = 'user:a' || repeat(chr(233), 127)"), 1);
+	/* A subject whose bytes are not UTF-8 is not JSON: a 400, audited as
+	 * nothing worse. */
+	for (size_t i = 0; i < n; i++) {
+		snprintf(body, sizeof(body), "{\"subject\":\"%s\",\"role\":\"track1\"}", bad_utf8[i]);
+		cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/login", issuer_auth_a, body, &r), 0);
+		kwt_assert_json_error(&r, 400, "invalid_request");
+		kwt_resp_free(&r);
+	}
 	audit_verifies();
 }
 
