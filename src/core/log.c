@@ -63,7 +63,7 @@ int kw_log_open(const char *path)
 	return 0;
 }
 
-static void emit(kw_log_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void emit(kw_log_level level, const char *fmt, va_list ap)
 {
 	static const char *names[] = {[KW_LOG_ERR] = "ERROR",
 	                              [KW_LOG_WARN] = "WARN",
