@@ -98,23 +98,31 @@ static int cmd_token_status(kw_ctl *c)
 		return ctl_fail("token status", err);
 	printf("%-22s %-7s %-7s %-6s %-9s %-11s %-17s\n", "LABEL", "VERSION", "ACTIVE", "OBJECT", "SENSITIVE",
 	       "EXTRACTABLE", "NEVER_EXTRACTABLE");
-	int unsafe = 0;
+	int unsafe = 0, refused = 0;
 	for (size_t i = 0; i < n; i++) {
 		const kw_hsm_key_info *k = &infos[i];
-		printf("%-22s %-7u %-7s %-6s %-9s %-11s %-17s\n", k->label, k->version,
+		printf("%-22s %-7u %-7s %-6s %-9s %-11s %-17s%s%s\n", k->label, k->version,
 		       k->active ? "yes" : "no",
 		       k->family == KW_KEY_JWT ? (k->is_private_half ? "priv" : "pub") : "secret",
 		       k->sensitive ? "true" : "false", k->extractable ? "true" : "false",
-		       k->never_extractable ? "true" : "false");
+		       k->never_extractable ? "true" : "false", k->refused[0] ? " REFUSED: " : "",
+		       k->refused);
 		bool is_public = k->family == KW_KEY_JWT && !k->is_private_half;
 		if (!is_public && (!k->sensitive || k->extractable || !k->never_extractable))
 			unsafe++;
+		refused += k->refused[0] != '\0';
 	}
-	if (unsafe) {
+	if (unsafe)
 		fprintf(stderr, "keywardctl: %d key object(s) are extractable or not sensitive\n", unsafe);
-		return 1;
-	}
-	return 0;
+	if (refused)
+		fprintf(
+		    stderr,
+		    "keywardctl: %d object(s) carry a keyward label but are not what keyward creates; "
+		    "keywardd "
+		    "never uses them and refuses to boot in production while they exist. Find out who made "
+		    "them, then destroy them.\n",
+		    refused);
+	return unsafe || refused ? 1 : 0;
 }
 
 static int cmd_migrate(kw_ctl *c)

@@ -25,19 +25,27 @@ kw_outcome kw_api_readyz(kw_call *call, const kw_caller *who)
 	bool db_ok = res->db != NULL && kw_db_ping(res->db) == KW_OK;
 	/* Access tokens cannot be checked without a fresh revocation list. */
 	bool rev_ok = call->app->revs == NULL || kw_revcache_ready(call->app->revs);
+	/* A planted key object (kw_hsm_refused_keys): not used, but this
+	 * instance must not look healthy while the token holds one. */
+	bool keys_ok = kw_hsm_refused_keys(call->app->hsm, NULL, 0) == 0;
+	hsm_ok = hsm_ok && keys_ok;
 	if (hsm_ok && db_ok && rev_ok)
 		return kw_out_literal(
 		    200, "{\"status\":\"ready\",\"hsm\":\"ok\",\"database\":\"ok\",\"revocations\":\"ok\"}");
-	const char *msg = !hsm_ok && !db_ok ? "hsm and database unavailable"
-	                  : !hsm_ok         ? "hsm unavailable"
-	                  : !db_ok          ? "database unavailable"
-	                                    : "revocation list not fresh";
+	const char *msg = !keys_ok            ? "the token holds key objects keyward did not create"
+	                  : !hsm_ok && !db_ok ? "hsm and database unavailable"
+	                  : !hsm_ok           ? "hsm unavailable"
+	                  : !db_ok            ? "database unavailable"
+	                                      : "revocation list not fresh";
 	char body[320];
 	snprintf(body, sizeof(body),
 	         "{\"error\":\"not_ready\",\"message\":\"%s\",\"hsm\":\"%s\",\"database\":\"%s\","
 	         "\"revocations\":\"%s\",\"request_id\":\"%s\"}",
-	         msg, hsm_ok ? "ok" : "unavailable", db_ok ? "ok" : "unavailable", rev_ok ? "ok" : "stale",
-	         call->req.request_id);
+	         msg,
+	         hsm_ok    ? "ok"
+	         : keys_ok ? "unavailable"
+	                   : "refused_keys",
+	         db_ok ? "ok" : "unavailable", rev_ok ? "ok" : "stale", call->req.request_id);
 	return kw_out_header(kw_out_literal(503, body), "Retry-After", "5");
 }
 

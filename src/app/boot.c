@@ -55,6 +55,21 @@ static kw_err boot_hsm(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 		return fail(errbuf, errlen, err, "cannot open the token %s with module %s: %s",
 		            kw_config_printable_uri(cfg->hsm_uri), cfg->hsm_module, kw_err_str(err));
 	}
+	/* An object labelled like a key family that keyward did not create (a
+	 * key of known value planted by someone with the PIN) is never used;
+	 * in production its mere presence stops the boot. */
+	char planted[192];
+	size_t nplanted = kw_hsm_refused_keys(app->hsm, planted, sizeof(planted));
+	if (nplanted > 0 && !cfg->development)
+		return fail(errbuf, errlen, KW_ERR_HSM,
+		            "%zu token object(s) carry a keyward key label but are not what keyward creates, "
+		            "e.g. %s; "
+		            "keywardctl token status lists them",
+		            nplanted, planted);
+	if (nplanted > 0)
+		kw_warn(
+		    "DEVELOPMENT MODE: %zu token object(s) refused as keys (%s); production would not boot",
+		    nplanted, planted);
 	for (int f = 0; f < KW_KEY_FAMILY_COUNT; f++) {
 		const kw_hsm_key *k;
 		if (kw_hsm_key_active(app->hsm, (kw_key_family)f, &k) == KW_OK)

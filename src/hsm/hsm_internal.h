@@ -115,6 +115,10 @@ struct kw_hsm {
 	struct timespec miss_refreshed;
 	struct kw_hsm_key **keys;
 	size_t nkeys, keys_cap;
+	/* Objects with a key family's label that are not what keyward creates
+	 * (kw_hsm_refused_keys), as of the last read of the token's keys. */
+	size_t nrefused;
+	char refused_first[192];
 	/* Moves on whenever the table changes (a refresh): sessions then
 	 * drop copies of keys that went or whose token object changed. */
 	atomic_uint_fast64_t keys_epoch;

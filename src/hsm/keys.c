@@ -102,7 +102,131 @@ typedef struct scan_obj {
 	uint32_t version;
 	CK_OBJECT_CLASS cls;
 	CK_OBJECT_HANDLE h;
+	const char *refused; /* NULL, or why it is not what keyward creates */
 } scan_obj;
+
+/* ---- what keyward creates --------------------------------------------- */
+
+/* A boolean attribute and the value keyward gives it. */
+typedef struct want_bool {
+	CK_ATTRIBUTE_TYPE t;
+	CK_BBOOL v;
+	const char *why; /* said when it differs */
+} want_bool;
+
+/* Every key: generated in the token. Secret and private keys: sensitive
+ * and never extractable from their creation on. (Not CKA_MODIFIABLE
+ * false: SoftHSM then refuses the session copies, C_CopyObject with
+ * CKA_TOKEN false answering CKR_ATTRIBUTE_READ_ONLY. The usages are
+ * checked at every read instead, and sensitivity cannot be relaxed.) */
+#define ORIGIN                                                                                               \
+	{                                                                                                    \
+		CKA_LOCAL, CK_TRUE, "CKA_LOCAL is false: not generated in the token (imported or derived)"   \
+	}
+#define SECRECY                                                                                              \
+	{CKA_ALWAYS_SENSITIVE, CK_TRUE, "CKA_ALWAYS_SENSITIVE is false"},                                    \
+	    {CKA_NEVER_EXTRACTABLE, CK_TRUE, "CKA_NEVER_EXTRACTABLE is false"},                              \
+	    {CKA_SENSITIVE, CK_TRUE, "CKA_SENSITIVE is false"},                                              \
+	{                                                                                                    \
+		CKA_EXTRACTABLE, CK_FALSE, "CKA_EXTRACTABLE is true"                                         \
+	}
+
+/* The KEK: AES-256-GCM encrypt and decrypt, nothing else. */
+static const want_bool kek_shape[] = {
+    ORIGIN,
+    SECRECY,
+    {CKA_ENCRYPT, CK_TRUE, "CKA_ENCRYPT is false"},
+    {CKA_DECRYPT, CK_TRUE, "CKA_DECRYPT is false"},
+    {CKA_WRAP, CK_FALSE, "CKA_WRAP is true"},
+    {CKA_UNWRAP, CK_FALSE, "CKA_UNWRAP is true"},
+    {CKA_SIGN, CK_FALSE, "CKA_SIGN is true"},
+    {CKA_VERIFY, CK_FALSE, "CKA_VERIFY is true"},
+    {CKA_DERIVE, CK_FALSE, "CKA_DERIVE is true"},
+};
+/* Derivation root, pepper, audit key: HMAC-SHA256 signing, nothing else. */
+static const want_bool mac_shape[] = {
+    ORIGIN,
+    SECRECY,
+    {CKA_SIGN, CK_TRUE, "CKA_SIGN is false"},
+    {CKA_VERIFY, CK_FALSE, "CKA_VERIFY is true"},
+    {CKA_ENCRYPT, CK_FALSE, "CKA_ENCRYPT is true"},
+    {CKA_DECRYPT, CK_FALSE, "CKA_DECRYPT is true"},
+    {CKA_WRAP, CK_FALSE, "CKA_WRAP is true"},
+    {CKA_UNWRAP, CK_FALSE, "CKA_UNWRAP is true"},
+    {CKA_DERIVE, CK_FALSE, "CKA_DERIVE is true"},
+};
+/* The JWT private key: ECDSA signing, nothing else. */
+static const want_bool jwt_private_shape[] = {
+    ORIGIN,
+    SECRECY,
+    {CKA_SIGN, CK_TRUE, "CKA_SIGN is false"},
+    {CKA_DECRYPT, CK_FALSE, "CKA_DECRYPT is true"},
+    {CKA_UNWRAP, CK_FALSE, "CKA_UNWRAP is true"},
+    {CKA_DERIVE, CK_FALSE, "CKA_DERIVE is true"},
+};
+/* Its public half. */
+static const want_bool jwt_public_shape[] = {
+    ORIGIN,
+    {CKA_VERIFY, CK_TRUE, "CKA_VERIFY is false"},
+    {CKA_ENCRYPT, CK_FALSE, "CKA_ENCRYPT is true"},
+    {CKA_WRAP, CK_FALSE, "CKA_WRAP is true"},
+    {CKA_DERIVE, CK_FALSE, "CKA_DERIVE is true"},
+};
+#undef ORIGIN
+#undef SECRECY
+
+#define N_WANT 16
+
+/* NULL when object h (family f, class cls) is what keyward generates for
+ * it; otherwise the first difference. A token that cannot tell (an
+ * attribute it does not have) is refused too. */
+static CK_RV check_shape(kw_hsm_session *s, kw_key_family f, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE h,
+                         const char **why)
+{
+	const want_bool *w;
+	size_t nw;
+	bool jwt = f == KW_KEY_JWT;
+	if (jwt && cls == CKO_PRIVATE_KEY)
+		w = jwt_private_shape, nw = sizeof(jwt_private_shape) / sizeof(*w);
+	else if (jwt && cls == CKO_PUBLIC_KEY)
+		w = jwt_public_shape, nw = sizeof(jwt_public_shape) / sizeof(*w);
+	else if (!jwt && cls == CKO_SECRET_KEY && f == KW_KEY_KEK)
+		w = kek_shape, nw = sizeof(kek_shape) / sizeof(*w);
+	else if (!jwt && cls == CKO_SECRET_KEY)
+		w = mac_shape, nw = sizeof(mac_shape) / sizeof(*w);
+	else {
+		*why = "wrong object class for its family";
+		return CKR_OK;
+	}
+	CK_BBOOL got[N_WANT];
+	CK_KEY_TYPE kt = (CK_KEY_TYPE)-1;
+	CK_ULONG vlen = 0;
+	unsigned char params[32];
+	CK_ATTRIBUTE a[N_WANT + 2];
+	for (size_t i = 0; i < nw; i++)
+		a[i] = (CK_ATTRIBUTE){w[i].t, &got[i], sizeof(got[i])};
+	a[nw] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &kt, sizeof(kt)};
+	a[nw + 1] = jwt ? (CK_ATTRIBUTE){CKA_EC_PARAMS, params, sizeof(params)}
+	                : (CK_ATTRIBUTE){CKA_VALUE_LEN, &vlen, sizeof(vlen)};
+	CK_RV rv = kw_p11_GetAttributeValue(s->hsm, s->h, h, a, (CK_ULONG)(nw + 2));
+	*why = NULL;
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_BUFFER_TOO_SMALL) {
+		*why = "an attribute keyward checks cannot be read";
+		return CKR_OK;
+	}
+	if (rv != CKR_OK)
+		return rv;
+	if (jwt ? kt != CKK_EC : kt != (f == KW_KEY_KEK ? CKK_AES : CKK_GENERIC_SECRET))
+		*why = "wrong key type";
+	else if (jwt ? a[nw + 1].ulValueLen != sizeof(p256_oid) ||
+	                   memcmp(params, p256_oid, sizeof(p256_oid)) != 0
+	             : vlen != 32)
+		*why = jwt ? "not a P-256 key" : "not 32 bytes long";
+	for (size_t i = 0; *why == NULL && i < nw; i++)
+		if (a[i].ulValueLen != sizeof(CK_BBOOL) || (got[i] != CK_FALSE) != (w[i].v != CK_FALSE))
+			*why = w[i].why;
+	return CKR_OK;
+}
 
 static CK_RV find_all(kw_hsm_session *s, CK_ATTRIBUTE *tmpl, CK_ULONG ntmpl, CK_OBJECT_HANDLE **objs,
                       size_t *n)
@@ -184,8 +308,16 @@ static CK_RV scan(kw_hsm_session *s, scan_obj **out, size_t *nout)
 			uint32_t v;
 			if (!kw_hsm_label_parse(label, a.ulValueLen, &f, &v))
 				continue;
-			objs[n++] =
-			    (scan_obj){.family = f, .version = v, .cls = classes[c], .h = handles[c][i]};
+			const char *why = NULL;
+			rv = check_shape(s, f, classes[c], handles[c][i], &why);
+			if (rv == CKR_OBJECT_HANDLE_INVALID) {
+				rv = CKR_OK;
+				continue;
+			}
+			if (rv != CKR_OK)
+				goto done;
+			objs[n++] = (scan_obj){
+			    .family = f, .version = v, .cls = classes[c], .h = handles[c][i], .refused = why};
 		}
 	}
 	*out = objs;
@@ -288,8 +420,23 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s)
 		hsm->keys[i]->pub_handle = CK_INVALID_HANDLE;
 		hsm->keys[i]->have_pub = false;
 	}
+	size_t nrefused = 0;
 	for (size_t i = 0; i < n; i++) {
 		scan_obj *o = &objs[i];
+		if (o->refused != NULL) {
+			/* Someone with the PIN may have planted a key of a known value:
+			 * never use it, and say so loudly (once per read of the keys). */
+			if (nrefused++ == 0)
+				snprintf(hsm->refused_first, sizeof(hsm->refused_first),
+				         "keyward/%s/%lu (%s): %s", kw_key_family_name(o->family),
+				         (unsigned long)o->version,
+				         o->cls == CKO_PUBLIC_KEY ? "public" : "key", o->refused);
+			kw_err_log(
+			    "hsm: REFUSED keyward/%s/%lu: %s; keyward did not create this object and will "
+			    "not use it",
+			    kw_key_family_name(o->family), (unsigned long)o->version, o->refused);
+			continue;
+		}
 		bool is_jwt = o->family == KW_KEY_JWT;
 		bool want_priv = is_jwt ? o->cls == CKO_PRIVATE_KEY : o->cls == CKO_SECRET_KEY;
 		bool want_pub = is_jwt && o->cls == CKO_PUBLIC_KEY;
@@ -316,6 +463,9 @@ CK_RV kw_hsm_refresh_on(kw_hsm_session *s)
 				memcpy(k->pub, pts[i].pt, KW_EC_POINT_LEN);
 		}
 	}
+	hsm->nrefused = nrefused;
+	if (nrefused == 0)
+		hsm->refused_first[0] = '\0';
 	uint_fast64_t epoch = atomic_load(&hsm->keys_epoch) + 1;
 	for (size_t i = 0; i < hsm->nkeys; i++) {
 		struct kw_hsm_key *k = hsm->keys[i];
@@ -398,6 +548,16 @@ static kw_err find_key(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_
 	return KW_OK;
 }
 
+size_t kw_hsm_refused_keys(kw_hsm *hsm, char *first, size_t cap)
+{
+	pthread_rwlock_rdlock(&hsm->keys_lock);
+	size_t n = hsm->nrefused;
+	if (first != NULL && cap > 0)
+		snprintf(first, cap, "%s", hsm->refused_first);
+	pthread_rwlock_unlock(&hsm->keys_lock);
+	return n;
+}
+
 kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out)
 {
 	return find_key(hsm, f, 0, out);
@@ -474,17 +634,18 @@ static CK_RV generate_secret(kw_hsm_session *s, kw_key_family f, const char *lab
 	bool kek = f == KW_KEY_KEK;
 	CK_KEY_TYPE kt = kek ? CKK_AES : CKK_GENERIC_SECRET;
 	CK_MECHANISM m = {kek ? CKM_AES_KEY_GEN : CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
-	CK_BBOOL *crypt = kek ? &yes : &no; /* encrypt/decrypt/wrap/unwrap */
-	CK_BBOOL *mac = kek ? &no : &yes;   /* sign/verify */
+	CK_BBOOL *crypt = kek ? &yes : &no; /* encrypt/decrypt (AES-GCM) */
+	CK_BBOOL *mac = kek ? &no : &yes;   /* sign (HMAC-SHA256) */
+	/* Exactly what check_shape accepts: nothing keyward does not use. */
 	CK_ATTRIBUTE tmpl[] = {
 	    {CKA_CLASS, &cls, sizeof(cls)},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
 	    {CKA_VALUE_LEN, &vlen, sizeof(vlen)},   {CKA_LABEL, (void *)label, (CK_ULONG)llen},
 	    {CKA_ID, (void *)id, (CK_ULONG)idlen},  {CKA_TOKEN, &yes, sizeof(yes)},
 	    {CKA_PRIVATE, &yes, sizeof(yes)},       {CKA_SENSITIVE, &yes, sizeof(yes)},
 	    {CKA_EXTRACTABLE, &no, sizeof(no)},     {CKA_ENCRYPT, crypt, sizeof(CK_BBOOL)},
-	    {CKA_DECRYPT, crypt, sizeof(CK_BBOOL)}, {CKA_WRAP, crypt, sizeof(CK_BBOOL)},
-	    {CKA_UNWRAP, crypt, sizeof(CK_BBOOL)},  {CKA_SIGN, mac, sizeof(CK_BBOOL)},
-	    {CKA_VERIFY, mac, sizeof(CK_BBOOL)},    {CKA_DERIVE, &no, sizeof(no)},
+	    {CKA_DECRYPT, crypt, sizeof(CK_BBOOL)}, {CKA_WRAP, &no, sizeof(no)},
+	    {CKA_UNWRAP, &no, sizeof(no)},          {CKA_SIGN, mac, sizeof(CK_BBOOL)},
+	    {CKA_VERIFY, &no, sizeof(no)},          {CKA_DERIVE, &no, sizeof(no)},
 	};
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
 	return kw_p11_GenerateKey(s->hsm, s->h, &m, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h);
@@ -639,13 +800,20 @@ kw_err kw_hsm_token_init(kw_hsm_session *s, int *created)
 		const kw_hsm_key *k;
 		if (kw_hsm_key_active(s->hsm, (kw_key_family)f, &k) == KW_OK)
 			continue;
-		err = kw_hsm_key_generate(s, (kw_key_family)f, 1);
-		/* Another process may have made it meanwhile: that is fine. */
+		/* The first free version: a label keyward refuses (an object it
+		 * did not create, kw_hsm_refused_keys) is skipped, never used. */
+		for (uint32_t v = 1; v <= 64; v++) {
+			err = kw_hsm_key_generate(s, (kw_key_family)f, v);
+			if (err == KW_OK)
+				n++;
+			/* Another process may have made it meanwhile: that is fine. */
+			if (err != KW_ERR_EXISTS || kw_hsm_key_active(s->hsm, (kw_key_family)f, &k) == KW_OK)
+				break;
+		}
 		if (err == KW_ERR_EXISTS)
-			continue;
+			err = KW_OK;
 		if (err != KW_OK)
 			goto done;
-		n++;
 	}
 	if (created != NULL)
 		*created = n;
@@ -687,7 +855,8 @@ static CK_RV list_attempt(kw_hsm_session *s, void *arg)
 		goto done;
 	qsort(objs, n, sizeof(*objs), scan_obj_cmp);
 	for (size_t i = 0; i < n; i++) {
-		if (objs[i].cls != CKO_PUBLIC_KEY && objs[i].version > active[objs[i].family])
+		if (objs[i].cls != CKO_PUBLIC_KEY && objs[i].refused == NULL &&
+		    objs[i].version > active[objs[i].family])
 			active[objs[i].family] = objs[i].version;
 	}
 	c->n = 0;
@@ -701,6 +870,8 @@ static CK_RV list_attempt(kw_hsm_session *s, void *arg)
 		info->version = objs[i].version;
 		info->active = objs[i].version == active[objs[i].family];
 		info->is_private_half = objs[i].cls != CKO_PUBLIC_KEY;
+		if (objs[i].refused != NULL)
+			snprintf(info->refused, sizeof(info->refused), "%s", objs[i].refused);
 		if (info->is_private_half) {
 			CK_BBOOL sens = CK_FALSE, ext = CK_TRUE, never = CK_FALSE, always = CK_FALSE;
 			CK_ATTRIBUTE a[] = {
@@ -822,4 +993,56 @@ kw_err kw_hsm_test_import_key(kw_hsm_session *s, kw_key_family f, const unsigned
 done:
 	free(k);
 	return err;
+}
+
+typedef struct plant_ctx {
+	kw_key_family f;
+	char label[LABEL_MAX];
+	size_t llen;
+	const unsigned char *val;
+	size_t len;
+} plant_ctx;
+
+static CK_RV plant_attempt(kw_hsm_session *s, void *arg)
+{
+	plant_ctx *c = arg;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	bool kek = c->f == KW_KEY_KEK;
+	CK_KEY_TYPE kt = kek ? CKK_AES : CKK_GENERIC_SECRET;
+	CK_ULONG vlen = 32;
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_RV rv = kw_hsm_login_ensure(s->hsm, s->h, NULL);
+	if (rv != CKR_OK)
+		return rv;
+	CK_ATTRIBUTE tmpl[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, sizeof(yes)},
+	    {CKA_PRIVATE, &yes, sizeof(yes)},
+	    {CKA_SENSITIVE, &yes, sizeof(yes)},
+	    {CKA_EXTRACTABLE, &no, sizeof(no)},
+	    {CKA_MODIFIABLE, &no, sizeof(no)},
+	    {CKA_LABEL, (void *)c->label, (CK_ULONG)c->llen},
+	    {kek ? CKA_ENCRYPT : CKA_SIGN, &yes, sizeof(yes)},
+	    {kek ? CKA_DECRYPT : CKA_VERIFY, &yes, sizeof(yes)},
+	    {CKA_WRAP, c->val ? &no : &yes, sizeof(CK_BBOOL)},
+	    c->val ? (CK_ATTRIBUTE){CKA_VALUE, (void *)c->val, (CK_ULONG)c->len}
+	           : (CK_ATTRIBUTE){CKA_VALUE_LEN, &vlen, sizeof(vlen)},
+	};
+	CK_ULONG n = sizeof(tmpl) / sizeof(tmpl[0]);
+	if (c->val != NULL)
+		return kw_p11_CreateObject(s->hsm, s->h, tmpl, n, &h);
+	CK_MECHANISM m = {kek ? CKM_AES_KEY_GEN : CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+	return kw_p11_GenerateKey(s->hsm, s->h, &m, tmpl, n, &h);
+}
+
+kw_err kw_hsm_test_plant_key(kw_hsm_session *s, kw_key_family f, uint32_t version, const unsigned char *value,
+                             size_t len)
+{
+	plant_ctx c = {.f = f, .val = value, .len = len};
+	if ((unsigned)f >= KW_KEY_FAMILY_COUNT || f == KW_KEY_JWT || version == 0)
+		return KW_ERR_INVALID;
+	c.llen = kw_hsm_label_format(c.label, sizeof(c.label), true, f, version);
+	return kw_hsm_run(s, KW_HSM_OP_OTHER, plant_attempt, &c);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "keyward/db/migrate.h"
@@ -162,4 +163,69 @@ Test(boot, development_provisions_keys_and_schema)
 	free(v);
 	delete_token(label);
 	unlink(pin);
+}
+
+/* A key of known value planted under the next KEK label by someone with
+ * the PIN: production does not boot on such a token, a running instance
+ * stops answering ready, `token status` names it. */
+static uint32_t plant_next_kek(void)
+{
+	kw_hsm *hsm = kwt_hsm_open();
+	kw_hsm_session *s = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s), KW_OK);
+	const kw_hsm_key *k = NULL;
+	cr_assert_eq(kw_hsm_key_active(hsm, KW_KEY_KEK, &k), KW_OK);
+	uint32_t v = kw_hsm_key_version(k) + 1;
+	const unsigned char known[32] = {0x42};
+	cr_assert_eq(kw_hsm_test_plant_key(s, KW_KEY_KEK, v, known, sizeof(known)), KW_OK);
+	kw_hsm_session_close(s);
+	kw_hsm_close(hsm);
+	return v;
+}
+
+static void remove_kek(uint32_t v)
+{
+	kw_hsm *hsm = kwt_hsm_open();
+	kw_hsm_session *s = NULL;
+	cr_assert_eq(kw_hsm_session_open(hsm, &s), KW_OK);
+	cr_assert_eq(kw_hsm_key_destroy(s, KW_KEY_KEK, v), KW_OK);
+	kw_hsm_session_close(s);
+	kw_hsm_close(hsm);
+}
+
+Test(boot, production_refuses_a_token_with_a_planted_key)
+{
+	uint32_t v = plant_next_kek();
+	expect_refusal(NULL, "carry a keyward key label but are not what keyward creates");
+	char bin[600], cmd[1200], out[4096];
+	snprintf(cmd, sizeof(cmd), "%s token status 2>&1", kwt_bin_sh("keywardctl", bin, sizeof(bin)));
+	FILE *p = popen(cmd, "r");
+	size_t n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = '\0';
+	int st = pclose(p);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "token status: %d\n%s", st, out);
+	cr_assert_not_null(strstr(out, "REFUSED: CKA_LOCAL is false"), "%s", out);
+	remove_kek(v);
+}
+
+Test(boot, a_running_instance_is_not_ready_while_a_planted_key_exists)
+{
+	static const char *const env[] = {"KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s", NULL};
+	kwt_daemon dd;
+	kwt_daemon_start(&dd, env);
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&dd, "/readyz", &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	uint32_t v = plant_next_kek();
+	usleep(2500 * 1000); /* the next re-read of the token's keys */
+	cr_assert_eq(kwt_http_get(&dd, "/readyz", &r), 0);
+	cr_assert_eq(r.status, 503, "%s", r.body);
+	cr_assert_not_null(strstr(r.body, "refused_keys"), "%s", r.body);
+	kwt_resp_free(&r);
+	char *log = kwt_daemon_log(&dd);
+	cr_assert_not_null(strstr(log, "REFUSED keyward/kek/"), "%s", log);
+	free(log);
+	remove_kek(v);
+	kwt_daemon_stop(&dd);
 }

@@ -240,6 +240,7 @@ Test(hsm, keys_are_sensitive_and_never_extractable)
 			continue;
 		}
 		secret_objects++;
+		cr_assert_str_eq(k->refused, "", "%s refused: %s", k->label, k->refused);
 		cr_assert(k->sensitive, "%s is not sensitive", k->label);
 		cr_assert(!k->extractable, "%s is extractable", k->label);
 		cr_assert(k->never_extractable, "%s was once extractable", k->label);
@@ -249,6 +250,52 @@ Test(hsm, keys_are_sensitive_and_never_extractable)
 	for (int f = 0; f < KW_KEY_FAMILY_COUNT; f++)
 		cr_assert(seen_active[f], "no active %s key listed", kw_key_family_name((kw_key_family)f));
 	cr_assert(seen_jwt_pub);
+}
+
+/* Keys are trusted for their attributes, not their names: an object that
+ * someone with the PIN made under a key family's label is never used. */
+static void expect_refused(kw_key_family f, uint32_t planted, const char *why)
+{
+	cr_assert_eq(kw_hsm_keys_refresh(hsm), KW_OK);
+	const kw_hsm_key *k = NULL;
+	cr_assert_eq(kw_hsm_key_get(hsm, f, planted, &k), KW_ERR_NOT_FOUND, "the planted key is in use");
+	cr_assert_eq(kw_hsm_key_active(hsm, f, &k), KW_OK);
+	cr_assert_lt(kw_hsm_key_version(k), planted, "the planted key became the active one");
+	char first[200];
+	cr_assert_geq(kw_hsm_refused_keys(hsm, first, sizeof(first)), 1);
+	cr_assert_not_null(strstr(first, why), "%s", first);
+	kw_hsm_key_info infos[128];
+	size_t n = 0;
+	cr_assert_eq(kw_hsm_key_list(sess, infos, 128, &n), KW_OK);
+	bool listed = false;
+	for (size_t i = 0; i < n; i++)
+		listed |= infos[i].family == f && infos[i].version == planted &&
+		          strstr(infos[i].refused, why) != NULL;
+	cr_assert(listed, "token status does not show the refusal");
+	cr_assert_eq(kw_hsm_key_destroy(sess, f, planted), KW_OK);
+	cr_assert_eq(kw_hsm_keys_refresh(hsm), KW_OK);
+	cr_assert_eq(kw_hsm_refused_keys(hsm, NULL, 0), 0);
+}
+
+Test(hsm, a_planted_key_of_known_value_is_refused)
+{
+	const unsigned char known[32] = {1, 2, 3};
+	uint32_t next = kw_hsm_key_version(active(KW_KEY_KEK)) + 1;
+	cr_assert_eq(kw_hsm_test_plant_key(sess, KW_KEY_KEK, next, known, sizeof(known)), KW_OK);
+	expect_refused(KW_KEY_KEK, next, "CKA_LOCAL is false");
+	next = kw_hsm_key_version(active(KW_KEY_PEPPER)) + 1;
+	cr_assert_eq(kw_hsm_test_plant_key(sess, KW_KEY_PEPPER, next, known, sizeof(known)), KW_OK);
+	expect_refused(KW_KEY_PEPPER, next, "CKA_LOCAL is false");
+}
+
+Test(hsm, a_generated_key_with_usages_keyward_does_not_give_is_refused)
+{
+	uint32_t next = kw_hsm_key_version(active(KW_KEY_KEK)) + 1;
+	cr_assert_eq(kw_hsm_test_plant_key(sess, KW_KEY_KEK, next, NULL, 0), KW_OK);
+	expect_refused(KW_KEY_KEK, next, "CKA_WRAP is true");
+	next = kw_hsm_key_version(active(KW_KEY_AUDIT)) + 1;
+	cr_assert_eq(kw_hsm_test_plant_key(sess, KW_KEY_AUDIT, next, NULL, 0), KW_OK);
+	expect_refused(KW_KEY_AUDIT, next, "CKA_VERIFY is true");
 }
 
 Test(hsm, random)

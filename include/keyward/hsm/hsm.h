@@ -75,6 +75,12 @@ KW_MUST_CHECK kw_err kw_hsm_session_ping(kw_hsm_session *s);
 
 /* Key lookup. Active = the highest version of the family. */
 KW_MUST_CHECK kw_err kw_hsm_key_active(kw_hsm *hsm, kw_key_family f, const kw_hsm_key **out);
+/* Objects that carry a key family's label but are not what keyward
+ * creates — not generated in the token (CKA_LOCAL), extractable or ever
+ * so, of another type or size, or with a usage keyward does
+ * not give — as of the last read of the token's keys. They are never
+ * used. Returns how many; first (cap bytes, may be NULL) describes one. */
+size_t kw_hsm_refused_keys(kw_hsm *hsm, char *first, size_t cap);
 KW_MUST_CHECK kw_err kw_hsm_key_get(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_hsm_key **out);
 /* As kw_hsm_key_get, but a version this process has not seen (made by
  * keywardctl since it last looked) makes it re-read the token's key list
@@ -105,6 +111,7 @@ typedef struct kw_hsm_key_info {
 	bool active;
 	bool sensitive, extractable, never_extractable, always_sensitive;
 	bool is_private_half; /* for the JWT pair: which object this is */
+	char refused[96];     /* "" or why keyward does not use it (kw_hsm_refused_keys) */
 } kw_hsm_key_info;
 /* Fills up to cap entries (sorted by family, version), sets *n. */
 KW_MUST_CHECK kw_err kw_hsm_key_list(kw_hsm_session *s, kw_hsm_key_info *infos, size_t cap, size_t *n);
@@ -151,6 +158,13 @@ KW_MUST_CHECK kw_err kw_hsm_public_key(kw_hsm *hsm, const kw_hsm_key *k, unsigne
  * service: long-lived keys are generated in the token. */
 KW_MUST_CHECK kw_err kw_hsm_test_import_key(kw_hsm_session *s, kw_key_family f, const unsigned char *value,
                                             size_t len, const kw_hsm_key **out);
+/* Test support: plants what an attacker with the PIN could, a token
+ * object labelled keyward/<family>/<version> (secret-key families): with
+ * value, an imported key of that value (sensitive, not extractable, the
+ * family's usage); without, a key generated in the token that may also
+ * wrap. keyward must refuse both (kw_hsm_refused_keys). */
+KW_MUST_CHECK kw_err kw_hsm_test_plant_key(kw_hsm_session *s, kw_key_family f, uint32_t version,
+                                           const unsigned char *value, size_t len);
 /* Test support: closes the session handle behind the pool's back, or logs
  * the application out, so the revive path can be exercised. */
 void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout);
