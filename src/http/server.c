@@ -325,6 +325,29 @@ static int copy_request(kw_server *srv, struct evhttp_request *ereq, kw_request 
 	return 0;
 }
 
+/* Every line of a header, joined with ", " as RFC 9110 (5.3) says a
+ * recipient may: a proxy that adds its own X-Forwarded-For line must not
+ * leave the client's line to decide the address. malloc'd; NULL if the
+ * header is absent (or out of memory: then no line is believed). */
+static char *joined_header(struct evkeyvalq *headers, const char *name)
+{
+	size_t len = 0, lines = 0;
+	for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next)
+		if (strcasecmp(h->key, name) == 0) {
+			len += strlen(h->value) + 2;
+			lines++;
+		}
+	if (lines == 0)
+		return NULL;
+	char *out = malloc(len + 1), *at = out;
+	if (out == NULL)
+		return NULL;
+	for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next)
+		if (strcasecmp(h->key, name) == 0)
+			at += sprintf(at, "%s%s", at == out ? "" : ", ", h->value);
+	return out;
+}
+
 static void on_request(struct evhttp_request *ereq, void *arg)
 {
 	kw_loop *loop = arg;
@@ -347,9 +370,10 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 	else
 		kw_request_id_new(p->call.req.request_id);
 	peer_of(ereq, p->call.req.peer_ip, sizeof(p->call.req.peer_ip));
-	kw_client_ip(srv->o.trusted, p->call.req.peer_ip,
-	             evhttp_find_header(evhttp_request_get_input_headers(ereq), "X-Forwarded-For"),
-	             p->call.req.client_ip, sizeof(p->call.req.client_ip));
+	char *xff = joined_header(evhttp_request_get_input_headers(ereq), "X-Forwarded-For");
+	kw_client_ip(srv->o.trusted, p->call.req.peer_ip, xff, p->call.req.client_ip,
+	             sizeof(p->call.req.client_ip));
+	free(xff);
 
 	int refuse = copy_request(srv, ereq, &p->call.req);
 	if (refuse == 431) {

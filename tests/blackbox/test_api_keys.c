@@ -431,3 +431,26 @@ Test(client_ip, forwarded_for_believed_from_trusted_proxy)
 	free(n);
 	kwt_daemon_stop(&dd);
 }
+
+/* A proxy that adds its own X-Forwarded-For line: the lines are one list
+ * (RFC 9110 5.3), so the client's own line cannot choose its address. */
+Test(client_ip, forwarded_for_lines_are_combined)
+{
+	const char *env[] = {"KEYWARD_HTTP_TRUSTED_PROXIES=127.0.0.1/32", NULL};
+	kwt_daemon dd;
+	kwt_daemon_start(&dd, env);
+	kwt_resp r;
+	cr_assert_eq(kwt_http_req(&dd, "GET", "/api/v1/api-keys",
+	                          "Authorization: Bearer nope\r\nX-Forwarded-For: 203.0.113.66\r\n"
+	                          "X-Forwarded-For: 198.51.100.7\r\n",
+	                          NULL, &r),
+	             0);
+	cr_assert_eq(r.status, 401);
+	kwt_resp_free(&r);
+	kwt_audit_settle(&dd);
+	char *n =
+	    kwt_db_admin_sql(&dd.db, "SELECT string_agg(ip, ',') FROM audit_log WHERE status LIKE '401 %'");
+	cr_assert_str_eq(n, "198.51.100.7", "the client chose its own address");
+	free(n);
+	kwt_daemon_stop(&dd);
+}
