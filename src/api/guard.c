@@ -26,6 +26,7 @@
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
 #include "keyward/core/text.h"
+#include "keyward/http/clientip.h"
 #include "keyward/http/ratelimit.h"
 
 #define KW_AUTH_HEADER_MAX 16384
@@ -103,8 +104,9 @@ static bool take_ip_budget(kw_call *call, kw_rl_result *r)
 {
 	if (call->app_flags & SPENT_IP)
 		return true;
-	char key[96];
-	snprintf(key, sizeof(key), "ip:%s", call->req.client_ip);
+	char key[96], who[80];
+	kw_client_bucket(call->req.client_ip, call->app->cfg->rl_ipv6_prefix, who, sizeof(who));
+	snprintf(key, sizeof(key), "ip:%s", who);
 	kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_ip_per_minute, kw_ratelimit_now(), r);
 	if (r->allowed)
 		call->app_flags |= SPENT_IP;
@@ -124,8 +126,9 @@ bool kw_auth_ip_budget(kw_call *call)
  * credential is checked (so guessing is throttled), spent by each failure. */
 static void fail_budget(kw_call *call, bool spend, double now, kw_rl_result *r)
 {
-	char key[96];
-	snprintf(key, sizeof(key), "fail:%s", call->req.client_ip);
+	char key[96], who[80];
+	kw_client_bucket(call->req.client_ip, call->app->cfg->rl_ipv6_prefix, who, sizeof(who));
+	snprintf(key, sizeof(key), "fail:%s", who);
 	if (spend)
 		kw_ratelimit_take(call->app->rl, key, call->app->cfg->rl_auth_fail_per_minute, now, r);
 	else

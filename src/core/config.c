@@ -39,6 +39,7 @@ static const kw_cfg_key keys[] = {
     {"ratelimit", "ip_per_minute", T_INT, F(rl_ip_per_minute), "1000"},
     {"ratelimit", "key_per_minute", T_INT, F(rl_key_per_minute), "60"},
     {"ratelimit", "auth_fail_per_minute", T_INT, F(rl_auth_fail_per_minute), "20"},
+    {"ratelimit", "ipv6_prefix", T_INT, F(rl_ipv6_prefix), "64"},
     {"auth", "key_cache_ttl_ms", T_INT, F(key_cache_ttl_ms), "1000"},
     {"auth", "issuer", T_STR, F(jwt_issuer), "keyward"},
     {"auth", "leeway", T_DUR, F(jwt_leeway_s), "30s"},

@@ -141,3 +141,19 @@ void kw_client_ip(const kw_cidr_list *trusted, const char *peer, const char *xff
 		end = start > 0 ? start - 1 : 0;
 	}
 }
+
+void kw_client_bucket(const char *ip, int v6_prefix, char *out, size_t cap)
+{
+	unsigned char a[16];
+	if (v6_prefix <= 0 || v6_prefix >= 128 || inet_pton(AF_INET6, ip, a) != 1) {
+		snprintf(out, cap, "%s", ip);
+		return;
+	}
+	for (int bit = v6_prefix; bit < 128; bit++)
+		a[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+	char text[INET6_ADDRSTRLEN];
+	if (inet_ntop(AF_INET6, a, text, sizeof(text)) == NULL)
+		snprintf(out, cap, "%s", ip);
+	else
+		snprintf(out, cap, "%s/%d", text, v6_prefix);
+}

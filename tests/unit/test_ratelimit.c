@@ -123,3 +123,43 @@ Test(ratelimit, keys_up_to_127_bytes_are_told_apart)
 	cr_assert(r.allowed);
 	kw_ratelimit_free(rl);
 }
+
+/* A flood of fresh keys cannot evict a drained bucket (and so reset a
+ * failure budget): a new key takes the fullest slot, never the drained
+ * one, however long ago it was touched. */
+Test(ratelimit, a_flood_cannot_evict_a_drained_bucket)
+{
+	kw_ratelimit *rl = kw_ratelimit_new(16);
+	kw_rl_result r;
+	double now = 1000.0;
+	for (int i = 0; i < 21; i++)
+		kw_ratelimit_take(rl, "fail:victim", 20, now, &r);
+	cr_assert_not(r.allowed, "drained");
+	char key[64];
+	for (int i = 0; i < 20000; i++) {
+		snprintf(key, sizeof(key), "nonce:flood-%d", i);
+		kw_ratelimit_take(rl, key, 20, now + 0.00001 * i, &r);
+	}
+	kw_ratelimit_peek(rl, "fail:victim", 20, now + 0.3, &r);
+	cr_assert_not(r.allowed, "the flood evicted the drained bucket: its budget is full again");
+	kw_ratelimit_free(rl);
+}
+
+Test(clientip, ipv6_clients_share_a_budget_per_prefix)
+{
+	char out[80];
+	kw_client_bucket("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, out, sizeof(out));
+	cr_assert_str_eq(out, "2001:db8:1:2::/64");
+	kw_client_bucket("2001:db8:1:2::1", 64, out, sizeof(out));
+	cr_assert_str_eq(out, "2001:db8:1:2::/64");
+	kw_client_bucket("2001:db8:1:3::1", 64, out, sizeof(out));
+	cr_assert_str_eq(out, "2001:db8:1:3::/64");
+	kw_client_bucket("2001:db8:1:2:aaaa::1", 128, out, sizeof(out));
+	cr_assert_str_eq(out, "2001:db8:1:2:aaaa::1", "128: every address its own");
+	kw_client_bucket("2001:db8:ffff:ffff::1", 48, out, sizeof(out));
+	cr_assert_str_eq(out, "2001:db8:ffff::/48");
+	kw_client_bucket("192.0.2.7", 64, out, sizeof(out));
+	cr_assert_str_eq(out, "192.0.2.7");
+	kw_client_bucket("unix:1000", 64, out, sizeof(out));
+	cr_assert_str_eq(out, "unix:1000");
+}

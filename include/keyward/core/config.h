@@ -31,6 +31,7 @@ typedef struct kw_config {
 	int rl_ip_per_minute;        /* every /api/ request, by client IP */
 	int rl_key_per_minute;       /* by API key, unless the key overrides it */
 	int rl_auth_fail_per_minute; /* failed authentications, by client IP */
+	int rl_ipv6_prefix; /* IPv6 clients share a budget per prefix of this length (128: per address) */
 
 	/* [auth] */
 	int key_cache_ttl_ms;           /* how long a verified API key is trusted without a DB look-up */

@@ -20,5 +20,9 @@ bool kw_cidr_list_contains(const kw_cidr_list *l, const char *ip);
 /* Writes the client address (at most cap bytes) for a request from peer
  * carrying the given X-Forwarded-For (NULL if absent). */
 void kw_client_ip(const kw_cidr_list *trusted, const char *peer, const char *xff, char *out, size_t cap);
+/* The rate-limit identity of a client address: an IPv6 address is cut to
+ * its first v6_prefix bits ("2001:db8:1:2::/64": one host owns a /64 and
+ * would otherwise have 2^64 budgets); anything else is itself. */
+void kw_client_bucket(const char *ip, int v6_prefix, char *out, size_t cap);
 
 #endif
