@@ -1,4 +1,6 @@
-/* clientip.c — CIDR lists and the X-Forwarded-For walk. */
+/* clientip.c — CIDR lists and the X-Forwarded-For walk. A list may also
+ * name Unix-socket peers by uid ("unix:33"): the identity keywardd gives a
+ * client on its socket (SO_PEERCRED). */
 #include "keyward/http/clientip.h"
 
 #include <arpa/inet.h>
@@ -9,7 +11,7 @@
 #include <string.h>
 
 typedef struct kw_cidr {
-	int family; /* AF_INET or AF_INET6 */
+	int family; /* AF_INET, AF_INET6, or AF_UNIX: a Unix-socket peer's uid (4 bytes) */
 	unsigned char addr[16];
 	int bits;
 } kw_cidr;
@@ -30,6 +32,25 @@ static bool parse_ip(const char *s, int *family, unsigned char addr[16])
 		return true;
 	}
 	return false;
+}
+
+/* An address, or a Unix-socket peer "unix:<uid>" (its uid, big-endian). */
+static bool parse_peer(const char *s, int *family, unsigned char addr[16])
+{
+	if (strncmp(s, "unix:", 5) != 0)
+		return parse_ip(s, family, addr);
+	const char *d = s + 5;
+	size_t n = strspn(d, "0123456789");
+	if (n == 0 || n > 10 || d[n] != '\0')
+		return false;
+	unsigned long long uid = strtoull(d, NULL, 10);
+	if (uid > UINT32_MAX)
+		return false;
+	memset(addr, 0, 16);
+	for (int i = 0; i < 4; i++)
+		addr[i] = (unsigned char)(uid >> (24 - 8 * i));
+	*family = AF_UNIX;
+	return true;
 }
 
 kw_err kw_cidr_list_parse(const char *spec, kw_cidr_list **out)
@@ -60,9 +81,9 @@ kw_err kw_cidr_list_parse(const char *spec, kw_cidr_list **out)
 		char *slash = strchr(item, '/');
 		if (slash)
 			*slash = '\0';
-		if (!parse_ip(item, &c->family, c->addr))
+		if (!parse_peer(item, &c->family, c->addr) || (slash && c->family == AF_UNIX))
 			goto bad;
-		int max = c->family == AF_INET ? 32 : 128;
+		int max = c->family == AF_INET6 ? 128 : 32;
 		c->bits = max;
 		if (slash) {
 			char *end;
@@ -102,7 +123,7 @@ bool kw_cidr_list_contains(const kw_cidr_list *l, const char *ip)
 {
 	int family;
 	unsigned char addr[16];
-	if (l == NULL || !parse_ip(ip, &family, addr))
+	if (l == NULL || !parse_peer(ip, &family, addr))
 		return false;
 	for (size_t i = 0; i < l->n; i++)
 		if (cidr_match(&l->items[i], family, addr))

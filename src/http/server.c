@@ -269,8 +269,18 @@ static void peer_of(struct evhttp_request *ereq, char *out, size_t cap)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
-	else if (sa->sa_family == AF_UNIX)
-		snprintf(out, cap, "unix");
+	else if (sa->sa_family == AF_UNIX) {
+		/* Each local user its own identity (budgets, audit rows): the
+		 * uid of the process on the other end of the socket. */
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+		evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+		if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+			snprintf(out, cap, "unix:%u", (unsigned)cred.uid);
+		else
+			snprintf(out, cap, "unix");
+	}
 }
 
 /* Copies what a handler may need off the evhttp request. Returns 0, or an

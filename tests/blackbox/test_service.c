@@ -464,3 +464,50 @@ Test(checkpoints, rotating_the_audit_key_keeps_the_trail_verifiable)
 	cr_assert_str_eq(v, "1");
 	free(v);
 }
+
+/* A client on the Unix socket is known by its uid (SO_PEERCRED), not as
+ * one shared "unix"; its X-Forwarded-For is believed only when that uid is
+ * listed as a trusted proxy. */
+static int unix_refusal(kwt_daemon *dd, const char *xff)
+{
+	char req[512];
+	int n =
+	    snprintf(req, sizeof(req),
+	             "GET /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+	             "nope\r\n%s%s%s\r\n",
+	             xff ? "X-Forwarded-For: " : "", xff ? xff : "", xff ? "\r\n" : "");
+	kwt_resp r;
+	cr_assert_eq(kwt_http_raw(dd, true, req, (size_t)n, &r), 0);
+	int st = r.status;
+	kwt_resp_free(&r);
+	return st;
+}
+
+Test(service, unix_socket_clients_are_known_by_uid)
+{
+	cr_assert_eq(unix_refusal(&d, "198.51.100.9"), 401);
+	kwt_audit_settle(&d);
+	char want[64];
+	snprintf(want, sizeof(want), "unix:%u", (unsigned)getuid());
+	char *v = kwt_db_admin_sql(
+	    &d.db, "SELECT string_agg(DISTINCT ip, ',') FROM audit_log WHERE status LIKE '401 %'");
+	cr_assert_str_eq(v, want,
+	                 "an untrusted socket peer's X-Forwarded-For was believed, or the uid is lost");
+	free(v);
+}
+
+Test(service, a_trusted_socket_uid_may_forward)
+{
+	char trusted[80];
+	snprintf(trusted, sizeof(trusted), "KEYWARD_HTTP_TRUSTED_PROXIES=unix:%u", (unsigned)getuid());
+	const char *env[] = {trusted, NULL};
+	kwt_daemon dd;
+	kwt_daemon_start(&dd, env);
+	cr_assert_eq(unix_refusal(&dd, "198.51.100.9"), 401);
+	kwt_audit_settle(&dd);
+	char *v = kwt_db_admin_sql(
+	    &dd.db, "SELECT string_agg(DISTINCT ip, ',') FROM audit_log WHERE status LIKE '401 %'");
+	cr_assert_str_eq(v, "198.51.100.9");
+	free(v);
+	kwt_daemon_stop(&dd);
+}

@@ -163,3 +163,22 @@ Test(clientip, ipv6_clients_share_a_budget_per_prefix)
 	kw_client_bucket("unix:1000", 64, out, sizeof(out));
 	cr_assert_str_eq(out, "unix:1000");
 }
+
+Test(clientip, unix_socket_peers_in_lists)
+{
+	kw_cidr_list *l = NULL;
+	cr_assert_eq(kw_cidr_list_parse("127.0.0.1, unix:33", &l), KW_OK);
+	cr_assert(kw_cidr_list_contains(l, "unix:33"));
+	cr_assert_not(kw_cidr_list_contains(l, "unix:0"));
+	cr_assert_not(kw_cidr_list_contains(l, "unix"));
+	char out[64];
+	kw_client_ip(l, "unix:33", "203.0.113.5", out, sizeof(out));
+	cr_assert_str_eq(out, "203.0.113.5");
+	kw_client_ip(l, "unix:0", "203.0.113.5", out, sizeof(out));
+	cr_assert_str_eq(out, "unix:0");
+	kw_cidr_list_free(l);
+	cr_assert_eq(kw_cidr_list_parse("unix:33/8", &l), KW_ERR_INVALID);
+	cr_assert_eq(kw_cidr_list_parse("unix:", &l), KW_ERR_INVALID);
+	cr_assert_eq(kw_cidr_list_parse("unix:-1", &l), KW_ERR_INVALID);
+	cr_assert_eq(kw_cidr_list_parse("unix:99999999999", &l), KW_ERR_INVALID);
+}

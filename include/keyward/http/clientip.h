@@ -13,7 +13,8 @@
 
 typedef struct kw_cidr_list kw_cidr_list;
 
-/* "10.0.0.1, 192.168.0.0/16, ::1" -> list (empty spec: empty list). */
+/* "10.0.0.1, 192.168.0.0/16, ::1, unix:33" -> list (empty spec: empty
+ * list); "unix:<uid>" is a Unix-socket peer running as that uid. */
 KW_MUST_CHECK kw_err kw_cidr_list_parse(const char *spec, kw_cidr_list **out);
 void kw_cidr_list_free(kw_cidr_list *l);
 bool kw_cidr_list_contains(const kw_cidr_list *l, const char *ip);
