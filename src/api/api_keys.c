@@ -13,7 +13,9 @@
 #include "keyward/api/guard.h"
 #include "keyward/app/app.h"
 #include "keyward/auth/apikey.h"
+#include "keyward/auth/revocation.h"
 #include "keyward/core/log.h"
+#include "keyward/db/sessions.h"
 
 #define KW_MAX_RATE_LIMIT 1000000
 
@@ -172,12 +174,26 @@ kw_outcome kw_api_keys_revoke(kw_call *call, const kw_caller *who)
 	const kw_principal p = who->key;
 	kw_apikey_row row;
 	const char *id = call->req.path_param;
+	char(*sids)[37] = NULL;
+	size_t nsids = 0;
+	int64_t rexp = 0;
 	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
 	if (err == KW_OK) {
 		err = kw_apikey_revoke(call->res->db, id, &row);
-		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "api_key.revoke", row.id, NULL, &err);
+		/* The sessions it started (delegated logins) end with it: a
+		 * stolen auth:issue key must not leave 30-day sessions behind. */
+		if (err == KW_OK)
+			err =
+			    kw_family_revoke_minted_by(call->res->db, p.tenant_id, row.id, "api_key_revoked",
+			                               call->app->access_ttl_max_s, &sids, &nsids, &rexp);
+		char ctx[48];
+		snprintf(ctx, sizeof(ctx), "{\"sessions_revoked\":%zu}", nsids);
+		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "api_key.revoke", row.id, ctx, &err);
 		err = kw_api_finish_tx(call, err);
 	}
+	for (size_t i = 0; err == KW_OK && i < nsids; i++)
+		kw_revcache_add(call->app->revs, NULL, sids[i], rexp);
+	free(sids);
 	if (err == KW_ERR_NOT_FOUND)
 		return kw_out_deny(404, "not_found", "no such API key", p.tenant_id, p.actor,
 		                   "api_key.revoke");

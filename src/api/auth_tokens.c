@@ -145,7 +145,7 @@ typedef struct login_job {
 	char refresh[KW_REFRESH_TEXT_LEN + 1];
 	unsigned char mac[KW_HMAC_LEN];
 	int64_t sl_exp;
-	char sid[37], tenant[37], subject[KW_SUBJECT_MAX + 1], role[KW_ROLE_MAX + 1], actor[256];
+	char sid[37], tenant[37], subject[KW_SUBJECT_MAX + 1], role[KW_ROLE_MAX + 1], actor[256], minter[37];
 	char *ctx;
 	kw_family_new f;
 	kw_family_stmt fs;
@@ -169,7 +169,8 @@ static void login_job_release(void *hold)
 }
 
 kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject,
-                                const char *role_name, const char *method, const char *actor, bool in_tx)
+                                const char *role_name, const char *method, const char *actor,
+                                const char *minted_by, bool in_tx)
 {
 	kw_app *app = call->app;
 	const kw_role *role = kw_roles_find(app->roles, role_name);
@@ -184,6 +185,7 @@ kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char
 		snprintf(j->subject, sizeof(j->subject), "%s", subject);
 		snprintf(j->role, sizeof(j->role), "%s", role_name);
 		snprintf(j->actor, sizeof(j->actor), "%s", actor);
+		snprintf(j->minter, sizeof(j->minter), "%s", minted_by ? minted_by : "");
 		err = kw_random_ids(call->res->hsm, j->c.jti, j->sid); /* jti is redrawn below */
 	}
 	if (err == KW_OK)
@@ -202,6 +204,7 @@ kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char
 		                       .ip = call->req.client_ip,
 		                       .user_agent = user_agent(call),
 		                       .token_hmac = j->mac,
+		                       .minted_by = j->minter[0] ? j->minter : NULL,
 		                       .pepper_id = pepper_id};
 		j->ev = kw_api_event(call, j->tenant, j->actor, "auth.login", j->sid, "ok", j->ctx);
 	}
@@ -253,7 +256,7 @@ kw_outcome kw_api_auth_login(kw_call *call, const kw_caller *who)
 	    kw_roles_find(call->app->roles, json_string_value(role)) == NULL
 	        ? kw_out_deny(400, "unknown_role", "no such role", p.tenant_id, p.actor, "auth.login")
 	        : kw_api_issue_session(call, p.tenant_id, json_string_value(sub), json_string_value(role),
-	                               "api_key", p.actor, false);
+	                               "api_key", p.actor, p.key_id, false);
 	json_decref(body);
 	return o;
 }
@@ -563,6 +566,41 @@ kw_outcome kw_api_auth_revoke_all(kw_call *call, const kw_caller *who)
 	for (size_t i = 0; i < n; i++)
 		kw_revcache_add(app->revs, NULL, sids[i], rexp);
 	free(sids);
+	return kw_out_json(200, json_pack("{s:s, s:I}", "status", "ok", "revoked", (json_int_t)n));
+}
+
+/* An administrator ends every session of a subject of its tenant (a
+ * compromised account, a departed user), audited with the count. */
+kw_outcome kw_api_auth_sessions_revoke(kw_call *call, const kw_caller *who)
+{
+	const kw_principal p = who->key;
+	kw_app *app = call->app;
+	json_t *body = kw_api_body_object(call);
+	json_t *sub = json_object_get(body, "subject");
+	if (body == NULL || !subject_ok(json_string_value(sub), json_string_length(sub))) {
+		json_decref(body);
+		return kw_out_error(400, "invalid_request", "the body must be {\"subject\": 1-256 bytes}");
+	}
+	char(*sids)[37] = NULL;
+	size_t n = 0;
+	int64_t rexp = 0;
+	kw_err err = kw_db_begin(call->res->db, p.tenant_id, NULL);
+	if (err == KW_OK) {
+		err = kw_family_revoke_subject(call->res->db, p.tenant_id, json_string_value(sub), "admin",
+		                               app->access_ttl_max_s, &sids, &n, &rexp);
+		char count[24];
+		snprintf(count, sizeof(count), "%zu", n);
+		char *ctx = ctx_json("subject", json_string_value(sub), "families", count);
+		kw_api_audit_in_tx(call, p.tenant_id, p.actor, "auth.sessions.revoke", NULL, ctx, &err);
+		free(ctx);
+		err = kw_api_finish_tx(call, err);
+	}
+	json_decref(body);
+	for (size_t i = 0; err == KW_OK && i < n; i++)
+		kw_revcache_add(app->revs, NULL, sids[i], rexp);
+	free(sids);
+	if (err != KW_OK)
+		return kw_out_failure(err);
 	return kw_out_json(200, json_pack("{s:s, s:I}", "status", "ok", "revoked", (json_int_t)n));
 }
 

@@ -215,8 +215,13 @@ void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t
 kw_api_handler kw_api_wallet_nonce, kw_api_wallet_login; /* wallet_login.c */
 /* shared by both: a new family, its refresh token and an access token,
  * answered as the login response. With in_tx the caller's transaction
- * (scoped to tenant_id) is used and finished here. */
+ * (scoped to tenant_id) is used and finished here. minted_by is the API
+ * key of a delegated login (revoking it ends the session), or NULL. */
 kw_outcome kw_api_issue_session(kw_call *call, const char *tenant_id, const char *subject,
-                                const char *role_name, const char *method, const char *actor, bool in_tx);
+                                const char *role_name, const char *method, const char *actor,
+                                const char *minted_by, bool in_tx);
+/* POST /api/v1/auth/sessions/revoke {subject} (admin): every session of a
+ * subject of the caller's tenant. */
+kw_api_handler kw_api_auth_sessions_revoke;
 
 #endif

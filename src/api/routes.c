@@ -69,6 +69,9 @@ const kw_route kw_api_routes[] = {
           .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_revoke_all),
     ROUTE("GET", "/api/v1/auth/sessions", "auth_sessions", WORKER, .cred = KW_CRED_ACCESS_TOKEN,
           .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_sessions),
+    ROUTE("POST", "/api/v1/auth/sessions/revoke", "auth_sessions_revoke", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_auth_sessions_revoke),
     /* On the I/O thread while the token is good; a refusal moves to a worker to be audited. */
     ROUTE("GET", "/api/v1/auth/whoami", "auth_whoami", IO, .cred = KW_CRED_ACCESS_TOKEN,
           .audit = KW_AUDIT_REFUSALS, .handler = kw_api_auth_whoami),

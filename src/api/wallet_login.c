@@ -221,5 +221,6 @@ kw_outcome kw_api_wallet_login(kw_call *call, const kw_caller *who)
 		o.failed_auth = true; /* its audit row is committed above */
 		return o;
 	}
-	return kw_api_issue_session(call, tenant, address, app->cfg->wallet_role, "wallet", actor, true);
+	return kw_api_issue_session(call, tenant, address, app->cfg->wallet_role, "wallet", actor, NULL,
+	                            true);
 }

@@ -61,7 +61,8 @@ static void i64_text(int64_t v, char out[24])
 
 #define SQL_FAMILY_CREATE                                                                                    \
 	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, "   \
-	"user_agent) VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 second', $6, $7) "             \
+	"user_agent, minted_by) VALUES ($1, $2, $3, $4, now() + $5::bigint * interval '1 second', $6, $7, "  \
+	"$11::uuid) "                                                                                        \
 	"RETURNING id, absolute_expires_at) "                                                                \
 	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "      \
 	"SELECT f.id, $2, $8, $9, least(f.absolute_expires_at, now() + $10::bigint * interval '1 second') "  \
@@ -83,7 +84,7 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	i64_text(f->absolute_ttl_s, abs);
 	i64_text(f->sliding_ttl_s, sl);
 	i64_text(f->pepper_id, pep);
-	const char *vals[10] = {f->id,
+	const char *vals[11] = {f->id,
 	                        f->tenant_id,
 	                        f->subject,
 	                        f->role,
@@ -92,11 +93,12 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 	                        session_ua(f->user_agent, ua),
 	                        (const char *)f->token_hmac,
 	                        pep,
-	                        sl};
-	int lens[10] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0};
-	int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+	                        sl,
+	                        f->minted_by};
+	int lens[11] = {0, 0, 0, 0, 0, 0, 0, KW_HMAC_LEN, 0, 0, 0};
+	int fmts[11] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
 	int64_t got[2];
-	kw_err err = exec_one_row_i64(db, SQL_FAMILY_CREATE, 10, vals, lens, fmts, got, 2);
+	kw_err err = exec_one_row_i64(db, SQL_FAMILY_CREATE, 11, vals, lens, fmts, got, 2);
 	if (err == KW_OK) {
 		*sliding_exp = got[0];
 		*absolute_exp = got[1];
@@ -106,7 +108,8 @@ kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t *absolute_exp
 
 #define SQL_FAMILY_INSERT                                                                                    \
 	"WITH f AS (INSERT INTO refresh_families (id, tenant_id, subject, role, absolute_expires_at, ip, "   \
-	"user_agent) VALUES ($1, $2, $3, $4, to_timestamp($5::bigint), $6, $7) RETURNING id) "               \
+	"user_agent, minted_by) VALUES ($1, $2, $3, $4, to_timestamp($5::bigint), $6, $7, $11::uuid) "       \
+	"RETURNING id) "                                                                                     \
 	"INSERT INTO refresh_tokens (family_id, tenant_id, token_hmac, pepper_id, sliding_expires_at) "      \
 	"SELECT f.id, $2, $8, $9, to_timestamp($10::bigint) FROM f"
 
@@ -117,7 +120,7 @@ void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t 
 	i64_text(absolute_exp, out->abs);
 	i64_text(sliding_exp, out->sl);
 	i64_text(f->pepper_id, out->pep);
-	const char *vals[10] = {f->id,
+	const char *vals[11] = {f->id,
 	                        f->tenant_id,
 	                        f->subject,
 	                        f->role,
@@ -126,11 +129,12 @@ void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t 
 	                        session_ua(f->user_agent, out->ua),
 	                        (const char *)f->token_hmac,
 	                        out->pep,
-	                        out->sl};
+	                        out->sl,
+	                        f->minted_by};
 	memcpy(out->vals, vals, sizeof(vals));
 	out->lens[7] = KW_HMAC_LEN;
 	out->fmts[7] = 1;
-	out->stmt = (kw_db_stmt){SQL_FAMILY_INSERT, 10, out->vals, out->lens, out->fmts};
+	out->stmt = (kw_db_stmt){SQL_FAMILY_INSERT, 11, out->vals, out->lens, out->fmts};
 }
 
 #define SQL_REFRESH_SELECT                                                                                   \
@@ -238,9 +242,11 @@ kw_err kw_family_revoke(kw_db *db, const char *family_id, const char *reason, in
 	return err;
 }
 
-#define SQL_SUBJECT_REVOKE                                                                                   \
+/* Revokes the live families the WHERE clause (about $1 tenant, $2) picks,
+ * and lists their sids for the revocation list ($3 reason, $4 TTL). */
+#define SQL_FAMILIES_REVOKE(where)                                                                           \
 	"WITH f AS (UPDATE refresh_families SET revoked_at = now(), revoke_reason = $3 "                     \
-	"WHERE tenant_id = $1 AND subject = $2 AND revoked_at IS NULL AND absolute_expires_at > now() "      \
+	"WHERE tenant_id = $1 AND " where " AND revoked_at IS NULL AND absolute_expires_at > now() "         \
 	"RETURNING id, tenant_id, subject), "                                                                \
 	"r AS (INSERT INTO jwt_revocations (sid, tenant_id, subject, token_expires_at, reason) "             \
 	"SELECT f.id, f.tenant_id, f.subject, now() + $4::bigint * interval '1 second', $3 FROM f "          \
@@ -252,21 +258,37 @@ static kw_err read_sid(const kw_db_result *res, int row, void *out)
 	return kw_db_copy_text(res, row, 0, out, 37) ? KW_OK : KW_ERR_DB;
 }
 
-kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject, const char *reason,
-                                int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
-                                int64_t *revocation_exp)
+static kw_err revoke_families(kw_db *db, const char *sql, const char *tenant_id, const char *which,
+                              const char *reason, int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
+                              int64_t *revocation_exp)
 {
 	char ttl[24];
 	i64_text(access_ttl_max_s, ttl);
-	const char *vals[4] = {tenant_id, subject, reason, ttl};
+	const char *vals[4] = {tenant_id, which, reason, ttl};
 	PGresult *res = NULL;
-	kw_err err = kw_db_exec(db, SQL_SUBJECT_REVOKE, 4, vals, NULL, NULL, &res);
+	kw_err err = kw_db_exec(db, sql, 4, vals, NULL, NULL, &res);
 	if (err == KW_OK)
 		err = kw_db_rows_read(res, sizeof(**sids), read_sid, (void **)sids, n);
 	if (err == KW_OK)
 		*revocation_exp = *n > 0 ? get_i64(res, 0, 1) : 0;
 	PQclear(res);
 	return err;
+}
+
+kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject, const char *reason,
+                                int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
+                                int64_t *revocation_exp)
+{
+	return revoke_families(db, SQL_FAMILIES_REVOKE("subject = $2"), tenant_id, subject, reason,
+	                       access_ttl_max_s, sids, n, revocation_exp);
+}
+
+kw_err kw_family_revoke_minted_by(kw_db *db, const char *tenant_id, const char *key_id, const char *reason,
+                                  int64_t access_ttl_max_s, char (**sids)[37], size_t *n,
+                                  int64_t *revocation_exp)
+{
+	return revoke_families(db, SQL_FAMILIES_REVOKE("minted_by = $2::uuid"), tenant_id, key_id, reason,
+	                       access_ttl_max_s, sids, n, revocation_exp);
 }
 
 #define SQL_JTI_REVOKE                                                                                       \

@@ -891,6 +891,76 @@ Test(tokens, request_bytes_never_break_an_audit_row_or_a_session)
 	audit_verifies();
 }
 
+/* A delegated login's session ends with the API key that started it. */
+Test(tokens, revoking_an_api_key_ends_the_sessions_it_minted)
+{
+	char key[128], id[64], auth[200];
+	kwt_api_key_create(&d, &ta, "delegate", "[\"auth:issue\"]", 100000, key, id);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", key);
+	session minted, other;
+	login_as(&d, auth, "delegated-user", "track1", &minted);
+	login_as(&d, issuer_auth_a, "delegated-user", "track1", &other);
+	char path[128];
+	snprintf(path, sizeof(path), "/api/v1/api-keys/%s", id);
+	kwt_resp r;
+	cr_assert_eq(kwt_http_req(&d, "DELETE", path, ta.auth, NULL, &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	char code[64];
+	cr_assert_eq(whoami_status(&d, minted.access, code, sizeof(code)), 401);
+	cr_assert_str_eq(code, "token_revoked");
+	cr_assert_eq(refresh(minted.refresh, &r), 0);
+	kwt_assert_json_error(&r, 401, "refresh_token_revoked");
+	kwt_resp_free(&r);
+	/* The same subject's session from another key lives on. */
+	cr_assert_eq(whoami_status(&d, other.access, NULL, 0), 200);
+	cr_assert_eq(refresh(other.refresh, &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	char where[256];
+	snprintf(where, sizeof(where),
+	         "action = 'api_key.revoke' AND target = '%s' AND context->>'sessions_revoked' = '1'", id);
+	cr_assert_eq(audit_count(where), 1);
+}
+
+Test(tokens, an_admin_revokes_every_session_of_a_subject)
+{
+	session a, b, c;
+	login("ghost", &a);
+	login("ghost", &b);
+	login("not-ghost", &c);
+	kwt_resp r;
+	/* Not with an auth:issue key. */
+	cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/auth/sessions/revoke", issuer_auth_a,
+	                          "{\"subject\":\"ghost\"}", &r),
+	             0);
+	kwt_assert_json_error(&r, 403, "insufficient_scope");
+	kwt_resp_free(&r);
+	cr_assert_eq(
+	    kwt_http_req(&d, "POST", "/api/v1/auth/sessions/revoke", ta.auth, "{\"subject\":\"\"}", &r), 0);
+	kwt_assert_json_error(&r, 400, "invalid_request");
+	kwt_resp_free(&r);
+	cr_assert_eq(
+	    kwt_http_req(&d, "POST", "/api/v1/auth/sessions/revoke", ta.auth, "{\"subject\":\"ghost\"}", &r),
+	    0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	cr_assert_not_null(strstr(r.body, "\"revoked\":2"), "%s", r.body);
+	kwt_resp_free(&r);
+	cr_assert_eq(whoami_status(&d, a.access, NULL, 0), 401);
+	cr_assert_eq(whoami_status(&d, b.access, NULL, 0), 401);
+	cr_assert_eq(whoami_status(&d, c.access, NULL, 0), 200);
+	/* Another tenant's admin reaches nothing of tenant A. */
+	session e;
+	login("ghost", &e);
+	cr_assert_eq(
+	    kwt_http_req(&d, "POST", "/api/v1/auth/sessions/revoke", tb.auth, "{\"subject\":\"ghost\"}", &r),
+	    0);
+	cr_assert_not_null(strstr(r.body, "\"revoked\":0"), "%s", r.body);
+	kwt_resp_free(&r);
+	cr_assert_eq(whoami_status(&d, e.access, NULL, 0), 200);
+	cr_assert_eq(audit_count("action = 'auth.sessions.revoke' AND context->>'families' = '2'"), 1);
+}
+
 Test(tokens, a_rotated_token_replayed_after_its_own_expiry_is_still_a_reuse)
 {
 	session s0, s1;

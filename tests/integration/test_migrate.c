@@ -100,7 +100,7 @@ Test(migrate, status_lines)
 	char *s = status_text(db, dir);
 	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
-	                    "audit_writer applied\n");
+	                    "audit_writer applied\n0008 session_minter applied\n");
 	free(s);
 }
 
@@ -121,7 +121,7 @@ Test(migrate, status_pending_on_empty_database)
 	char *s = status_text(d2, dir);
 	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n0003 tokens pending\n0004 vault "
 	                    "pending\n0005 kek_guard pending\n0006 kek_guard_invoker pending\n0007 "
-	                    "audit_writer pending\n");
+	                    "audit_writer pending\n0008 session_minter pending\n");
 	free(s);
 	kw_db_close(d2);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
@@ -146,7 +146,7 @@ Test(migrate, changed_applied_migration_is_conflict)
 	char *s = status_text(db, tmp);
 	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
-	                    "audit_writer applied\n");
+	                    "audit_writer applied\n0008 session_minter applied\n");
 	free(s);
 	remove_dir(tmp);
 }
@@ -176,7 +176,7 @@ Test(migrate, new_migration_is_applied_once)
 	char *s = status_text(db, tmp);
 	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
-	                    "audit_writer applied\n0099 extra "
+	                    "audit_writer applied\n0008 session_minter applied\n0099 extra "
 	                    "applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
@@ -217,6 +217,11 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
+	/* 0008 reverted: no minter column. */
+	char *f = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'minted_by'");
+	cr_assert_str_eq(f, "0");
+	free(f);
+	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	/* 0007 reverted: no writer policy. */
 	char *w =
 	    kwt_db_admin_sql(&tdb, "SELECT count(*) FROM pg_policies WHERE policyname = 'audit_log_writer'");
@@ -247,7 +252,7 @@ Test(migrate, down_then_up)
 	                           "'audit_log_vault_owner')");
 	cr_assert_str_eq(t, "t");
 	free(t);
-	cr_assert_eq(kw_migrate_down(db, dir, KW_SCHEMA_VERSION - 4), KW_OK);
+	cr_assert_eq(kw_migrate_down(db, dir, KW_SCHEMA_VERSION - 5), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 0);
 	t = kwt_db_admin_sql(&tdb,
@@ -269,7 +274,7 @@ Test(migrate, migration_sql_is_idempotent)
 	static const char *files[] = {"0001_foundation.up.sql",  "0002_api_keys.up.sql",
 	                              "0003_tokens.up.sql",      "0004_vault.up.sql",
 	                              "0005_kek_guard.up.sql",   "0006_kek_guard_invoker.up.sql",
-	                              "0007_audit_writer.up.sql"};
+	                              "0007_audit_writer.up.sql", "0008_session_minter.up.sql"};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		char path[1200], *text = NULL;
 		size_t len = 0;

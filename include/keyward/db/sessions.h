@@ -31,6 +31,7 @@ typedef struct kw_family_new {
 	const char *ip, *user_agent; /* may be NULL; the user agent as the request sent it */
 	const unsigned char *token_hmac;
 	uint32_t pepper_id;
+	const char *minted_by; /* the API key that started it (a delegated login), or NULL */
 } kw_family_new;
 
 /* Inserts a family and its first refresh token in one statement. */
@@ -43,8 +44,8 @@ KW_MUST_CHECK kw_err kw_family_create(kw_db *db, const kw_family_new *f, int64_t
  * the statement has run. */
 typedef struct kw_family_stmt {
 	char abs[24], sl[24], pep[24], ua[KW_SESSION_UA_MAX];
-	const char *vals[10];
-	int lens[10], fmts[10];
+	const char *vals[11];
+	int lens[11], fmts[11];
 	kw_db_stmt stmt;
 } kw_family_stmt;
 void kw_family_stmt_build(const kw_family_new *f, int64_t absolute_exp, int64_t sliding_exp,
@@ -83,6 +84,11 @@ KW_MUST_CHECK kw_err kw_family_revoke(kw_db *db, const char *family_id, const ch
 KW_MUST_CHECK kw_err kw_family_revoke_subject(kw_db *db, const char *tenant_id, const char *subject,
                                               const char *reason, int64_t access_ttl_max_s, char (**sids)[37],
                                               size_t *n, int64_t *revocation_exp);
+/* The same for every live family that API key key_id started (its
+ * delegated logins), when the key is revoked. */
+KW_MUST_CHECK kw_err kw_family_revoke_minted_by(kw_db *db, const char *tenant_id, const char *key_id,
+                                                const char *reason, int64_t access_ttl_max_s,
+                                                char (**sids)[37], size_t *n, int64_t *revocation_exp);
 /* Revokes one access token by jti until its exp (idempotent). */
 KW_MUST_CHECK kw_err kw_jti_revoke(kw_db *db, const char *tenant_id, const char *subject, const char *jti,
                                    int64_t exp, const char *reason);
