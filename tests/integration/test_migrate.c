@@ -218,7 +218,8 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
 	/* 0008 reverted: no minter column. */
-	char *f = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'minted_by'");
+	char *f = kwt_db_admin_sql(
+	    &tdb, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'minted_by'");
 	cr_assert_str_eq(f, "0");
 	free(f);
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
@@ -271,9 +272,9 @@ Test(migrate, down_then_up)
 Test(migrate, migration_sql_is_idempotent)
 {
 	/* Re-running each migration on a schema that has it changes nothing. */
-	static const char *files[] = {"0001_foundation.up.sql",  "0002_api_keys.up.sql",
-	                              "0003_tokens.up.sql",      "0004_vault.up.sql",
-	                              "0005_kek_guard.up.sql",   "0006_kek_guard_invoker.up.sql",
+	static const char *files[] = {"0001_foundation.up.sql",   "0002_api_keys.up.sql",
+	                              "0003_tokens.up.sql",       "0004_vault.up.sql",
+	                              "0005_kek_guard.up.sql",    "0006_kek_guard_invoker.up.sql",
 	                              "0007_audit_writer.up.sql", "0008_session_minter.up.sql"};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		char path[1200], *text = NULL;
