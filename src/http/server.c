@@ -629,6 +629,11 @@ static kw_err listen_unix(kw_server *srv, const char *path, char *errbuf, size_t
 	return KW_OK;
 }
 
+#define KW_TLS12_CIPHERS                                                                                     \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"           \
+	"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+#define KW_TLS13_SUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+
 static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 {
 	const kw_config *cfg = srv->o.cfg;
@@ -639,6 +644,15 @@ static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		snprintf(errbuf, errlen, "cannot load TLS certificate %s or key %s", cfg->tls_cert,
 		         cfg->tls_key);
+		ERR_clear_error();
+		SSL_CTX_free(ctx);
+		return KW_ERR_CONFIG;
+	}
+	/* TLS 1.2 and 1.3 only, AEAD ciphers with forward secrecy only (no CBC,
+	 * no static RSA key exchange); the server's order. */
+	if (SSL_CTX_set_cipher_list(ctx, KW_TLS12_CIPHERS) != 1 ||
+	    SSL_CTX_set_ciphersuites(ctx, KW_TLS13_SUITES) != 1) {
+		snprintf(errbuf, errlen, "the TLS cipher list is not supported by this OpenSSL");
 		ERR_clear_error();
 		SSL_CTX_free(ctx);
 		return KW_ERR_CONFIG;

@@ -48,6 +48,17 @@ Test(transport, tls_listener_serves_https_only)
 	         "curl -s --max-time 10 -k --tls-max 1.1 https://127.0.0.1:%d/healthz >/dev/null 2>&1",
 	         d.port);
 	cr_assert_neq(system(cmd), 0, "TLS 1.1 was accepted");
+	/* TLS 1.2 with a CBC cipher (no AEAD) is refused; with an ECDHE AEAD one it is served. */
+	snprintf(cmd, sizeof(cmd),
+	         "curl -s --max-time 10 -k --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-SHA "
+	         "https://127.0.0.1:%d/healthz >/dev/null 2>&1",
+	         d.port);
+	cr_assert_neq(system(cmd), 0, "a CBC cipher was accepted");
+	snprintf(cmd, sizeof(cmd),
+	         "curl -s --max-time 10 -k --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-GCM-SHA256 "
+	         "https://127.0.0.1:%d/healthz >/dev/null 2>&1",
+	         d.port);
+	cr_assert_eq(system(cmd), 0, "TLS 1.2 with an AEAD cipher was refused");
 	/* Plain HTTP to the TLS port gets no HTTP answer. */
 	kwt_resp r;
 	cr_assert(kwt_http_get(&d, "/healthz", &r) != 0 || r.status != 200);
