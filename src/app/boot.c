@@ -118,8 +118,24 @@ static kw_err boot_db(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 	if ((err = kw_db_connect(cfg->db_conninfo, &db)) != KW_OK)
 		return fail(errbuf, errlen, err, "cannot connect to the database (db.conninfo)%s", "");
 	int version = 0;
+	bool bypasses = false;
 	err = kw_migrate_current(db, &version);
+	/* Every tenant boundary is row-level security: a service role that
+	 * escapes it would serve every tenant's rows to a wrong query. */
+	kw_err rls_err = err == KW_OK ? kw_db_role_bypasses_rls(db, &bypasses) : KW_OK;
 	kw_db_close(db);
+	if (rls_err != KW_OK)
+		return fail(errbuf, errlen, rls_err, "cannot read the service role's attributes: %s",
+		            kw_err_str(rls_err));
+	if (bypasses && !cfg->development)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "db.conninfo logs in as a superuser or a BYPASSRLS role, which row-level "
+		            "security does not "
+		            "bind; use a role IN ROLE keyward_app%s",
+		            "");
+	if (bypasses)
+		kw_warn("DEVELOPMENT MODE: db.conninfo's role bypasses row-level security; production would "
+		        "not boot");
 	if (err != KW_OK)
 		return fail(errbuf, errlen, err, "cannot read the schema version: %s", kw_err_str(err));
 	if (version < KW_SCHEMA_VERSION) {

@@ -525,3 +525,17 @@ kw_err kw_db_query_rows(kw_db *db, const char *sql, int nparams, const char *con
 	PQclear(res);
 	return err;
 }
+
+kw_err kw_db_role_bypasses_rls(kw_db *db, bool *bypasses)
+{
+	PGresult *res = NULL;
+	kw_err err = kw_db_exec(
+	    db, "SELECT (rolsuper OR rolbypassrls)::text FROM pg_roles WHERE rolname = current_user", 0, NULL,
+	    NULL, NULL, &res);
+	if (err == KW_OK && (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)))
+		err = KW_ERR_DB;
+	if (err == KW_OK)
+		*bypasses = strcmp(PQgetvalue(res, 0, 0), "true") == 0;
+	PQclear(res);
+	return err;
+}

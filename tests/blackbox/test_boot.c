@@ -109,6 +109,15 @@ Test(boot, production_refuses_old_schema)
 	kwt_db_drop(&empty);
 }
 
+/* The service's role must be bound by row-level security. */
+Test(boot, production_refuses_a_service_role_that_bypasses_rls)
+{
+	char ci[700];
+	snprintf(ci, sizeof(ci), "KEYWARD_DB_CONNINFO=%s", db.admin); /* a superuser */
+	const char *env[] = {ci, NULL};
+	expect_refusal(env, "superuser or a BYPASSRLS role");
+}
+
 Test(boot, production_refuses_plain_http_on_public_address)
 {
 	const char *env[] = {"KEYWARD_HTTP_LISTEN=0.0.0.0:0", NULL};

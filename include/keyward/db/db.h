@@ -96,6 +96,9 @@ KW_MUST_CHECK kw_err kw_db_exec_script(kw_db *db, const char *sql);
 
 /* Count of statements this process sent (for tests and /metrics). */
 unsigned long long kw_db_statements(void);
+/* Whether the connection's role escapes row-level security (a superuser,
+ * or BYPASSRLS): the service's role must not. */
+KW_MUST_CHECK kw_err kw_db_role_bypasses_rls(kw_db *db, bool *bypasses);
 
 /* Rotations (src/db/repo_rotations.c; keywardctl, as the schema owner).
  * kw_db_try_lock takes the session-level advisory lock named name if it is
