@@ -42,7 +42,9 @@ enum {
 	"$7::int) RETURNING id, tenant_id, prefix, created_at), "                                            \
 	"d AS (INSERT INTO api_key_prefixes (prefix, tenant_id) SELECT prefix, tenant_id FROM k) "           \
 	"SELECT id::text, " KW_TS("created_at") " FROM k"
-#define SQL_TENANT_OF "SELECT tenant_id::text FROM api_key_prefixes WHERE prefix = $1"
+/* One prefix at a time (migration 0009): the directory itself is not the
+ * service's to read. */
+#define SQL_TENANT_OF "SELECT t::text FROM keyward_api_key_tenant($1) t WHERE t IS NOT NULL"
 #define SQL_BY_PREFIX "SELECT " SQL_COLS " FROM api_keys WHERE prefix = $1"
 #define SQL_LIST      "SELECT " SQL_COLS " FROM api_keys ORDER BY api_keys.created_at DESC, api_keys.id DESC"
 #define SQL_REVOKE                                                                                           \
