@@ -133,8 +133,26 @@ static double elapsed_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+static void wipe_str(char *s)
+{
+	if (s != NULL)
+		OPENSSL_cleanse(s, strlen(s));
+}
+
+void kw_request_wipe(kw_request *r)
+{
+	for (size_t i = 0; i < r->nheaders; i++)
+		wipe_str(r->headers[i].value);
+	wipe_str(r->query);
+	if (r->body != NULL)
+		OPENSSL_cleanse(r->body, r->body_len);
+}
+
 static void request_free(kw_request *r)
 {
+	/* A request may carry credentials (Authorization, a refresh token, a
+	 * signature): its copies are wiped before they are freed. */
+	kw_request_wipe(r);
 	for (size_t i = 0; i < r->nheaders; i++) {
 		free(r->headers[i].name);
 		free(r->headers[i].value);

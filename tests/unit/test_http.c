@@ -89,3 +89,26 @@ Test(http, header_lookup_counts_duplicates)
 	cr_assert_null(kw_request_header(&req, "X-None", &n));
 	cr_assert_eq(n, 0);
 }
+
+/* What a request carried (an Authorization header, a refresh token in the
+ * body, a query) is wiped in place before the transport frees it. */
+Test(http, request_copies_are_wiped)
+{
+	char auth[] = "Bearer kw_secretsecretsecret", query[] = "token=abc",
+	     body[] = "{\"refresh_token\":\"xyz\"}";
+	char name[] = "Authorization";
+	kw_header h = {name, auth};
+	kw_request r = {.headers = &h,
+	                .nheaders = 1,
+	                .query = query,
+	                .body = (unsigned char *)body,
+	                .body_len = sizeof(body) - 1};
+	kw_request_wipe(&r);
+	for (size_t i = 0; i < sizeof(auth) - 1; i++)
+		cr_assert_eq(auth[i], 0, "Authorization byte %zu kept", i);
+	for (size_t i = 0; i < sizeof(query) - 1; i++)
+		cr_assert_eq(query[i], 0);
+	for (size_t i = 0; i < sizeof(body) - 1; i++)
+		cr_assert_eq(body[i], 0);
+	cr_assert_str_eq(name, "Authorization", "names are not secrets");
+}

@@ -111,6 +111,11 @@ typedef struct kw_route {
 int kw_route_match(const kw_route *routes, size_t n, const char *method, const char *path, char *param,
                    size_t cap, bool *path_allowed);
 
+/* Wipes, in place, the copies of a request's header values, query and
+ * body (they may carry credentials); the transport does so before it
+ * frees every request. */
+void kw_request_wipe(kw_request *r);
+
 /* Case-insensitive lookup; NULL if absent. *count is how many times the
  * header appears (for "two Authorization headers" checks). */
 const char *kw_request_header(const kw_request *req, const char *name, int *count);
