@@ -90,8 +90,9 @@ static kw_err new_access(kw_call *call, const char *tenant, const char *subject,
 	c->iat = c->nbf = (int64_t)time(NULL);
 	c->exp = c->iat + role->ttl_s;
 	if (err == KW_OK)
-		err = kw_access_token_sign(call->res->hsm, call->app->hsm, call->app->jwks,
-		                           call->app->cfg->jwt_issuer, c, token);
+		err =
+		    kw_access_token_sign(call->res->hsm, call->app->hsm, call->app->jwks,
+		                         call->app->cfg->jwt_issuer, call->app->cfg->jwt_audience, c, token);
 	return err;
 }
 
@@ -669,7 +670,7 @@ static kw_outcome introspect_access(kw_call *call, const kw_principal *p, const 
 	memset(&c, 0, sizeof(c));
 	kw_err err = kw_jwt_keyset_verify(app->jwks, token, strlen(token), &payload);
 	if (err == KW_OK)
-		err = kw_access_claims_read(payload, app->cfg->jwt_issuer, &c);
+		err = kw_access_claims_read(payload, app->cfg->jwt_issuer, app->cfg->jwt_audience, &c);
 	json_decref(payload);
 	int64_t now = (int64_t)time(NULL);
 	if (err != KW_OK || strcmp(c.tid, p->tenant_id) != 0 || c.exp + app->cfg->jwt_leeway_s <= now ||

@@ -355,7 +355,8 @@ bool kw_auth_access_token(kw_call *call, bool allow_revoked, kw_access_claims *o
 				err = kw_jwt_keyset_verify(app->jwks, tok, len, &payload);
 		}
 		if (err == KW_OK)
-			err = kw_access_claims_read(payload, app->cfg->jwt_issuer, &c);
+			err =
+			    kw_access_claims_read(payload, app->cfg->jwt_issuer, app->cfg->jwt_audience, &c);
 		json_decref(payload);
 		if (err != KW_OK)
 			return io ? defer_to_worker(call)

@@ -266,14 +266,31 @@ bool kw_access_permits(const kw_access_claims *c, const char *permission)
 	return ok;
 }
 
-kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_claims *out)
+/* RFC 7519 4.1.3: aud is one string, or an array of strings; audience
+ * must be it, or among them. */
+static bool aud_ok(const json_t *payload, const char *audience)
+{
+	const json_t *aud = json_object_get(payload, "aud");
+	if (json_is_string(aud))
+		return strcmp(json_string_value(aud), audience) == 0;
+	if (!json_is_array(aud))
+		return false;
+	size_t i;
+	const json_t *a;
+	json_array_foreach(aud, i, a) if (json_is_string(a) &&
+	                                  strcmp(json_string_value(a), audience) == 0) return true;
+	return false;
+}
+
+kw_err kw_access_claims_read(json_t *payload, const char *issuer, const char *audience, kw_access_claims *out)
 {
 	kw_access_claims c;
 	char iss[256];
 	memset(&c, 0, sizeof(c));
 	json_t *perms = json_object_get(payload, "permissions");
 	if (!json_is_object(payload) || !get_str(payload, "iss", iss, sizeof(iss), 1) ||
-	    strcmp(iss, issuer) != 0 || !get_str(payload, "sub", c.sub, sizeof(c.sub), 1) ||
+	    strcmp(iss, issuer) != 0 || !aud_ok(payload, audience) ||
+	    !get_str(payload, "sub", c.sub, sizeof(c.sub), 1) ||
 	    !get_str(payload, "tid", c.tid, sizeof(c.tid), 36) || !kw_is_uuid(c.tid) ||
 	    !get_str(payload, "role", c.role, sizeof(c.role), 1) ||
 	    !get_str(payload, "jti", c.jti, sizeof(c.jti), 32) || !kw_is_lower_hex(c.jti, 32) ||
@@ -296,7 +313,7 @@ kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_clai
 }
 
 kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, const char *issuer,
-                            const kw_access_claims *c, char **token)
+                            const char *audience, const kw_access_claims *c, char **token)
 {
 	char kid[KW_JWK_KID_LEN + 1];
 	uint32_t version;
@@ -310,23 +327,26 @@ kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks, c
 	 * jti are checked UUIDs / hex, role and permissions come from the
 	 * checked configuration, the times are integers. Saves building and
 	 * freeing a JSON tree on every login. */
-	json_t *js = json_string(c->sub), *ji = json_string(issuer);
+	json_t *js = json_string(c->sub), *ji = json_string(issuer), *ja = json_string(audience);
 	char *sub = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL,
-	     *iss = ji ? json_dumps(ji, JSON_ENCODE_ANY) : NULL;
+	     *iss = ji ? json_dumps(ji, JSON_ENCODE_ANY) : NULL,
+	     *aud = ja ? json_dumps(ja, JSON_ENCODE_ANY) : NULL;
 	json_decref(js);
 	json_decref(ji);
+	json_decref(ja);
 	char *payload = NULL;
 	int n = -1;
-	if (sub != NULL && iss != NULL && kw_is_uuid(c->tid) && kw_is_uuid(c->sid) &&
+	if (sub != NULL && iss != NULL && aud != NULL && kw_is_uuid(c->tid) && kw_is_uuid(c->sid) &&
 	    kw_is_lower_hex(c->jti, 32))
 		n = asprintf(
 		    &payload,
-		    "{\"iss\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,\"iat\":%lld,"
-		    "\"nbf\":%lld,\"exp\":%lld,\"jti\":\"%s\",\"sid\":\"%s\"}",
-		    iss, sub, c->tid, c->role, c->permissions[0] ? c->permissions : "[]", (long long)c->iat,
-		    (long long)c->nbf, (long long)c->exp, c->jti, c->sid);
+		    "{\"iss\":%s,\"aud\":%s,\"sub\":%s,\"tid\":\"%s\",\"role\":\"%s\",\"permissions\":%s,"
+		    "\"iat\":%lld,\"nbf\":%lld,\"exp\":%lld,\"jti\":\"%s\",\"sid\":\"%s\"}",
+		    iss, aud, sub, c->tid, c->role, c->permissions[0] ? c->permissions : "[]",
+		    (long long)c->iat, (long long)c->nbf, (long long)c->exp, c->jti, c->sid);
 	free(sub);
 	free(iss);
+	free(aud);
 	if (n < 0)
 		return KW_ERR_NOMEM;
 	err = kw_jwt_sign_text(s, k, kid, payload, (size_t)n, token);

@@ -42,6 +42,7 @@ static const kw_cfg_key keys[] = {
     {"ratelimit", "ipv6_prefix", T_INT, F(rl_ipv6_prefix), "64"},
     {"auth", "key_cache_ttl_ms", T_INT, F(key_cache_ttl_ms), "1000"},
     {"auth", "issuer", T_STR, F(jwt_issuer), "keyward"},
+    {"auth", "audience", T_STR, F(jwt_audience), "keyward"},
     {"auth", "leeway", T_DUR, F(jwt_leeway_s), "30s"},
     {"auth", "roles", T_STR, F(roles),
      "track1 12h vault:read vault:write, track2 8h vault:read vault:write, "

@@ -183,6 +183,7 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	cr_assert_str_eq(jstr(c, "sub"), "alice");
 	cr_assert_str_eq(jstr(c, "tid"), ta.id);
 	cr_assert_str_eq(jstr(c, "iss"), "keyward");
+	cr_assert_str_eq(jstr(c, "aud"), "keyward");
 	cr_assert_eq(strlen(jstr(c, "jti")), 32);
 	json_int_t iat = json_integer_value(json_object_get(c, "iat"));
 	cr_assert_eq(json_integer_value(json_object_get(c, "exp")) - iat, 8 * 3600);
@@ -207,7 +208,7 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	    "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
 	    "h=jwt.get_unverified_header(sys.argv[1]); k=[x for x in ks if x[\"kid\"]==h[\"kid\"]][0]; "
 	    "assert k[\"alg\"]==\"ES256\" and k[\"use\"]==\"sig\" and k[\"crv\"]==\"P-256\"; "
-	    "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], issuer=\"keyward\"); "
+	    "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], issuer=\"keyward\", audience=\"keyward\"); "
 	    "print(c[\"sub\"], c[\"sid\"] != \"\")' '%s'",
 	    jwks_path, token);
 	FILE *p = popen(cmd, "r");
@@ -219,7 +220,7 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	token[strlen(token) - 10] = token[strlen(token) - 10] == 'A' ? 'B' : 'A';
 	snprintf(cmd, sizeof(cmd),
 	         "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
-	         "pk=jwt.PyJWK(ks[0]).key; jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"])' '%s' "
+	         "pk=jwt.PyJWK(ks[0]).key; jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], audience=\"keyward\")' '%s' "
 	         "2>/dev/null",
 	         jwks_path, token);
 	cr_assert_neq(system(cmd), 0);
@@ -319,7 +320,8 @@ Test(tokens, forged_tokens_are_refused)
 
 /* Tokens minted in this process with the service's own key and code path,
  * so exp and nbf can be set freely. */
-static char *mint(const char *tenant, int64_t iat, int64_t nbf, int64_t exp, const char *iss)
+static char *mint_for(const char *tenant, int64_t iat, int64_t nbf, int64_t exp, const char *iss,
+                      const char *aud)
 {
 	kw_hsm *hsm = kwt_hsm_open();
 	kw_hsm_session *hs;
@@ -338,11 +340,16 @@ static char *mint(const char *tenant, int64_t iat, int64_t nbf, int64_t exp, con
 	c.nbf = nbf;
 	c.exp = exp;
 	char *tok = NULL;
-	cr_assert_eq(kw_access_token_sign(hs, hsm, ks, iss, &c, &tok), KW_OK);
+	cr_assert_eq(kw_access_token_sign(hs, hsm, ks, iss, aud, &c, &tok), KW_OK);
 	kw_jwt_keyset_free(ks);
 	kw_hsm_session_close(hs);
 	kw_hsm_close(hsm);
 	return tok;
+}
+
+static char *mint(const char *tenant, int64_t iat, int64_t nbf, int64_t exp, const char *iss)
+{
+	return mint_for(tenant, iat, nbf, exp, iss, "keyward");
 }
 
 Test(tokens, expired_and_not_yet_valid_tokens_are_refused_with_leeway)
@@ -366,6 +373,11 @@ Test(tokens, expired_and_not_yet_valid_tokens_are_refused_with_leeway)
 	free(t);
 	t = mint(ta.id, now, now, now + 3600, "keyward");
 	cr_assert_eq(whoami_status(&d, t, code, sizeof(code)), 200);
+	free(t);
+	/* Signed by this service's key, but for another audience. */
+	t = mint_for(ta.id, now, now, now + 3600, "keyward", "another-service");
+	cr_assert_eq(whoami_status(&d, t, code, sizeof(code)), 401);
+	cr_assert_str_eq(code, "invalid_token");
 	free(t);
 }
 

@@ -187,10 +187,10 @@ Test(tokens, roles_find)
 
 static json_t *good_payload(void)
 {
-	json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:[s,s], s:I, s:I, s:I, s:s, s:s}", "iss", "keyward",
-	                      "sub", "user-1", "tid", TID, "role", "track1", "permissions", "vault:read",
-	                      "vault:write", "iat", (json_int_t)1700000000, "nbf", (json_int_t)1700000000,
-	                      "exp", (json_int_t)1700043200, "jti", JTI, "sid", SID);
+	json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s,s], s:I, s:I, s:I, s:s, s:s}", "iss", "keyward",
+	                      "aud", "keyward", "sub", "user-1", "tid", TID, "role", "track1", "permissions",
+	                      "vault:read", "vault:write", "iat", (json_int_t)1700000000, "nbf",
+	                      (json_int_t)1700000000, "exp", (json_int_t)1700043200, "jti", JTI, "sid", SID);
 	cr_assert_not_null(p);
 	return p;
 }
@@ -198,9 +198,16 @@ static json_t *good_payload(void)
 static kw_err read_claims(json_t *p)
 {
 	kw_access_claims c;
-	kw_err err = kw_access_claims_read(p, "keyward", &c);
+	kw_err err = kw_access_claims_read(p, "keyward", "keyward", &c);
 	json_decref(p);
 	return err;
+}
+
+Test(tokens, claims_read_audience_in_a_list)
+{
+	json_t *p = good_payload();
+	json_object_set_new(p, "aud", json_pack("[s,s]", "other", "keyward"));
+	cr_assert_eq(read_claims(p), KW_OK);
 }
 
 Test(tokens, claims_read_good_payload)
@@ -210,7 +217,7 @@ Test(tokens, claims_read_good_payload)
 	json_object_set_new(p, "extra", json_string("ignored"));
 	kw_access_claims c;
 	memset(&c, 0xAA, sizeof(c));
-	cr_assert_eq(kw_access_claims_read(p, "keyward", &c), KW_OK);
+	cr_assert_eq(kw_access_claims_read(p, "keyward", "keyward", &c), KW_OK);
 	json_decref(p);
 	cr_assert_str_eq(c.sub, "user-1");
 	cr_assert_str_eq(c.tid, TID);
@@ -229,7 +236,7 @@ Test(tokens, claims_read_good_payload)
 	sub[KW_SUBJECT_MAX] = '\0';
 	json_object_set_new(p, "sub", json_string(sub));
 	json_object_set_new(p, "permissions", json_array());
-	cr_assert_eq(kw_access_claims_read(p, "keyward", &c), KW_OK);
+	cr_assert_eq(kw_access_claims_read(p, "keyward", "keyward", &c), KW_OK);
 	cr_assert_str_eq(c.sub, sub);
 	cr_assert_str_eq(c.permissions, "[]");
 	json_decref(p);
@@ -237,7 +244,8 @@ Test(tokens, claims_read_good_payload)
 
 Test(tokens, claims_read_missing_or_mistyped)
 {
-	const char *names[] = {"iss", "sub", "tid", "role", "permissions", "iat", "nbf", "exp", "jti", "sid"};
+	const char *names[] = {"iss", "aud", "sub", "tid", "role", "permissions",
+	                       "iat", "nbf", "exp", "jti", "sid"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		json_t *p = good_payload();
 		cr_assert_eq(json_object_del(p, names[i]), 0);
@@ -266,9 +274,9 @@ Test(tokens, claims_read_missing_or_mistyped)
 	}
 	json_t *arr = json_array();
 	kw_access_claims c;
-	cr_assert_eq(kw_access_claims_read(arr, "keyward", &c), KW_ERR_INVALID);
+	cr_assert_eq(kw_access_claims_read(arr, "keyward", "keyward", &c), KW_ERR_INVALID);
 	json_decref(arr);
-	cr_assert_eq(kw_access_claims_read(NULL, "keyward", &c), KW_ERR_INVALID);
+	cr_assert_eq(kw_access_claims_read(NULL, "keyward", "keyward", &c), KW_ERR_INVALID);
 }
 
 static void expect_bad(const char *name, json_t *value, const char *why)
@@ -282,12 +290,15 @@ Test(tokens, claims_read_refuses_bad_values)
 {
 	json_t *p = good_payload();
 	kw_access_claims c;
-	cr_assert_eq(kw_access_claims_read(p, "other-issuer", &c), KW_ERR_INVALID, "wrong iss accepted");
-	cr_assert_eq(kw_access_claims_read(p, "keyward2", &c), KW_ERR_INVALID, "iss prefix accepted");
-	cr_assert_eq(kw_access_claims_read(p, "", &c), KW_ERR_INVALID);
+	cr_assert_eq(kw_access_claims_read(p, "other-issuer", "keyward", &c), KW_ERR_INVALID, "wrong iss accepted");
+	cr_assert_eq(kw_access_claims_read(p, "keyward2", "keyward", &c), KW_ERR_INVALID, "iss prefix accepted");
+	cr_assert_eq(kw_access_claims_read(p, "", "keyward", &c), KW_ERR_INVALID);
 	json_decref(p);
 	expect_bad("iss", json_string("keywarD"), "iss of another case");
 	expect_bad("iss", json_string(""), "empty iss");
+	expect_bad("aud", json_string("another-service"), "a token for another audience");
+	expect_bad("aud", json_pack("[s,s]", "a", "b"), "an audience list without ours");
+	expect_bad("aud", json_integer(1), "aud not a string");
 
 	expect_bad("tid", json_string("not-a-uuid"), "non-uuid tid");
 	expect_bad("tid", json_string(TID "0"), "37-char tid");

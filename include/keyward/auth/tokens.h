@@ -76,13 +76,15 @@ typedef struct kw_access_claims {
 /* Strict reading of a verified payload: every claim present with its type,
  * iss equal to issuer, tid and sid UUIDs, jti 32 lower-case hex, sub of
  * 1..256 bytes. KW_ERR_INVALID otherwise. Time is not checked here. */
-KW_MUST_CHECK kw_err kw_access_claims_read(json_t *payload, const char *issuer, kw_access_claims *out);
+KW_MUST_CHECK kw_err kw_access_claims_read(json_t *payload, const char *issuer, const char *audience,
+                                           kw_access_claims *out);
 /* True when the claims' permissions array holds exactly `permission`. */
 bool kw_access_permits(const kw_access_claims *c, const char *permission);
 /* Signs an access token for c (jti, iat, nbf, exp filled by the caller)
  * with the active JWT key. *token is malloc'd. */
 KW_MUST_CHECK kw_err kw_access_token_sign(kw_hsm_session *s, kw_hsm *hsm, kw_jwt_keyset *ks,
-                                          const char *issuer, const kw_access_claims *c, char **token);
+                                          const char *issuer, const char *audience, const kw_access_claims *c,
+                                          char **token);
 
 /* Verified tokens by SHA-256 of the token; bounded, entries die at exp
  * and when the key set's generation moves on. */

@@ -36,6 +36,7 @@ typedef struct kw_config {
 	/* [auth] */
 	int key_cache_ttl_ms;           /* how long a verified API key is trusted without a DB look-up */
 	char *jwt_issuer;               /* iss of access tokens */
+	char *jwt_audience;             /* their aud, required on every access token */
 	int64_t jwt_leeway_s;           /* clock skew allowed on exp/nbf */
 	char *roles;                    /* "name ttl [permission ...], ..." */
 	char *wallet_role;              /* role of wallet sign-ins */
