@@ -203,14 +203,14 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	kwt_resp_free(&r);
 	/* PyJWT (Debian's python3-jwt) with nothing but the published JWKS. */
 	char cmd[4096];
-	snprintf(
-	    cmd, sizeof(cmd),
-	    "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
-	    "h=jwt.get_unverified_header(sys.argv[1]); k=[x for x in ks if x[\"kid\"]==h[\"kid\"]][0]; "
-	    "assert k[\"alg\"]==\"ES256\" and k[\"use\"]==\"sig\" and k[\"crv\"]==\"P-256\"; "
-	    "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], issuer=\"keyward\", audience=\"keyward\"); "
-	    "print(c[\"sub\"], c[\"sid\"] != \"\")' '%s'",
-	    jwks_path, token);
+	snprintf(cmd, sizeof(cmd),
+	         "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
+	         "h=jwt.get_unverified_header(sys.argv[1]); k=[x for x in ks if x[\"kid\"]==h[\"kid\"]][0]; "
+	         "assert k[\"alg\"]==\"ES256\" and k[\"use\"]==\"sig\" and k[\"crv\"]==\"P-256\"; "
+	         "pk=jwt.PyJWK(k).key; c=jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], "
+	         "issuer=\"keyward\", audience=\"keyward\"); "
+	         "print(c[\"sub\"], c[\"sid\"] != \"\")' '%s'",
+	         jwks_path, token);
 	FILE *p = popen(cmd, "r");
 	char out[256] = "";
 	cr_assert_not_null(fgets(out, sizeof(out), p));
@@ -220,7 +220,8 @@ Test(tokens, login_answers_tokens_and_pyjwt_verifies_with_our_jwks)
 	token[strlen(token) - 10] = token[strlen(token) - 10] == 'A' ? 'B' : 'A';
 	snprintf(cmd, sizeof(cmd),
 	         "/usr/bin/python3 -c 'import jwt,json,sys; ks=json.load(open(\"%s\"))[\"keys\"]; "
-	         "pk=jwt.PyJWK(ks[0]).key; jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], audience=\"keyward\")' '%s' "
+	         "pk=jwt.PyJWK(ks[0]).key; jwt.decode(sys.argv[1], pk, algorithms=[\"ES256\"], "
+	         "audience=\"keyward\")' '%s' "
 	         "2>/dev/null",
 	         jwks_path, token);
 	cr_assert_neq(system(cmd), 0);
