@@ -149,6 +149,9 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	/* Housekeeping may nudge the pool's idle workers: it stops first. */
+	kw_housekeeper_stop(app.housekeeper);
+	app.housekeeper = NULL;
 	kw_pool_stop(app.pool);
 	app.pool = NULL;
 	/* The writer's last rows answer their requests through the server's

@@ -15,6 +15,8 @@ static void prepare(void *ctx, kw_worker_res *res)
 	kw_app *app = ctx;
 	if (res->hsm == NULL && kw_hsm_session_open(app->hsm, &res->hsm) != KW_OK)
 		res->hsm = NULL;
+	/* Copies of a key that went (a retired one) die here, busy or idle. */
+	kw_hsm_session_sweep(res->hsm);
 	if (res->db == NULL) {
 		if (kw_db_connect(app->cfg->db_conninfo, &res->db) == KW_OK)
 			atomic_fetch_add(&app->db_connected, 1);

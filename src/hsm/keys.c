@@ -548,6 +548,11 @@ static kw_err find_key(kw_hsm *hsm, kw_key_family f, uint32_t version, const kw_
 	return KW_OK;
 }
 
+uint64_t kw_hsm_keys_epoch(kw_hsm *hsm)
+{
+	return (uint64_t)atomic_load(&hsm->keys_epoch);
+}
+
 size_t kw_hsm_refused_keys(kw_hsm *hsm, char *first, size_t cap)
 {
 	pthread_rwlock_rdlock(&hsm->keys_lock);

@@ -342,3 +342,9 @@ void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout)
 		(void)kw_p11_CloseSession(s->hsm, s->h);
 	/* s->open stays true on purpose: the pool must find out by itself. */
 }
+
+void kw_hsm_session_sweep(kw_hsm_session *s)
+{
+	if (s != NULL && s->open)
+		kw_hsm_copies_sweep(s);
+}

@@ -33,6 +33,7 @@ typedef struct kw_worker {
 	int index;
 	pthread_t thread;
 	kw_worker_res *res;
+	unsigned prepared_gen; /* the pool's prepare_gen it has acted on; guarded by the pool's lock */
 } kw_worker;
 
 struct kw_pool {
@@ -41,7 +42,8 @@ struct kw_pool {
 	pthread_cond_t nonempty;
 	kw_job *ring; /* guarded by lock */
 	int cap, head, count;
-	int idle; /* workers waiting for a call; guarded by lock */
+	int idle;             /* workers waiting for a call; guarded by lock */
+	unsigned prepare_gen; /* kw_pool_prepare_idle calls; guarded by lock */
 	bool stopping;
 	int nworkers;
 	kw_worker *workers;
@@ -84,7 +86,7 @@ static void *worker_main(void *arg)
 	kw_handled handled[KW_POOL_BATCH_MAX];
 	for (;;) {
 		pthread_mutex_lock(&pool->lock);
-		while (pool->count == 0 && !pool->stopping) {
+		while (pool->count == 0 && !pool->stopping && w->prepared_gen == pool->prepare_gen) {
 			pool->idle++;
 			pthread_cond_wait(&pool->nonempty, &pool->lock);
 			pool->idle--;
@@ -93,6 +95,15 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&pool->lock);
 			break;
 		}
+		if (pool->count == 0) {
+			/* Asked to look at its resources while idle
+			 * (kw_pool_prepare_idle): a retired key's copies go now. */
+			w->prepared_gen = pool->prepare_gen;
+			pthread_mutex_unlock(&pool->lock);
+			worker_prepare(pool, w);
+			continue;
+		}
+		w->prepared_gen = pool->prepare_gen; /* a run prepares anyway */
 		/* A run leaves idle workers their share of the queue: batching
 		 * saves round trips, it must not take parallel work away. */
 		size_t n = 0, max = 1 + (size_t)(pool->count - 1) / (size_t)(pool->idle + 1);
@@ -186,6 +197,14 @@ kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *
 	pthread_cond_signal(&pool->nonempty);
 	pthread_mutex_unlock(&pool->lock);
 	return KW_OK;
+}
+
+void kw_pool_prepare_idle(kw_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	pool->prepare_gen++;
+	pthread_cond_broadcast(&pool->nonempty);
+	pthread_mutex_unlock(&pool->lock);
 }
 
 int kw_pool_queue_depth(kw_pool *pool)

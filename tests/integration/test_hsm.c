@@ -787,6 +787,21 @@ Test(hsm_scratch, session_copies_follow_the_key_table)
 	cr_assert_eq(kw_hsm_gcm_decrypt(s2, k2, iv, NULL, 0, ct, sizeof(ct), pt), KW_ERR_NOT_FOUND);
 	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1));
 
+	/* An idle session loses its copy of a retired key at once when swept
+	 * (keywardd sweeps every idle worker when the key table changes),
+	 * without waiting for an operation of its own. */
+	cr_assert_eq(kw_hsm_key_generate(s, KW_KEY_KEK, v + 1), KW_OK);
+	cr_assert_eq(kw_hsm_key_active(h, KW_KEY_KEK, &k2), KW_OK);
+	cr_assert_eq(kw_hsm_gcm_encrypt(s2, k2, NULL, 0, (const unsigned char *)"hello", 5, iv, ct), KW_OK);
+	cr_assert(has_copy(s2, KW_KEY_KEK, v + 1));
+	size_t idle_before = 0, idle_after = 0;
+	cr_assert_eq(kw_hsm_test_count_session_objects(s, &idle_before), KW_OK);
+	cr_assert_eq(kw_hsm_key_destroy(s, KW_KEY_KEK, v + 1), KW_OK);
+	kw_hsm_session_sweep(s2);
+	cr_assert(!has_copy(s2, KW_KEY_KEK, v + 1), "the idle copy of a retired key survived the sweep");
+	cr_assert_eq(kw_hsm_test_count_session_objects(s, &idle_after), KW_OK);
+	cr_assert_eq(idle_after, idle_before - 1, "the copy is still in the token");
+
 	kw_hsm_session_close(s2);
 	kw_hsm_session_close(s);
 	kw_hsm_close(h);

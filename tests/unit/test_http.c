@@ -1,9 +1,12 @@
 /* Unit tests: route matching, request ids, response helpers. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keyward/api/api.h"
 #include "keyward/http/http.h"
@@ -111,4 +114,36 @@ Test(http, request_copies_are_wiped)
 	for (size_t i = 0; i < sizeof(body) - 1; i++)
 		cr_assert_eq(body[i], 0);
 	cr_assert_str_eq(name, "Authorization", "names are not secrets");
+}
+
+/* kw_pool_prepare_idle: every idle worker looks at its resources once. */
+static atomic_int prepared;
+static kw_worker_res *count_open(void *ctx, int index)
+{
+	(void)ctx;
+	return (kw_worker_res *)(intptr_t)(index + 1); /* any non-NULL token */
+}
+static void count_prepare(void *ctx, kw_worker_res *res)
+{
+	(void)ctx, (void)res;
+	atomic_fetch_add(&prepared, 1);
+}
+static void count_close(void *ctx, kw_worker_res *res)
+{
+	(void)ctx, (void)res;
+}
+
+Test(http, idle_workers_prepare_when_asked)
+{
+	kw_pool_hooks hooks = {.open = count_open, .prepare = count_prepare, .close = count_close};
+	kw_pool *pool = NULL;
+	cr_assert_eq(kw_pool_start(&hooks, 3, 8, &pool), KW_OK);
+	usleep(100 * 1000); /* all three idle */
+	atomic_store(&prepared, 0);
+	kw_pool_prepare_idle(pool);
+	for (int i = 0; i < 100 && atomic_load(&prepared) < 3; i++)
+		usleep(10 * 1000);
+	usleep(50 * 1000);
+	cr_assert_eq(atomic_load(&prepared), 3, "each idle worker prepares once");
+	kw_pool_stop(pool);
 }

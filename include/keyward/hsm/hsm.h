@@ -93,6 +93,9 @@ uint32_t kw_hsm_key_version(const kw_hsm_key *k);
 kw_key_family kw_hsm_key_family(const kw_hsm_key *k);
 /* Re-reads the key objects from the token (after a rotation elsewhere). */
 KW_MUST_CHECK kw_err kw_hsm_keys_refresh(kw_hsm *hsm);
+/* Moves on whenever the key table changes (a key appears, goes, or is
+ * another object): a cue to sweep idle sessions (kw_hsm_session_sweep). */
+uint64_t kw_hsm_keys_epoch(kw_hsm *hsm);
 
 /* Creates version `version` of a family in the token with exactly the
  * attributes of DESIGN §3. KW_ERR_EXISTS if that label exists already. */
@@ -165,6 +168,10 @@ KW_MUST_CHECK kw_err kw_hsm_test_import_key(kw_hsm_session *s, kw_key_family f, 
  * wrap. keyward must refuse both (kw_hsm_refused_keys). */
 KW_MUST_CHECK kw_err kw_hsm_test_plant_key(kw_hsm_session *s, kw_key_family f, uint32_t version,
                                            const unsigned char *value, size_t len);
+/* Destroys, now, s's session copies of keys that went from the token (a
+ * retired key) or changed; the session's next operation would, but an
+ * idle session could keep one for long. Call from s's owner thread. */
+void kw_hsm_session_sweep(kw_hsm_session *s);
 /* Test support: closes the session handle behind the pool's back, or logs
  * the application out, so the revive path can be exercised. */
 void kw_hsm_test_kill_session(kw_hsm_session *s, bool logout);

@@ -145,6 +145,9 @@ KW_MUST_CHECK kw_err kw_pool_start(const kw_pool_hooks *hooks, int workers, int 
 /* Queues call; `done` runs on the worker thread after the handler. Returns
  * KW_ERR_BUSY when the queue is full (the caller answers 503). */
 KW_MUST_CHECK kw_err kw_pool_submit(kw_pool *pool, kw_call *call, kw_pool_done_fn done, void *arg);
+/* Every idle worker runs the prepare hook once, now (e.g. to drop what
+ * it holds of a key that was retired), then waits for calls again. */
+void kw_pool_prepare_idle(kw_pool *pool);
 int kw_pool_queue_depth(kw_pool *pool);
 int kw_pool_workers(kw_pool *pool);
 /* Calls run together with at least one other (a route's batch handler). */
