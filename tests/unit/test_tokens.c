@@ -290,8 +290,10 @@ Test(tokens, claims_read_refuses_bad_values)
 {
 	json_t *p = good_payload();
 	kw_access_claims c;
-	cr_assert_eq(kw_access_claims_read(p, "other-issuer", "keyward", &c), KW_ERR_INVALID, "wrong iss accepted");
-	cr_assert_eq(kw_access_claims_read(p, "keyward2", "keyward", &c), KW_ERR_INVALID, "iss prefix accepted");
+	cr_assert_eq(kw_access_claims_read(p, "other-issuer", "keyward", &c), KW_ERR_INVALID,
+	             "wrong iss accepted");
+	cr_assert_eq(kw_access_claims_read(p, "keyward2", "keyward", &c), KW_ERR_INVALID,
+	             "iss prefix accepted");
 	cr_assert_eq(kw_access_claims_read(p, "", "keyward", &c), KW_ERR_INVALID);
 	json_decref(p);
 	expect_bad("iss", json_string("keywarD"), "iss of another case");
