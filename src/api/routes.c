@@ -17,18 +17,20 @@
 /* One row: the transport's part, then the pipeline's (a kw_api_spec). */
 #define ROUTE(method, pattern, name, where, ...)                                                             \
 	{                                                                                                    \
-		method, pattern, name, where, kw_api_pipeline, NULL, &(const kw_api_spec)                    \
-		{                                                                                            \
-			__VA_ARGS__                                                                          \
-		}                                                                                            \
+		method, pattern, name, where, kw_api_pipeline, NULL, &(const kw_api_spec){__VA_ARGS__},      \
+		    false                                                                                    \
 	}
 /* The same, for a route with a batch handler (it runs on a worker). */
 #define BATCH_ROUTE(method, pattern, name, ...)                                                              \
 	{                                                                                                    \
-		method, pattern, name, WORKER, kw_api_pipeline, kw_api_pipeline_batch, &(const kw_api_spec)  \
-		{                                                                                            \
-			__VA_ARGS__                                                                          \
-		}                                                                                            \
+		method, pattern, name, WORKER, kw_api_pipeline, kw_api_pipeline_batch,                       \
+		    &(const kw_api_spec){__VA_ARGS__}, false                                                 \
+	}
+
+/* The same, for a route of the admin listener (http.admin_listen). */
+#define ADMIN_ROUTE(method, pattern, name, where, ...)                                                       \
+	{                                                                                                    \
+		method, pattern, name, where, kw_api_pipeline, NULL, &(const kw_api_spec){__VA_ARGS__}, true \
 	}
 
 #define DB_HSM (KW_NEED_DB | KW_NEED_HSM)
@@ -36,8 +38,8 @@
 const kw_route kw_api_routes[] = {
     /* operations */
     ROUTE("GET", "/healthz", "healthz", IO, .cred = KW_CRED_NONE, .handler = kw_api_healthz),
-    ROUTE("GET", "/readyz", "readyz", WORKER, .cred = KW_CRED_NONE, .handler = kw_api_readyz),
-    ROUTE("GET", "/metrics", "metrics", IO, .cred = KW_CRED_NONE, .handler = kw_api_metrics),
+    ADMIN_ROUTE("GET", "/readyz", "readyz", WORKER, .cred = KW_CRED_NONE, .handler = kw_api_readyz),
+    ADMIN_ROUTE("GET", "/metrics", "metrics", IO, .cred = KW_CRED_NONE, .handler = kw_api_metrics),
 
     /* tenants' API keys (DESIGN 5.2) */
     ROUTE("POST", "/api/v1/api-keys", "api_keys_create", WORKER, .cred = KW_CRED_API_KEY,

@@ -28,6 +28,7 @@ static const kw_cfg_key keys[] = {
     {"", "mode", T_MODE, F(development), "production"},
     {"http", "listen", T_STR, F(listen), "127.0.0.1:8080"},
     {"http", "unix_socket", T_STR, F(unix_socket), ""},
+    {"http", "admin_listen", T_STR, F(admin_listen), ""},
     {"http", "allow_insecure_http", T_BOOL, F(allow_insecure_http), "false"},
     {"http", "io_threads", T_INT, F(io_threads), "0"},
     {"http", "workers", T_INT, F(workers), "0"},

@@ -45,7 +45,7 @@
 #include "keyward/http/http.h"
 #include "keyward/http/metrics.h"
 
-#define KW_MAX_HTTP_PER_LOOP 2
+#define KW_MAX_HTTP_PER_LOOP 3
 
 typedef struct kw_loop kw_loop;
 
@@ -80,7 +80,8 @@ struct kw_server {
 	kw_server_opts o; /* the configuration, trusted proxies, pool, app and route table */
 	int nloops;
 	kw_loop *loops;
-	int tcp_fd, unix_fd;
+	int tcp_fd, unix_fd, admin_fd; /* admin_fd: http.admin_listen, the admin routes alone */
+	bool has_admin;                /* an admin listener was configured */
 	SSL_CTX *ssl;
 	atomic_long in_flight;
 	atomic_bool draining;
@@ -376,9 +377,27 @@ static char *joined_header(struct evkeyvalq *headers, const char *name)
 	return out;
 }
 
+static void handle_request(struct evhttp_request *ereq, kw_loop *loop, bool admin);
+
 static void on_request(struct evhttp_request *ereq, void *arg)
 {
-	kw_loop *loop = arg;
+	handle_request(ereq, arg, false);
+}
+
+static void on_admin_request(struct evhttp_request *ereq, void *arg)
+{
+	handle_request(ereq, arg, true);
+}
+
+/* Whether a route is served where the request arrived: with an admin
+ * listener, the admin routes there and only there. */
+static bool served_here(const kw_server *srv, const kw_route *r, bool admin)
+{
+	return !srv->has_admin || r->admin == admin;
+}
+
+static void handle_request(struct evhttp_request *ereq, kw_loop *loop, bool admin)
+{
 	kw_server *srv = loop->srv;
 	kw_pending *p = calloc(1, sizeof(*p));
 	if (p == NULL) {
@@ -415,6 +434,10 @@ static void on_request(struct evhttp_request *ereq, void *arg)
 		kw_request *req = &p->call.req;
 		p->route = kw_route_match(srv->o.routes, srv->o.nroutes, req->method, req->path,
 		                          req->path_param, sizeof(req->path_param), &other_method);
+		if (p->route >= 0 && !served_here(srv, &srv->o.routes[p->route], admin)) {
+			p->route = -1; /* served on the other listener: not found on this one */
+			other_method = false;
+		}
 		if (p->route < 0 && other_method) {
 			kw_respond_error(&p->call, 405, "method_not_allowed",
 			                 "method not allowed on this path");
@@ -534,9 +557,9 @@ static bool addr_is_loopback(const struct sockaddr *sa)
 /* "host:port" or "[v6]:port" -> an address, checked against the policy:
  * development mode only on loopback; plain HTTP on another address only
  * with allow_insecure_http. The caller frees *out with freeaddrinfo. */
-static kw_err resolve_listen(const kw_config *cfg, struct addrinfo **out, char *errbuf, size_t errlen)
+static kw_err resolve_listen(const kw_config *cfg, const char *spec, bool tls, struct addrinfo **out,
+                             char *errbuf, size_t errlen)
 {
-	const char *spec = cfg->listen;
 	char host[256];
 	const char *port;
 	if (spec[0] == '[') {
@@ -564,7 +587,7 @@ static kw_err resolve_listen(const kw_config *cfg, struct addrinfo **out, char *
 		freeaddrinfo(ai);
 		return KW_ERR_CONFIG;
 	}
-	if (!loopback && cfg->tls_cert[0] == '\0' && !cfg->allow_insecure_http) {
+	if (!loopback && !tls && !cfg->allow_insecure_http) {
 		snprintf(errbuf, errlen,
 		         "plain HTTP on non-loopback %s refused: configure [tls] or set allow_insecure_http "
 		         "= true",
@@ -589,20 +612,25 @@ kw_err kw_server_validate(const kw_config *cfg, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "tls.cert and tls.key must be set together");
 		return KW_ERR_CONFIG;
 	}
-	if (cfg->listen[0] == '\0')
-		return KW_OK;
 	struct addrinfo *ai = NULL;
-	kw_err err = resolve_listen(cfg, &ai, errbuf, errlen);
+	kw_err err = cfg->listen[0]
+	                 ? resolve_listen(cfg, cfg->listen, cfg->tls_cert[0] != '\0', &ai, errbuf, errlen)
+	                 : KW_OK;
+	if (ai)
+		freeaddrinfo(ai);
+	ai = NULL;
+	/* The admin listener speaks plain HTTP: loopback, unless allowed. */
+	if (err == KW_OK && cfg->admin_listen[0])
+		err = resolve_listen(cfg, cfg->admin_listen, false, &ai, errbuf, errlen);
 	if (ai)
 		freeaddrinfo(ai);
 	return err;
 }
 
-static kw_err listen_tcp(kw_server *srv, char *errbuf, size_t errlen)
+static kw_err listen_tcp(kw_server *srv, const char *spec, bool tls, int *out, char *errbuf, size_t errlen)
 {
-	const char *spec = srv->o.cfg->listen;
 	struct addrinfo *ai = NULL;
-	kw_err err = resolve_listen(srv->o.cfg, &ai, errbuf, errlen);
+	kw_err err = resolve_listen(srv->o.cfg, spec, tls, &ai, errbuf, errlen);
 	if (err != KW_OK)
 		return err;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -617,7 +645,7 @@ static kw_err listen_tcp(kw_server *srv, char *errbuf, size_t errlen)
 		return KW_ERR_IO;
 	}
 	freeaddrinfo(ai);
-	srv->tcp_fd = fd;
+	*out = fd;
 	return KW_OK;
 }
 
@@ -680,13 +708,13 @@ static kw_err tls_setup(kw_server *srv, char *errbuf, size_t errlen)
 	return KW_OK;
 }
 
-static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls)
+static struct evhttp *loop_http(kw_loop *loop, int fd, bool tls, bool admin)
 {
 	const kw_config *cfg = loop->srv->o.cfg;
 	struct evhttp *http = evhttp_new(loop->base);
 	if (http == NULL)
 		return NULL;
-	evhttp_set_gencb(http, on_request, loop);
+	evhttp_set_gencb(http, admin ? on_admin_request : on_request, loop);
 	evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_headers);
 	evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body);
 	evhttp_set_timeout(http, 60);
@@ -720,13 +748,18 @@ kw_err kw_server_start(const kw_server_opts *opts, kw_server **out, char *errbuf
 	srv->o = *opts;
 	kw_metrics_set_routes(opts->routes, opts->nroutes);
 	atomic_store(&g_max_headers, cfg->max_headers);
-	srv->tcp_fd = srv->unix_fd = -1;
+	srv->tcp_fd = srv->unix_fd = srv->admin_fd = -1;
 	if ((err = kw_server_validate(cfg, errbuf, errlen)) != KW_OK)
 		goto fail;
 	if (cfg->tls_cert[0] && (err = tls_setup(srv, errbuf, errlen)) != KW_OK)
 		goto fail;
-	if (cfg->listen[0] && (err = listen_tcp(srv, errbuf, errlen)) != KW_OK)
+	if (cfg->listen[0] &&
+	    (err = listen_tcp(srv, cfg->listen, srv->ssl != NULL, &srv->tcp_fd, errbuf, errlen)) != KW_OK)
 		goto fail;
+	if (cfg->admin_listen[0] &&
+	    (err = listen_tcp(srv, cfg->admin_listen, false, &srv->admin_fd, errbuf, errlen)) != KW_OK)
+		goto fail;
+	srv->has_admin = srv->admin_fd >= 0;
 	if (cfg->unix_socket[0] && (err = listen_unix(srv, cfg->unix_socket, errbuf, errlen)) != KW_OK)
 		goto fail;
 
@@ -752,8 +785,9 @@ kw_err kw_server_start(const kw_server_opts *opts, kw_server **out, char *errbuf
 			event_config_free(ecfg);
 		loop->wake = loop->base ? event_new(loop->base, -1, EV_READ, on_wake, loop) : NULL;
 		if (loop->wake == NULL ||
-		    (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL)) ||
-		    (srv->unix_fd >= 0 && !loop_http(loop, srv->unix_fd, false))) {
+		    (srv->tcp_fd >= 0 && !loop_http(loop, srv->tcp_fd, srv->ssl != NULL, false)) ||
+		    (srv->unix_fd >= 0 && !loop_http(loop, srv->unix_fd, false, false)) ||
+		    (srv->admin_fd >= 0 && !loop_http(loop, srv->admin_fd, false, true))) {
 			snprintf(errbuf, errlen, "cannot set up I/O thread %d", i);
 			err = KW_ERR_NOMEM;
 			goto fail;
@@ -804,6 +838,9 @@ int kw_server_drain(kw_server *srv, int drain_ms)
 	if (srv->tcp_fd >= 0)
 		close(srv->tcp_fd);
 	srv->tcp_fd = -1;
+	if (srv->admin_fd >= 0)
+		close(srv->admin_fd);
+	srv->admin_fd = -1;
 	if (srv->unix_fd >= 0) {
 		close(srv->unix_fd);
 		unlink(srv->o.cfg->unix_socket);
@@ -865,6 +902,8 @@ void kw_server_free(kw_server *srv)
 	free(srv->loops);
 	if (srv->tcp_fd >= 0)
 		close(srv->tcp_fd);
+	if (srv->admin_fd >= 0)
+		close(srv->admin_fd);
 	if (srv->unix_fd >= 0) {
 		close(srv->unix_fd);
 		if (srv->o.cfg->unix_socket[0])

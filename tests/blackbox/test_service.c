@@ -511,3 +511,39 @@ Test(service, a_trusted_socket_uid_may_forward)
 	free(v);
 	kwt_daemon_stop(&dd);
 }
+
+/* http.admin_listen: /metrics and /readyz there and only there. */
+Test(service, admin_routes_move_to_the_admin_listener)
+{
+	int admin_port = kwt_free_port();
+	char env_admin[64];
+	snprintf(env_admin, sizeof(env_admin), "KEYWARD_HTTP_ADMIN_LISTEN=127.0.0.1:%d", admin_port);
+	const char *env[] = {env_admin, NULL};
+	kwt_daemon dd;
+	kwt_daemon_start(&dd, env);
+	kwt_daemon admin = dd;
+	admin.port = admin_port;
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(&dd, "/metrics", &r), 0);
+	kwt_assert_json_error(&r, 404, "not_found");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&dd, "/readyz", &r), 0);
+	kwt_assert_json_error(&r, 404, "not_found");
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&dd, "/healthz", &r), 0);
+	cr_assert_eq(r.status, 200);
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&admin, "/metrics", &r), 0);
+	cr_assert_eq(r.status, 200);
+	cr_assert_not_null(strstr(r.body, "keyward_http_requests_total"), "%s", r.body);
+	kwt_resp_free(&r);
+	cr_assert_eq(kwt_http_get(&admin, "/readyz", &r), 0);
+	cr_assert_eq(r.status, 200, "%s", r.body);
+	kwt_resp_free(&r);
+	/* The API is not on the admin listener. */
+	cr_assert_eq(
+	    kwt_http_req(&admin, "GET", "/api/v1/api-keys", "Authorization: Bearer nope\r\n", NULL, &r), 0);
+	kwt_assert_json_error(&r, 404, "not_found");
+	kwt_resp_free(&r);
+	kwt_daemon_stop(&dd);
+}

@@ -15,8 +15,9 @@ typedef struct kw_config {
 	bool development; /* mode = development | production */
 
 	/* [http] */
-	char *listen;      /* "127.0.0.1:8080"; empty disables TCP */
-	char *unix_socket; /* path; empty disables */
+	char *listen;       /* "127.0.0.1:8080"; empty disables TCP */
+	char *admin_listen; /* "127.0.0.1:9090": /metrics and /readyz only there; empty = with the rest */
+	char *unix_socket;  /* path; empty disables */
 	bool allow_insecure_http;
 	char *tls_cert, *tls_key;
 	int io_threads;        /* 0 = number of CPUs */

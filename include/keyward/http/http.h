@@ -101,6 +101,9 @@ typedef struct kw_route {
 	 * next to each other in the worker queue (up to KW_POOL_BATCH_MAX). */
 	kw_batch_fn batch;
 	const void *spec;
+	/* With http.admin_listen, served there and only there (metrics,
+	 * readiness); without one, on every listener. */
+	bool admin;
 } kw_route;
 
 /* Finds a route of routes[0..n) for method + path; *path_allowed tells
