@@ -57,7 +57,7 @@ static void check_claims(const uint8_t *data, size_t size)
 	if (payload == NULL)
 		return;
 	kw_access_claims c;
-	if (kw_access_claims_read(payload, "keyward", &c) == KW_OK) {
+	if (kw_access_claims_read(payload, "keyward", "keyward", &c) == KW_OK) {
 		size_t sub = strlen(c.sub);
 		if (sub == 0 || sub > KW_SUBJECT_MAX || c.role[0] == '\0' || !kw_is_uuid(c.tid) ||
 		    !kw_is_uuid(c.sid) || !lower_hex(c.jti, 32) || c.iat < 0 || c.nbf < 0 || c.exp < 0 ||
