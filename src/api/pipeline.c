@@ -29,6 +29,9 @@ const char *kw_api_action(const kw_call *call)
 kw_audit_event kw_api_call_event(kw_call *call, const kw_caller *who, const char *status, const char *context)
 {
 	const kw_api_spec *s = spec_of(call);
+	if (s->cred == KW_CRED_API_KEY) /* the key's tenant and actor */
+		return kw_api_event(call, who->key.tenant_id, who->key.actor, s->action, s->target, status,
+		                    context);
 	kw_audit_event ev =
 	    kw_api_event(call, who->claims.tid, who->actor, s->action, s->target, status, context);
 	ev.user_id = who->claims.sub;

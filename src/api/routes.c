@@ -33,7 +33,8 @@
 		method, pattern, name, where, kw_api_pipeline, NULL, &(const kw_api_spec){__VA_ARGS__}, true \
 	}
 
-#define DB_HSM (KW_NEED_DB | KW_NEED_HSM)
+#define DB_HSM      (KW_NEED_DB | KW_NEED_HSM)
+#define TRANSIT_ANY (KW_SCOPE_ADMIN | KW_SCOPE_TRANSIT_ENCRYPT | KW_SCOPE_TRANSIT_DECRYPT)
 
 const kw_route kw_api_routes[] = {
     /* operations */
@@ -81,6 +82,31 @@ const kw_route kw_api_routes[] = {
           .any_scope = KW_SCOPE_AUTH_ISSUE | KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
           .action = "auth.introspect", .scope_message = "introspection needs auth:issue or admin",
           .handler = kw_api_auth_introspect),
+
+    /* transit encryption (DESIGN 5.5) */
+    ROUTE("POST", "/api/v1/transit/keys", "transit_key_create", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_transit_create),
+    ROUTE("GET", "/api/v1/transit/keys", "transit_key_list", WORKER, .cred = KW_CRED_API_KEY,
+          .any_scope = TRANSIT_ANY, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .action = "transit.key.read",
+          .scope_message = "listing transit keys needs admin or a transit scope",
+          .handler = kw_api_transit_list),
+    ROUTE("GET", "/api/v1/transit/keys/{name}", "transit_key_get", WORKER, .cred = KW_CRED_API_KEY,
+          .any_scope = TRANSIT_ANY, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .action = "transit.key.read",
+          .scope_message = "reading a transit key needs admin or a transit scope",
+          .handler = kw_api_transit_get),
+    ROUTE("POST", "/api/v1/transit/keys/{name}/rotate", "transit_key_rotate", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_transit_rotate),
+    ROUTE("POST", "/api/v1/transit/keys/{name}/config", "transit_key_config", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_transit_config),
+    ROUTE("POST", "/api/v1/transit/keys/{name}/encrypt", "transit_encrypt", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_TRANSIT_ENCRYPT, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_transit_encrypt),
+    ROUTE("POST", "/api/v1/transit/keys/{name}/decrypt", "transit_decrypt", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_TRANSIT_DECRYPT, .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
+          .action = "transit.decrypt", .target = "transit_key", .handler = kw_api_transit_decrypt),
 
     /* the per-user encryption vault (DESIGN 5.3) */
     ROUTE("POST", "/api/v1/me/encryption-vault/init", "vault_init", WORKER, .cred = KW_CRED_ACCESS_TOKEN,

@@ -145,7 +145,7 @@ Test(transit, tampering_and_contexts_fail_closed, .init = keys)
 		cr_assert_eq(kw_transit_open(&p, key, (const unsigned char *)"ctX", 3, &out, &n),
 		             KW_ERR_VERIFY);
 		unsigned char other[64];
-		memcpy(other, key, 64);
+		memcpy(other, key, kw_transit_key_len(types[t]));
 		other[5] ^= 1;
 		cr_assert_eq(kw_transit_open(&p, other, (const unsigned char *)"ctx", 3, &out, &n),
 		             KW_ERR_VERIFY, "another key");
