@@ -43,6 +43,8 @@ static int call(const char *method, const char *path, const char *auth, const ch
 	kwt_resp r;
 	cr_assert_eq(kwt_http_req(&d, method, path, auth, body, &r), 0);
 	int st = r.status;
+	if (st >= 500)
+		cr_log_warn("%s %s answered %d: %.*s", method, path, st, (int)r.body_len, r.body);
 	*o = json_loadb(r.body, r.body_len, 0, NULL);
 	kwt_resp_free(&r);
 	return st;
@@ -213,7 +215,8 @@ Test(transit, rotation_and_minimum_version)
 	    call("POST", "/api/v1/transit/keys/rot/config", ta.auth, "{\"min_decryption_version\":2}", &o),
 	    200);
 	json_decref(o);
-	cr_assert_eq(decrypt(dec_a, "rot", v1, NULL, out, sizeof(out)), 400);
+	int st = decrypt(dec_a, "rot", v1, NULL, out, sizeof(out));
+	cr_assert_eq(st, 400, "%d %s", st, out);
 	cr_assert_str_eq(out, "key_version_retired");
 	cr_assert_eq(decrypt(dec_a, "rot", v2, NULL, out, sizeof(out)), 200);
 	cr_assert_str_eq(out, "bmV3");
@@ -249,4 +252,89 @@ Test(transit, bad_bodies_are_4xx)
 	free(big);
 	cr_assert_eq(call("GET", "/healthz", NULL, NULL, &o), 200, "the service keeps serving");
 	json_decref(o);
+}
+
+Test(transit, batches_keep_order_and_per_item_errors)
+{
+	make_key(&ta, "bat", "aes256-gcm");
+	json_t *o = NULL;
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/bat/encrypt", enc_a,
+	                  "{\"batch\":[{\"plaintext\":\"YQ==\"},{\"plaintext\":\"@@\"},{\"plaintext\":\"Yg=="
+	                  "\",\"context\":"
+	                  "\"Yw==\"}]}",
+	                  &o),
+	             200);
+	json_t *b = json_object_get(o, "batch");
+	cr_assert_eq(json_array_size(b), 3);
+	const char *c0 = json_string_value(json_object_get(json_array_get(b, 0), "ciphertext"));
+	const char *c2 = json_string_value(json_object_get(json_array_get(b, 2), "ciphertext"));
+	cr_assert_not_null(c0);
+	cr_assert_not_null(c2);
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(b, 1), "error")),
+	                 "invalid_request");
+	char body[1024];
+	snprintf(body, sizeof(body),
+	         "{\"batch\":[{\"ciphertext\":\"%s\",\"context\":\"Yw==\"},{\"ciphertext\":\"%s\"},{"
+	         "\"ciphertext\":\"%s\","
+	         "\"context\":\"Yw==\"}]}",
+	         c2, c0, c0);
+	json_t *dres = NULL;
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/bat/decrypt", dec_a, body, &dres), 200);
+	json_t *db = json_object_get(dres, "batch");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(db, 0), "plaintext")), "Yg==");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(db, 1), "plaintext")), "YQ==");
+	cr_assert_str_eq(json_string_value(json_object_get(json_array_get(db, 2), "error")),
+	                 "decryption_failed");
+	json_decref(dres);
+	json_decref(o);
+	/* One audit row for the batch, naming its size. */
+	kwt_audit_settle(&d);
+	char *v = kwt_db_admin_sql(
+	    &d.db, "SELECT count(*) FROM audit_log WHERE action = 'transit.decrypt' AND target = "
+	           "'bat' AND context->>'items' = '3'");
+	cr_assert_str_eq(v, "1");
+	free(v);
+	/* 1001 items: refused whole. */
+	size_t cap = 1001 * 20 + 32;
+	char *big = malloc(cap);
+	size_t n = (size_t)snprintf(big, cap, "{\"batch\":[");
+	for (int i = 0; i < 1001; i++)
+		n += (size_t)snprintf(big + n, cap - n, "%s{\"plaintext\":\"\"}", i ? "," : "");
+	snprintf(big + n, cap - n, "]}");
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/bat/encrypt", enc_a, big, &o), 400);
+	cr_assert_str_eq(str(o, "error"), "batch_too_large");
+	json_decref(o);
+	free(big);
+}
+
+Test(transit, rewrap_moves_to_the_latest_version_and_datakeys_round_trip)
+{
+	make_key(&ta, "wrap", "aes256-gcm");
+	char *v1 = encrypt(enc_a, "wrap", "c2VjcmV0", "Y3R4");
+	json_t *o = NULL;
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/wrap/rotate", ta.auth, NULL, &o), 200);
+	json_decref(o);
+	char body[512];
+	snprintf(body, sizeof(body), "{\"ciphertext\":\"%s\",\"context\":\"Y3R4\"}", v1);
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/wrap/rewrap", enc_a, body, &o), 200);
+	cr_assert_eq(json_integer_value(json_object_get(o, "key_version")), 2);
+	char *v2 = strdup(str(o, "ciphertext"));
+	json_decref(o);
+	cr_assert(strncmp(v2, "$enc1$v2$", 9) == 0, "%s", v2);
+	char out[256];
+	cr_assert_eq(decrypt(dec_a, "wrap", v2, "Y3R4", out, sizeof(out)), 200);
+	cr_assert_str_eq(out, "c2VjcmV0");
+	/* A data key: its plaintext, and its ciphertext that decrypts to it. */
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/wrap/datakey", enc_a, "{}", &o), 200);
+	char dk[128];
+	snprintf(dk, sizeof(dk), "%s", str(o, "plaintext"));
+	cr_assert_eq(strlen(dk), 44, "32 bytes in base64");
+	cr_assert_eq(decrypt(dec_a, "wrap", str(o, "ciphertext"), NULL, out, sizeof(out)), 200);
+	cr_assert_str_eq(out, dk);
+	json_decref(o);
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/wrap/datakey", enc_a, "{\"plaintext\":false}", &o),
+	             200);
+	cr_assert_null(json_object_get(o, "plaintext"));
+	json_decref(o);
+	free(v1), free(v2);
 }
