@@ -24,6 +24,7 @@
 #include "keyward/core/secret.h"
 #include "keyward/db/db.h"
 #include "keyward/db/migrate.h"
+#include "keyward/db/repo_transit.h"
 #include "keyward/hsm/hsm.h"
 #include "keyward/vault/vault.h"
 
@@ -420,7 +421,9 @@ static int rotate(kw_ctl *c, kw_key_family f, const char *family, const char *wh
 	}
 	snprintf(label, 64, "keyward/%s/%" PRIu32, family, next);
 	snprintf(ctx, sizeof(ctx), "{\"previous\":%" PRIu32 "}", *prev);
-	if (f != KW_KEY_AUDIT) /* audit keys are never retired: nothing waits out their rotation */
+	/* Only JWT and KEK retirements wait out their rotation (key_rotations);
+	 * audit keys are never retired, derivation roots by what uses them. */
+	if (f == KW_KEY_JWT || f == KW_KEY_KEK)
 		ctl_rotation_record(c, family, next, *prev);
 	char action[32];
 	snprintf(action, sizeof(action), "%s.rotate", family);
@@ -727,6 +730,55 @@ static int cmd_kek_retire(kw_ctl *c)
 	return 0;
 }
 
+/* --- derivation roots (transit keys) --------------------------------------- */
+
+static int cmd_derive_rotate(kw_ctl *c)
+{
+	uint32_t prev = 0;
+	char label[64];
+	if (rotate(c, KW_KEY_DERIVE, "derive", "derivation root", NULL, NULL, label, &prev) != 0)
+		return 1;
+	printf("active: %s (previous: keyward/derive/%" PRIu32
+	       ", kept: the transit key versions derived from it "
+	       "still decrypt)\n",
+	       label, prev);
+	printf(
+	    "new transit key versions (create, rotate) derive from it once running keywardd instances have "
+	    "re-read the token (within %" PRId64 " s)\n",
+	    c->cfg.housekeeping_interval_s);
+	return 0;
+}
+
+static int cmd_derive_retire(kw_ctl *c)
+{
+	bool force = false;
+	uint32_t v = 0;
+	int rc = retire_begin(c, KW_KEY_DERIVE, "derive", "derivation root", &v, &force);
+	if (rc != 0)
+		return rc;
+	long long using = 0;
+	kw_err err = kw_transit_versions_using(c->db, v, &using);
+	if (err != KW_OK)
+		return ctl_fail("derive retire: cannot count the transit key versions derived from it", err);
+	if (using > 0) {
+		fprintf(
+		    stderr,
+		    "keywardctl: %lld transit key version(s) still decryptable are derived from "
+		    "keyward/derive/%" PRIu32
+		    "; rotate those keys, rewrap their data and raise their min_decryption_version first\n",
+		    using, v);
+		return 1;
+	}
+	char label[64];
+	snprintf(label, sizeof(label), "keyward/derive/%" PRIu32, v);
+	if ((err = kw_hsm_key_destroy(c->session, KW_KEY_DERIVE, v)) != KW_OK)
+		return ctl_fail("derive retire: the token did not destroy it", err);
+	if ((err = ctl_audit(c, "derive.retire", label, force ? "{\"forced\":true}" : NULL)) != KW_OK)
+		return ctl_fail("derive retire: the key was destroyed but the audit row failed", err);
+	printf("retired: %s (destroyed in the token)\n", label);
+	return 0;
+}
+
 typedef struct kw_ctl_cmd {
 	const char *group, *verb;
 	int (*fn)(kw_ctl *c);
@@ -747,6 +799,10 @@ static const kw_ctl_cmd commands[] = {
     {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
     {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
     {"kek", "rewrap", cmd_kek_rewrap, "[--batch N]: re-wrap every vault under the active KEK (resumable)"},
+    {"derive", "rotate", cmd_derive_rotate,
+     "create keyward/derive/<n+1>: new transit key versions derive from it"},
+    {"derive", "retire", cmd_derive_retire,
+     "N: destroy keyward/derive/N once no decryptable transit key version uses it"},
     {"kek", "retire", cmd_kek_retire, "N [--force]: destroy keyward/kek/N once no vault row uses it"},
 };
 

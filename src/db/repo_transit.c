@@ -134,3 +134,21 @@ kw_err kw_transit_key_config(kw_db *db, const char *tenant_id, const char *name,
 	err = kw_transit_key_version(db, tenant_id, name, 0, &k);
 	return err == KW_OK ? KW_ERR_INVALID : err;
 }
+
+kw_err kw_transit_versions_using(kw_db *db, uint32_t derive_version, long long *n)
+{
+	char dv[12];
+	snprintf(dv, sizeof(dv), "%" PRIu32, derive_version);
+	const char *vals[1] = {dv};
+	kw_db_result *res = NULL;
+	kw_err err = kw_db_exec(
+	    db,
+	    "SELECT count(*)::text FROM transit_key_versions v JOIN transit_keys k ON k.tenant_id = "
+	    "v.tenant_id AND k.name = v.name WHERE v.derive_version = $1::int AND v.version >= "
+	    "k.min_decryption_version",
+	    1, vals, NULL, NULL, &res);
+	if (err == KW_OK)
+		*n = kw_db_nrows(res) == 1 ? strtoll(kw_db_text(res, 0, 0), NULL, 10) : -1;
+	kw_db_result_free(res);
+	return err == KW_OK && *n < 0 ? KW_ERR_DB : err;
+}

@@ -347,19 +347,9 @@ static void stop_checkpoints(void)
 
 TestSuite(checkpoints, .init = start_checkpoints, .fini = stop_checkpoints, .timeout = 120);
 
-/* Runs keywardctl with args against the daemon's database; its output in
- * out, its exit status returned. */
 static int ctl(const char *args, char *out, size_t cap)
 {
-	char bin[600], cmd[2000];
-	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s %s 2>&1", cpd.db.admin,
-	         kwt_bin_sh("keywardctl", bin, sizeof(bin)), args);
-	FILE *p = popen(cmd, "r");
-	cr_assert_not_null(p);
-	size_t n = fread(out, 1, cap - 1, p);
-	out[n] = '\0';
-	int st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return kwt_ctl(&cpd, args, out, cap);
 }
 
 /* The daemon's log so far, in a file keywardctl can read. */

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kwtest.h"
 #include "kwtest_http.h"
@@ -22,7 +24,9 @@ static void bearer_of(const kwt_tenant *t, const char *name, const char *scopes,
 
 static void start(void)
 {
-	kwt_daemon_start(&d, NULL);
+	/* Re-reads the token's keys every second (a rotated derivation root). */
+	static const char *const env[] = {"KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s", NULL};
+	kwt_daemon_start(&d, env);
 	kwt_tenant_create(&d, "transit-a", &ta);
 	kwt_tenant_create(&d, "transit-b", &tb);
 	bearer_of(&ta, "enc", "[\"transit:encrypt\"]", enc_a, sizeof(enc_a));
@@ -336,5 +340,58 @@ Test(transit, rewrap_moves_to_the_latest_version_and_datakeys_round_trip)
 	             200);
 	cr_assert_null(json_object_get(o, "plaintext"));
 	json_decref(o);
+	free(v1), free(v2);
+}
+
+static int ctl(const char *args, char *out, size_t cap)
+{
+	return kwt_ctl(&d, args, out, cap);
+}
+
+static long derive_of(const char *name, int version)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "SELECT derive_version FROM transit_key_versions WHERE tenant_id = '%s' AND name = '%s' AND "
+	         "version = %d",
+	         ta.id, name, version);
+	char *v = kwt_db_admin_sql(&d.db, sql);
+	long n = v ? strtol(v, NULL, 10) : -1;
+	free(v);
+	return n;
+}
+
+/* A new derivation root serves new key versions; the old one is retired
+ * only once no decryptable version uses it. */
+Test(transit, derivation_roots_rotate_and_retire)
+{
+	make_key(&ta, "roots", "aes256-gcm");
+	long m = derive_of("roots", 1);
+	cr_assert_gt(m, 0);
+	char *v1 = encrypt(enc_a, "roots", "b25l", NULL);
+	char out[4096];
+	cr_assert_eq(ctl("derive rotate", out, sizeof(out)), 0, "%s", out);
+	usleep(2500 * 1000); /* the daemon re-reads the token's keys */
+	json_t *o = NULL;
+	cr_assert_eq(call("POST", "/api/v1/transit/keys/roots/rotate", ta.auth, NULL, &o), 200);
+	json_decref(o);
+	cr_assert_eq(derive_of("roots", 2), m + 1, "version 2 derives from the new root");
+	char *v2 = encrypt(enc_a, "roots", "dHdv", NULL);
+	char pt[256];
+	cr_assert_eq(decrypt(dec_a, "roots", v1, NULL, pt, sizeof(pt)), 200);
+	cr_assert_str_eq(pt, "b25l");
+	char args[64];
+	snprintf(args, sizeof(args), "derive retire %ld", m);
+	cr_assert_eq(ctl(args, out, sizeof(out)), 1, "retired while version 1 uses it: %s", out);
+	cr_assert_not_null(strstr(out, "still decryptable"), "%s", out);
+	/* Past version 1 (this test's database holds no other key): then it may go. */
+	cr_assert_eq(
+	    call("POST", "/api/v1/transit/keys/roots/config", ta.auth, "{\"min_decryption_version\":2}", &o),
+	    200);
+	json_decref(o);
+	cr_assert_eq(ctl(args, out, sizeof(out)), 0, "%s", out);
+	cr_assert_not_null(strstr(out, "retired: keyward/derive/"), "%s", out);
+	cr_assert_eq(decrypt(dec_a, "roots", v2, NULL, pt, sizeof(pt)), 200);
+	cr_assert_str_eq(pt, "dHdv");
 	free(v1), free(v2);
 }

@@ -389,6 +389,19 @@ int kwt_http_req(const kwt_daemon *d, const char *method, const char *path, cons
 	return rc;
 }
 
+int kwt_ctl(const kwt_daemon *d, const char *args, char *out, size_t cap)
+{
+	char bin[600], cmd[2000];
+	snprintf(cmd, sizeof(cmd), "KEYWARD_DB_ADMIN_CONNINFO='%s' %s %s 2>&1", d->db.admin,
+	         kwt_bin_sh("keywardctl", bin, sizeof(bin)), args);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	size_t n = fread(out, 1, cap - 1, p);
+	out[n] = '\0';
+	int st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 void kwt_audit_settle(const kwt_daemon *d)
 {
 	for (int i = 0; i < 100; i++) {

@@ -74,6 +74,9 @@ void kwt_api_key_create(const kwt_daemon *d, const kwt_tenant *t, const char *na
  * it was given (keyward_audit_pending 0): refusal rows are posted to it
  * and land shortly after their answers. */
 void kwt_audit_settle(const kwt_daemon *d);
+/* Runs keywardctl with args (shell words) against d's database, as its
+ * schema owner; its exit status, and its output (stdout and stderr) in out. */
+int kwt_ctl(const kwt_daemon *d, const char *args, char *out, size_t cap);
 /* A TCP port nobody listens on right now. */
 int kwt_free_port(void);
 /* Path of a built binary: $KW_BUILD_DIR/name. */

@@ -40,4 +40,10 @@ KW_MUST_CHECK kw_err kw_transit_key_rotate(kw_db *db, const char *tenant_id, con
 KW_MUST_CHECK kw_err kw_transit_key_config(kw_db *db, const char *tenant_id, const char *name, uint32_t min,
                                            kw_transit_key_row *row);
 
+/* Decryptable transit key versions (version >= its key's
+ * min_decryption_version) of every tenant derived from derive_version:
+ * what `keywardctl derive retire` waits for. Needs a role that sees every
+ * tenant (the schema owner with BYPASSRLS). */
+KW_MUST_CHECK kw_err kw_transit_versions_using(kw_db *db, uint32_t derive_version, long long *n);
+
 #endif
