@@ -18,43 +18,16 @@ dur=${1:-10}; dur=${dur%s}
 rounds=${ROUNDS:-3}
 port=18082 # not run.sh's 18080, so the two can run side by side
 base=http://127.0.0.1:$port
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-for b in keywardd keywardctl kw_bench_ecdsa; do
-  [ -x "build/$b" ] || { echo "build/$b is missing: cmake -S . -B build && cmake --build build" >&2; exit 1; }
-done
-mkdir -p .run/bench
-
 . scripts/lib.sh
-load_env tokens/provision-softhsm.sh .run/bench/token keyward-bench
-# Stop the cluster on exit only if this script started it (run.sh may share it).
-pg_was_up=false
-pidfile="$(scripts/pg-cluster.sh where .run/bench/pg)/data/postmaster.pid"
-[ -f "$pidfile" ] && kill -0 "$(head -n1 "$pidfile")" 2>/dev/null && pg_was_up=true
-load_env scripts/pg-cluster.sh start .run/bench/pg 55434
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  $pg_was_up || scripts/pg-cluster.sh stop .run/bench/pg
-}
-trap cleanup EXIT
-
-# Every run starts from an empty database, so runs compare: rows left by
-# earlier runs (hundreds of MB after a few dozen) would slow the next one.
-psql "$KEYWARD_PG_ADMIN" -q -c "DROP DATABASE IF EXISTS kwbench WITH (FORCE)" -c "CREATE DATABASE kwbench"
-export KEYWARD_DB_ADMIN_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=postgres dbname=kwbench"
-export KEYWARD_DB_MIGRATIONS_DIR=$PWD/migrations
-build/keywardctl migrate up >/dev/null
-psql "$KEYWARD_DB_ADMIN_CONNINFO" -q -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='keyward_svc') THEN CREATE ROLE keyward_svc LOGIN IN ROLE keyward_app; END IF; END \$\$;"
-build/keywardctl token init >/dev/null
+. bench/lib.sh
+bench_needs kw_bench_ecdsa
+bench_prepare kwbench
 
 # a. The raw sign rate first, before keywardd exists: nothing else uses the token or the CPUs.
 rate_of() { sed -n 's/.* rate=\([0-9.]*\)\/s.*/\1/p'; }
 ecdsa_line=$(build/kw_bench_ecdsa 2 "$dur" token)
 ecdsa_copy_line=$(build/kw_bench_ecdsa 2 "$dur" copy)
 
-export KEYWARD_DB_CONNINFO="host=$KEYWARD_PG_DIR port=$KEYWARD_PG_PORT user=keyward_svc dbname=kwbench"
 export KEYWARD_MODE=production KEYWARD_HTTP_LISTEN=127.0.0.1:$port KEYWARD_LOG_LEVEL=warn
 # The benchmark is one client address: lift its budgets to the config maximum (1 << 20).
 export KEYWARD_RATELIMIT_IP_PER_MINUTE=1048576 KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=1048576

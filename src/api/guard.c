@@ -230,15 +230,25 @@ static kw_err verify_key(kw_call *call, const char *key, size_t len, const char 
 	return KW_OK;
 }
 
-bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
+static bool defer_to_worker(kw_call *call);
+
+bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out, int *rate_limit_out)
 {
 	kw_app *app = call->app;
-	if (!kw_auth_ip_budget(call))
+	bool io = call->res == NULL;
+	kw_rl_result ir;
+	if (!take_ip_budget(call, &ir)) {
+		if (io)
+			return defer_to_worker(call);
+		refuse_429(call, &ir, NULL, NULL, "too many requests from this address");
 		return false;
+	}
 	double now = kw_ratelimit_now();
 	kw_rl_result fr;
 	fail_budget(call, false, now, &fr);
 	if (!fr.allowed) {
+		if (io)
+			return defer_to_worker(call);
 		refuse_429(call, &fr, NULL, NULL, "too many failed authentications from this address");
 		return false;
 	}
@@ -246,7 +256,7 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 	size_t len;
 	char prefix[KW_APIKEY_PREFIX_LEN + 1];
 	if (!bearer(&call->req, &key, &len) || kw_apikey_parse(key, len, prefix) != KW_OK)
-		return refuse_401(call, NULL, NULL);
+		return io ? defer_to_worker(call) : refuse_401(call, NULL, NULL);
 
 	unsigned char hash[32];
 	EVP_Digest(key, len, hash, NULL, EVP_sha256(), NULL);
@@ -256,6 +266,8 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 	if (kw_keycache_get(app->keycache, hash, now, app->cfg->key_cache_ttl_ms / 1000.0, &p, &rate_limit,
 	                    &touched_at)) {
 		atomic_fetch_add(&st_hits, 1);
+	} else if (io) {
+		return defer_to_worker(call); /* the database and the token are the workers' */
 	} else {
 		kw_err err = verify_key(call, key, len, prefix, &p, &rate_limit);
 		if (err == KW_ERR_NOT_FOUND || err == KW_ERR_VERIFY)
@@ -266,15 +278,15 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 		}
 		kw_keycache_put(app->keycache, hash, now, touched_at, &p, rate_limit);
 	}
-
-	char kkey[64];
-	snprintf(kkey, sizeof(kkey), "key:%s", p.prefix);
-	kw_rl_result kr;
-	kw_ratelimit_take(app->rl, kkey, rate_limit > 0 ? rate_limit : app->cfg->rl_key_per_minute, now, &kr);
-	if (!kr.allowed) {
-		refuse_429(call, &kr, p.tenant_id, p.actor, "this API key's rate limit is exhausted");
+	/* On an I/O thread: only the path that needs nothing else runs there
+	 * (scopes held, no last_used_at write due); the key's own budget is
+	 * spent by kw_auth_api_key_spend once the route has its answer. */
+	bool touch = now - touched_at >= KW_TOUCH_INTERVAL;
+	if (io && ((p.scopes & need) != need || touch))
+		return defer_to_worker(call);
+	*rate_limit_out = rate_limit;
+	if (!io && !kw_auth_api_key_spend(call, &p, rate_limit))
 		return false;
-	}
 	if ((p.scopes & need) != need) {
 		atomic_fetch_add(&st_403, 1);
 		kw_respond_error(call, 403, "insufficient_scope",
@@ -283,7 +295,7 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 		return false;
 	}
 	/* last_used_at: at most one write a minute per key and instance. */
-	if (now - touched_at >= KW_TOUCH_INTERVAL && call->res->db != NULL) {
+	if (touch && call->res->db != NULL) {
 		kw_db *db = call->res->db;
 		if (kw_db_begin(db, p.tenant_id, NULL) == KW_OK) {
 			if (kw_apikey_touch(db, p.key_id) == KW_OK && kw_db_commit(db) == KW_OK)
@@ -292,8 +304,25 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out)
 				kw_db_rollback(db);
 		}
 	}
-	set_rl_headers(call, &kr);
 	*out = p;
+	return true;
+}
+
+bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit)
+{
+	kw_app *app = call->app;
+	char kkey[64];
+	snprintf(kkey, sizeof(kkey), "key:%s", p->prefix);
+	kw_rl_result kr;
+	kw_ratelimit_take(app->rl, kkey, rate_limit > 0 ? rate_limit : app->cfg->rl_key_per_minute,
+	                  kw_ratelimit_now(), &kr);
+	if (!kr.allowed) {
+		if (call->res == NULL)
+			return defer_to_worker(call); /* refused there, with its audit row */
+		refuse_429(call, &kr, p->tenant_id, p->actor, "this API key's rate limit is exhausted");
+		return false;
+	}
+	set_rl_headers(call, &kr);
 	return true;
 }
 

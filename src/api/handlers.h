@@ -57,6 +57,7 @@ typedef enum kw_audit_mode {
 /* Who is calling, as the credential phase found it. */
 typedef struct kw_caller {
 	kw_principal key;                   /* KW_CRED_API_KEY */
+	int key_rate_limit;                 /* ... its own limit per minute (0: the default) */
 	kw_access_claims claims;            /* KW_CRED_ACCESS_TOKEN */
 	char actor[5 + KW_SUBJECT_MAX + 1]; /* access token: "user:<sub>" */
 } kw_caller;
@@ -78,7 +79,12 @@ typedef struct kw_caller {
  * An answer or error may add one header, spend one of the address's failed
  * authentications, and write one refusal row (kw_out_deny, kw_out_refused).
  * Strings are copied, except code, message and header names: literals. */
-typedef enum kw_outcome_kind { KW_OUT_ANSWER, KW_OUT_ERROR, KW_OUT_AFTER_AUDIT } kw_outcome_kind;
+typedef enum kw_outcome_kind {
+	KW_OUT_ANSWER,
+	KW_OUT_ERROR,
+	KW_OUT_AFTER_AUDIT,
+	KW_OUT_DEFER
+} kw_outcome_kind;
 
 typedef struct kw_outcome {
 	kw_outcome_kind kind;
@@ -116,6 +122,10 @@ kw_outcome kw_out_literal(int status, const char *text);
 kw_outcome kw_out_body(int status, const char *content_type, char *body, size_t len);
 /* A JSON error. */
 kw_outcome kw_out_error(int status, const char *code, const char *message);
+/* From a handler of an I/O-thread route: it cannot finish there (it needs
+ * the token or the database); the whole pipeline runs again on a worker.
+ * Nothing of the call's answer may have been written. */
+kw_outcome kw_out_defer(void);
 /* A failure of a resource: 503 db_unavailable / hsm_unavailable (Retry-After
  * 1) for an unavailable database or token, 500 internal otherwise. */
 kw_outcome kw_out_failure(kw_err err);
@@ -202,6 +212,15 @@ json_t *kw_api_body_object(kw_call *call);
 
 /* metrics.c: every metric as Prometheus text (malloc'd), or NULL. */
 char *kw_api_metrics_text(kw_app *app, size_t *len);
+/* transit.c: its requests and items by operation, its key cache and the
+ * change feed. */
+struct kw_strbuf;
+void kw_api_transit_metrics(struct kw_strbuf *b, kw_app *app);
+/* For tests/fuzz/fuzz_transit_batch.c: runs body through the items of
+ * encrypt, decrypt and rewrap (a single item or a batch) under a fixed key
+ * (version 1; AES-256-SIV or -GCM), as the routes do; aborts if an item
+ * answers neither its result nor its error. */
+void kw_api_transit_fuzz(const unsigned char *body, size_t len, bool siv);
 
 /* The handlers of routes.c, one type for all (kw_api_handler), by file. */
 typedef kw_outcome kw_api_handler(kw_call *call, const kw_caller *who);

@@ -91,6 +91,7 @@ char *kw_api_metrics_text(kw_app *app, size_t *len)
 	    "# HELP keyward_ratelimit_rejections_total Requests refused with 429.\n"
 	    "# TYPE keyward_ratelimit_rejections_total counter\nkeyward_ratelimit_rejections_total %llu\n",
 	    as.key_lookups, as.cache_hits, as.refused_401, as.refused_403, as.refused_429);
+	kw_api_transit_metrics(&b, app);
 	if (app->server)
 		kw_strbuf_printf(&b,
 		                 "# HELP keyward_http_in_flight Requests being handled.\n"

@@ -41,6 +41,11 @@ kw_outcome kw_out_error(int status, const char *code, const char *message)
 	return (kw_outcome){.kind = KW_OUT_ERROR, .status = status, .code = code, .message = message};
 }
 
+kw_outcome kw_out_defer(void)
+{
+	return (kw_outcome){.kind = KW_OUT_DEFER};
+}
+
 kw_outcome kw_out_failure(kw_err err)
 {
 	if (err == KW_ERR_DB_UNAVAILABLE)

@@ -127,6 +127,8 @@ static kw_handled settle_after_audit(kw_call *call, kw_outcome o)
 
 kw_handled kw_api_settle(kw_call *call, const kw_caller *who, kw_outcome o)
 {
+	if (o.kind == KW_OUT_DEFER)
+		kw_misuse("a handler deferred on a worker");
 	if (o.kind == KW_OUT_AFTER_AUDIT)
 		return settle_after_audit(call, o);
 	if (o.failed_auth)
@@ -169,7 +171,7 @@ static bool check_caller(kw_call *call, const kw_api_spec *s, kw_caller *who)
 	case KW_CRED_IN_BODY:
 		return kw_auth_ip_budget(call) && kw_auth_fail_budget(call);
 	case KW_CRED_API_KEY:
-		return kw_auth_api_key(call, s->scopes, &who->key);
+		return kw_auth_api_key(call, s->scopes, &who->key, &who->key_rate_limit);
 	case KW_CRED_ACCESS_TOKEN:
 		if (!kw_auth_access_token(call, s->allow_revoked, &who->claims))
 			return false;
@@ -215,9 +217,31 @@ static bool admit(kw_call *call, kw_caller *who, bool *passed, kw_outcome *refus
 	*passed = false;
 	if (!check_caller(call, s, who))
 		return false;
-	/* On the I/O thread nothing below applies. */
-	*passed = call->res == NULL || check_resources_and_rights(call, s, who, refusal);
+	if (call->res == NULL) {
+		/* On the I/O thread resources do not apply; a missing scope is
+		 * refused (and audited) on a worker. */
+		if (s->any_scope != 0 && (who->key.scopes & s->any_scope) == 0) {
+			call->defer = call->def->fn;
+			return false;
+		}
+		*passed = true;
+		return true;
+	}
+	*passed = check_resources_and_rights(call, s, who, refusal);
 	return true;
+}
+
+/* An I/O-thread route's outcome: a handler that cannot finish there, or an
+ * API key whose own budget is spent, moves the call to a worker (where
+ * the pipeline runs again and refuses or answers it). */
+static kw_handled settle_io(kw_call *call, const kw_api_spec *s, const kw_caller *who, kw_outcome o)
+{
+	if (o.kind != KW_OUT_DEFER &&
+	    (s->cred != KW_CRED_API_KEY || kw_auth_api_key_spend(call, &who->key, who->key_rate_limit)))
+		return kw_api_settle(call, who, o);
+	drop(&o);
+	call->defer = call->def->fn;
+	return KW_CALL_ANSWERED;
 }
 
 kw_handled kw_api_pipeline(kw_call *call)
@@ -226,8 +250,11 @@ kw_handled kw_api_pipeline(kw_call *call)
 	kw_outcome refusal;
 	bool passed;
 	kw_handled h = KW_CALL_ANSWERED;
-	if (admit(call, &who, &passed, &refusal))
-		h = kw_api_settle(call, &who, passed ? spec_of(call)->handler(call, &who) : refusal);
+	if (admit(call, &who, &passed, &refusal)) {
+		kw_outcome o = passed ? spec_of(call)->handler(call, &who) : refusal;
+		h = call->res == NULL ? settle_io(call, spec_of(call), &who, o)
+		                      : kw_api_settle(call, &who, o);
+	}
 	OPENSSL_cleanse(&who, sizeof(who));
 	return h;
 }

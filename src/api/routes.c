@@ -101,7 +101,8 @@ const kw_route kw_api_routes[] = {
     ROUTE("POST", "/api/v1/transit/keys/{name}/config", "transit_key_config", WORKER, .cred = KW_CRED_API_KEY,
           .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
           .handler = kw_api_transit_config),
-    ROUTE("POST", "/api/v1/transit/keys/{name}/encrypt", "transit_encrypt", WORKER, .cred = KW_CRED_API_KEY,
+    /* On the I/O thread while the key is in the transit cache (else on a worker). */
+    ROUTE("POST", "/api/v1/transit/keys/{name}/encrypt", "transit_encrypt", IO, .cred = KW_CRED_API_KEY,
           .scopes = KW_SCOPE_TRANSIT_ENCRYPT, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
           .handler = kw_api_transit_encrypt),
     ROUTE("POST", "/api/v1/transit/keys/{name}/rewrap", "transit_rewrap", WORKER, .cred = KW_CRED_API_KEY,

@@ -5,6 +5,7 @@
  * repairs what it can (creates missing keys, applies migrations) and says
  * so loudly on every boot. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,11 @@
 #include "keyward/auth/revocation.h"
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
+#include "keyward/db/changes.h"
 #include "keyward/db/migrate.h"
 #include "keyward/http/clientip.h"
 #include "keyward/http/ratelimit.h"
+#include "keyward/vault/transit_cache.h"
 
 __attribute__((format(printf, 4, 5))) static kw_err fail(char *errbuf, size_t errlen, kw_err err,
                                                          const char *fmt, ...)
@@ -193,6 +196,45 @@ static kw_err boot_tokens(kw_app *app, kw_config *cfg, char *errbuf, size_t errl
 	return KW_OK;
 }
 
+static void transit_apply(void *arg, const kw_change *c)
+{
+	if (strcmp(c->kind, "transit_key") == 0)
+		kw_transit_cache_drop(arg, c->tenant_id, c->subject);
+}
+
+static void transit_reset(void *arg)
+{
+	kw_transit_cache_clear(arg);
+}
+
+static void transit_tick(void *arg)
+{
+	kw_transit_cache_sweep(arg);
+}
+
+/* The transit key cache and the change feed that keeps it true. */
+static kw_err boot_changes(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
+{
+	if (cfg->transit_cache_size < 0 || cfg->transit_cache_size > 1000000 || cfg->transit_cache_idle_s < 1)
+		return fail(errbuf, errlen, KW_ERR_CONFIG,
+		            "transit.cache_size must be 0 .. 1000000 and transit.cache_idle at least 1s%s",
+		            "");
+	app->transit_keys = kw_transit_cache_new(
+	    (size_t)cfg->transit_cache_size,
+	    (int)(cfg->transit_cache_idle_s > INT32_MAX ? INT32_MAX : cfg->transit_cache_idle_s));
+	if (app->transit_keys == NULL)
+		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory for transit.cache_size keys%s", "");
+	const kw_change_sink sink = {
+	    .apply = transit_apply, .reset = transit_reset, .tick = transit_tick, .arg = app->transit_keys};
+	kw_err err = kw_changes_start(cfg->db_conninfo, &sink, 1, &app->changes);
+	if (err != KW_OK)
+		return fail(errbuf, errlen, err, "cannot start the change feed: %s", kw_err_str(err));
+	if (!kw_changes_wait_ready(app->changes, 5000))
+		return fail(errbuf, errlen, KW_ERR_DB_UNAVAILABLE,
+		            "the change feed (table changes) could not be followed%s", "");
+	return KW_OK;
+}
+
 kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 {
 	memset(app, 0, sizeof(*app));
@@ -214,6 +256,8 @@ kw_err kw_app_boot(kw_app *app, kw_config *cfg, char *errbuf, size_t errlen)
 		err = boot_db(app, cfg, errbuf, errlen);
 	if (err == KW_OK)
 		err = boot_tokens(app, cfg, errbuf, errlen);
+	if (err == KW_OK)
+		err = boot_changes(app, cfg, errbuf, errlen);
 	if (err == KW_OK &&
 	    (err = kw_audit_writer_start(app->hsm, cfg->db_conninfo, 256, &app->audit)) != KW_OK)
 		snprintf(errbuf, errlen, "cannot start the audit writer: %s", kw_err_str(err));
@@ -227,6 +271,8 @@ void kw_app_shutdown(kw_app *app)
 	/* Each part is stopped or freed, and forgotten, in the reverse order of boot. */
 #define DROP(fn, member) (fn(app->member), app->member = NULL)
 	DROP(kw_housekeeper_stop, housekeeper);
+	DROP(kw_changes_stop, changes);
+	DROP(kw_transit_cache_free, transit_keys);
 	DROP(kw_revcache_stop, revs);
 	DROP(kw_tokcache_free, tokcache);
 	DROP(kw_jwt_keyset_free, jwks);

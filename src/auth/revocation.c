@@ -240,27 +240,9 @@ static void mark_contact(kw_revcache *rc)
 static int wait_fd(void *arg, int fd, short events, int64_t deadline_ms)
 {
 	kw_revcache *rc = arg;
-	for (;;) {
-		struct pollfd p[2] = {{rc->wake_fd, POLLIN, 0}, {fd, events, 0}};
-		int64_t left = deadline_ms - mono_ms();
-		if (atomic_load(&rc->stopping))
-			return -1;
-		if (left < 0)
-			left = 0;
-		int n = poll(p, fd >= 0 ? 2 : 1, (int)left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			kw_warn("revocations: poll failed: errno %d", errno);
-			return -1;
-		}
-		if (p[0].revents != 0 || atomic_load(&rc->stopping))
-			return -1;
-		if (n > 0 && fd >= 0 && p[1].revents != 0)
-			return 1;
-		if (n == 0 || mono_ms() >= deadline_ms)
-			return 0;
-	}
+	if (atomic_load(&rc->stopping))
+		return -1;
+	return kw_listener_poll(rc->wake_fd, "revocations", fd, events, deadline_ms);
 }
 
 /* Reads the full list into new sets and swaps them in. */

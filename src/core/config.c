@@ -60,6 +60,8 @@ static const kw_cfg_key keys[] = {
     {"auth", "housekeeping_interval", T_DUR, F(housekeeping_interval_s), "60s"},
     {"auth", "housekeeping_batch", T_INT, F(housekeeping_batch), "1000"},
     {"audit", "checkpoint_interval", T_DUR, F(audit_checkpoint_interval_s), "60s"},
+    {"transit", "cache_size", T_INT, F(transit_cache_size), "1024"},
+    {"transit", "cache_idle", T_DUR, F(transit_cache_idle_s), "5m"},
     {"tls", "cert", T_STR, F(tls_cert), ""},
     {"tls", "key", T_STR, F(tls_key), ""},
     {"hsm", "module", T_STR, F(hsm_module), "/usr/lib/softhsm/libsofthsm2.so"},

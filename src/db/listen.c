@@ -1,6 +1,7 @@
 /* listen.c — see keyward/db/listen.h. */
 #include "keyward/db/listen.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +12,34 @@ struct kw_listener {
 	kw_listener_opts o;
 };
 
-static int64_t mono_ms(void)
+int64_t kw_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int kw_listener_poll(int wake_fd, const char *log_name, int fd, short events, int64_t deadline_ms)
+{
+	for (;;) {
+		struct pollfd p[2] = {{wake_fd, POLLIN, 0}, {fd, events, 0}};
+		int64_t left = deadline_ms - kw_mono_ms();
+		if (left < 0)
+			left = 0;
+		int n = poll(p, fd >= 0 ? 2 : 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			kw_warn("%s: poll failed: errno %d", log_name, errno);
+			return -1;
+		}
+		if (p[0].revents != 0)
+			return -1;
+		if (n > 0 && fd >= 0 && p[1].revents != 0)
+			return 1;
+		if (n == 0 || kw_mono_ms() >= deadline_ms)
+			return 0;
+	}
 }
 
 static void notice_quiet(void *arg, const char *message)
@@ -28,7 +52,7 @@ kw_listener *kw_listener_connect(const kw_listener_opts *opts, kw_log_level leve
 {
 	const char *const keys[] = {"dbname", "application_name", NULL};
 	const char *const vals[] = {opts->conninfo, opts->app_name, NULL};
-	int64_t deadline = mono_ms() + opts->connect_ms;
+	int64_t deadline = kw_mono_ms() + opts->connect_ms;
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 	kw_listener *l = calloc(1, sizeof(*l));
 	PGconn *conn = l != NULL ? PQconnectStartParams(keys, vals, 1) : NULL;
@@ -66,7 +90,7 @@ fail:
 
 kw_err kw_listener_query(kw_listener *l, const char *sql, kw_log_level level, kw_db_result **out)
 {
-	int64_t deadline = mono_ms() + l->o.query_ms;
+	int64_t deadline = kw_mono_ms() + l->o.query_ms;
 	PGresult *res = NULL, *first = NULL;
 	const char *name = l->o.log_name;
 

@@ -7,6 +7,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,18 +82,37 @@ done:
 
 /* --- AES-SIV -------------------------------------------------------------- */
 
-static EVP_CIPHER *siv_cipher(size_t keylen)
+/* The ciphers, fetched from the default provider once (an implicit fetch
+ * per operation costs more than sealing 64 bytes). Never freed. */
+static EVP_CIPHER *cipher_gcm, *cipher_siv128, *cipher_siv256;
+static pthread_once_t ciphers_once = PTHREAD_ONCE_INIT;
+
+static void ciphers_fetch(void)
 {
+	cipher_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	cipher_siv128 = EVP_CIPHER_fetch(NULL, "AES-128-SIV", NULL);
+	cipher_siv256 = EVP_CIPHER_fetch(NULL, "AES-256-SIV", NULL);
+}
+
+static const EVP_CIPHER *gcm_cipher(void)
+{
+	pthread_once(&ciphers_once, ciphers_fetch);
+	return cipher_gcm;
+}
+
+static const EVP_CIPHER *siv_cipher(size_t keylen)
+{
+	pthread_once(&ciphers_once, ciphers_fetch);
 	if (keylen != 32 && keylen != 64)
 		return NULL;
-	return EVP_CIPHER_fetch(NULL, keylen == 32 ? "AES-128-SIV" : "AES-256-SIV", NULL);
+	return keylen == 32 ? cipher_siv128 : cipher_siv256;
 }
 
 kw_err kw_aes_siv_seal(const unsigned char *key, size_t keylen, const unsigned char *const *ad,
                        const size_t *adlen, size_t nad, const unsigned char *pt, size_t ptlen,
                        unsigned char siv[16], unsigned char *ct)
 {
-	EVP_CIPHER *c = siv_cipher(keylen);
+	const EVP_CIPHER *c = siv_cipher(keylen);
 	EVP_CIPHER_CTX *x = c ? EVP_CIPHER_CTX_new() : NULL;
 	int n = 0;
 	bool ok = x != NULL && ptlen <= INT32_MAX && EVP_EncryptInit_ex2(x, c, key, NULL, NULL) == 1;
@@ -103,7 +123,6 @@ kw_err kw_aes_siv_seal(const unsigned char *key, size_t keylen, const unsigned c
 	     EVP_EncryptFinal_ex(x, ct + n, &n) == 1 &&
 	     EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, 16, siv) == 1;
 	EVP_CIPHER_CTX_free(x);
-	EVP_CIPHER_free(c);
 	return ok ? KW_OK : KW_ERR_INTERNAL;
 }
 
@@ -111,13 +130,12 @@ kw_err kw_aes_siv_open(const unsigned char *key, size_t keylen, const unsigned c
                        const size_t *adlen, size_t nad, const unsigned char siv[16], const unsigned char *ct,
                        size_t ctlen, unsigned char *pt)
 {
-	EVP_CIPHER *c = siv_cipher(keylen);
+	const EVP_CIPHER *c = siv_cipher(keylen);
 	EVP_CIPHER_CTX *x = c ? EVP_CIPHER_CTX_new() : NULL;
 	int n = 0;
 	if (x == NULL || ctlen > INT32_MAX || EVP_DecryptInit_ex2(x, c, key, NULL, NULL) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, 16, (void *)siv) != 1) {
 		EVP_CIPHER_CTX_free(x);
-		EVP_CIPHER_free(c);
 		return KW_ERR_INTERNAL;
 	}
 	bool ok = true;
@@ -126,7 +144,6 @@ kw_err kw_aes_siv_open(const unsigned char *key, size_t keylen, const unsigned c
 	ok = ok && ctlen > 0 && EVP_DecryptUpdate(x, pt, &n, ct, (int)ctlen) == 1 && (size_t)n == ctlen;
 	ok = ok && EVP_DecryptFinal_ex(x, pt + ctlen, &n) == 1;
 	EVP_CIPHER_CTX_free(x);
-	EVP_CIPHER_free(c);
 	if (!ok && ctlen > 0)
 		OPENSSL_cleanse(pt, ctlen);
 	return ok ? KW_OK : KW_ERR_VERIFY;
@@ -134,21 +151,60 @@ kw_err kw_aes_siv_open(const unsigned char *key, size_t keylen, const unsigned c
 
 /* --- AES-GCM -------------------------------------------------------------- */
 
-static bool gcm(bool enc, const unsigned char *key, const unsigned char *iv, const unsigned char *aad,
-                size_t aadlen, const unsigned char *in, size_t len, unsigned char *out,
-                unsigned char tag[KW_TRANSIT_TAG])
+/* One GCM operation. With keyed (a context already keyed for this
+ * direction), only the IV is set and the context is kept; otherwise one is
+ * made for key and freed (wiped by OpenSSL). */
+static bool gcm(bool enc, EVP_CIPHER_CTX *keyed, const unsigned char *key, const unsigned char *iv,
+                const unsigned char *aad, size_t aadlen, const unsigned char *in, size_t len,
+                unsigned char *out, unsigned char tag[KW_TRANSIT_TAG])
 {
-	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+	EVP_CIPHER_CTX *x = keyed ? keyed : EVP_CIPHER_CTX_new();
+	const EVP_CIPHER *c = gcm_cipher();
 	int n = 0;
-	bool ok = x != NULL && len <= INT32_MAX && aadlen <= INT32_MAX &&
-	          EVP_CipherInit_ex2(x, EVP_aes_256_gcm(), key, iv, enc ? 1 : 0, NULL) == 1 &&
+	bool ok = x != NULL && c != NULL && len <= INT32_MAX && aadlen <= INT32_MAX &&
+	          EVP_CipherInit_ex2(x, keyed ? NULL : c, keyed ? NULL : key, iv, enc ? 1 : 0, NULL) == 1 &&
 	          (enc || EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_TAG, KW_TRANSIT_TAG, tag) == 1) &&
 	          (aadlen == 0 || EVP_CipherUpdate(x, NULL, &n, aad, (int)aadlen) == 1) &&
 	          (len == 0 || (EVP_CipherUpdate(x, out, &n, in, (int)len) == 1 && (size_t)n == len)) &&
 	          EVP_CipherFinal_ex(x, out + len, &n) == 1 &&
 	          (!enc || EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, KW_TRANSIT_TAG, tag) == 1);
-	EVP_CIPHER_CTX_free(x);
+	if (keyed == NULL)
+		EVP_CIPHER_CTX_free(x);
 	return ok;
+}
+
+/* --- sealers -------------------------------------------------------------- */
+
+struct kw_transit_sealer {
+	kw_transit_type type;
+	const unsigned char *key; /* the caller's (locked) memory */
+	EVP_CIPHER_CTX *gcm;      /* keyed once, for GCM */
+};
+
+kw_transit_sealer *kw_transit_sealer_new(kw_transit_type t, const unsigned char *key)
+{
+	kw_transit_sealer *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->type = t;
+	s->key = key;
+	if (t == KW_TRANSIT_AES256_GCM) {
+		const EVP_CIPHER *c = gcm_cipher();
+		s->gcm = c ? EVP_CIPHER_CTX_new() : NULL;
+		if (s->gcm == NULL || EVP_EncryptInit_ex2(s->gcm, c, key, NULL, NULL) != 1) {
+			kw_transit_sealer_free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+void kw_transit_sealer_free(kw_transit_sealer *s)
+{
+	if (s == NULL)
+		return;
+	EVP_CIPHER_CTX_free(s->gcm); /* OpenSSL wipes the key schedule */
+	free(s);
 }
 
 /* --- strings -------------------------------------------------------------- */
@@ -157,6 +213,16 @@ kw_err kw_transit_seal(kw_transit_type t, uint32_t version, const unsigned char 
                        const unsigned char iv[KW_TRANSIT_GCM_IV], const unsigned char *ctx, size_t ctxlen,
                        const unsigned char *pt, size_t ptlen, char **out)
 {
+	kw_transit_sealer one = {.type = t, .key = key};
+	return kw_transit_seal_with(&one, version, iv, ctx, ctxlen, pt, ptlen, out);
+}
+
+kw_err kw_transit_seal_with(kw_transit_sealer *sealer, uint32_t version,
+                            const unsigned char iv[KW_TRANSIT_GCM_IV], const unsigned char *ctx,
+                            size_t ctxlen, const unsigned char *pt, size_t ptlen, char **out)
+{
+	kw_transit_type t = sealer->type;
+	const unsigned char *key = sealer->key;
 	if (ptlen > KW_TRANSIT_MAX_PLAINTEXT || version == 0 || version > INT32_MAX ||
 	    (t == KW_TRANSIT_AES256_SIV && ptlen == 0))
 		return KW_ERR_INVALID;
@@ -165,7 +231,7 @@ kw_err kw_transit_seal(kw_transit_type t, uint32_t version, const unsigned char 
 	char *s = malloc(cap), *at = s;
 	kw_err err = ct == NULL || s == NULL ? KW_ERR_NOMEM : KW_OK;
 	if (err == KW_OK && t == KW_TRANSIT_AES256_GCM) {
-		if (!gcm(true, key, iv, ctx, ctx ? ctxlen : 0, pt, ptlen, ct, tag))
+		if (!gcm(true, sealer->gcm, key, iv, ctx, ctx ? ctxlen : 0, pt, ptlen, ct, tag))
 			err = KW_ERR_INTERNAL;
 		if (err == KW_OK) {
 			at += snprintf(at, cap, ENC_PREFIX "%u$", (unsigned)version);
@@ -286,7 +352,7 @@ kw_err kw_transit_open(const kw_transit_ct *c, const unsigned char *key, const u
 	if (c->type == KW_TRANSIT_AES256_GCM) {
 		unsigned char tag[KW_TRANSIT_TAG];
 		memcpy(tag, c->tag, sizeof(tag));
-		if (!gcm(false, key, c->iv, ctx, ctx ? ctxlen : 0, c->ct, c->ctlen, out, tag))
+		if (!gcm(false, NULL, key, c->iv, ctx, ctx ? ctxlen : 0, c->ct, c->ctlen, out, tag))
 			err = KW_ERR_VERIFY;
 	} else {
 		const unsigned char *ad[1] = {ctx};

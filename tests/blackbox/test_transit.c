@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kwtest.h"
@@ -41,17 +42,24 @@ static void stop(void)
 
 TestSuite(transit, .init = start, .fini = stop, .timeout = 120);
 
-/* A request; the answer's body as JSON (NULL if not JSON) in *o. */
-static int call(const char *method, const char *path, const char *auth, const char *body, json_t **o)
+/* A request to instance dd; the answer's body as JSON (NULL if not JSON)
+ * in *o. */
+static int call_on(const kwt_daemon *dd, const char *method, const char *path, const char *auth,
+                   const char *body, json_t **o)
 {
 	kwt_resp r;
-	cr_assert_eq(kwt_http_req(&d, method, path, auth, body, &r), 0);
+	cr_assert_eq(kwt_http_req(dd, method, path, auth, body, &r), 0);
 	int st = r.status;
 	if (st >= 500)
 		cr_log_warn("%s %s answered %d: %.*s", method, path, st, (int)r.body_len, r.body);
 	*o = json_loadb(r.body, r.body_len, 0, NULL);
 	kwt_resp_free(&r);
 	return st;
+}
+
+static int call(const char *method, const char *path, const char *auth, const char *body, json_t **o)
+{
+	return call_on(&d, method, path, auth, body, o);
 }
 
 static const char *str(json_t *o, const char *k)
@@ -96,6 +104,19 @@ static int decrypt(const char *auth, const char *name, const char *ct, const cha
 	         ctx_b64 ? ctx_b64 : "", ctx_b64 ? "\"" : "");
 	json_t *o = NULL;
 	int st = call("POST", path, auth, body, &o);
+	const char *v = json_string_value(json_object_get(o, st == 200 ? "plaintext" : "error"));
+	snprintf(out, cap, "%s", v ? v : "");
+	json_decref(o);
+	return st;
+}
+
+/* decrypt on instance dd with the decrypt key, no context. */
+static int decrypt_on(const kwt_daemon *dd, const char *ct, char *out, size_t cap)
+{
+	char body[2048];
+	snprintf(body, sizeof(body), "{\"ciphertext\":\"%s\"}", ct);
+	json_t *o = NULL;
+	int st = call_on(dd, "POST", "/api/v1/transit/keys/multi/decrypt", dec_a, body, &o);
 	const char *v = json_string_value(json_object_get(o, st == 200 ? "plaintext" : "error"));
 	snprintf(out, cap, "%s", v ? v : "");
 	json_decref(o);
@@ -394,4 +415,194 @@ Test(transit, derivation_roots_rotate_and_retire)
 	cr_assert_eq(decrypt(dec_a, "roots", v2, NULL, pt, sizeof(pt)), 200);
 	cr_assert_str_eq(pt, "dHdv");
 	free(v1), free(v2);
+}
+
+/* The data key of an application doing envelope encryption with an
+ * independent implementation (tests/support/kwt_envelope.py, Python's
+ * cryptography): it seals a value under the data key's plaintext, keeps
+ * only keyward's $enc1$ of the data key, later has keyward decrypt that and
+ * opens its value with what comes back. */
+static int envelope(const char *args, char *out, size_t cap)
+{
+	char cmd[4096], script[512], word[600];
+	snprintf(script, sizeof(script), "%s/tests/support/kwt_envelope.py", kwt_env("KW_SOURCE_DIR"));
+	snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s %s", kwt_shq(script, word, sizeof(word)), args);
+	FILE *p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	if (fgets(out, (int)cap, p) == NULL)
+		out[0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return WEXITSTATUS(pclose(p));
+}
+
+Test(transit, datakeys_interoperate_with_an_independent_implementation)
+{
+	make_key(&ta, "env", "aes256-gcm");
+	json_t *o = NULL;
+	cr_assert_eq(
+	    call("POST", "/api/v1/transit/keys/env/datakey", enc_a, "{\"context\":\"cm93LTQy\"}", &o), 200);
+	char dk[64], wrapped[256], sealed[512], args[1024], out[512];
+	snprintf(dk, sizeof(dk), "%s", str(o, "plaintext"));
+	snprintf(wrapped, sizeof(wrapped), "%s", str(o, "ciphertext"));
+	json_decref(o);
+	/* keyward's $enc1$ layout, as the independent parser reads it. */
+	snprintf(args, sizeof(args), "parse '%s'", wrapped);
+	cr_assert_eq(envelope(args, out, sizeof(out)), 0, "%s", wrapped);
+	cr_assert_str_eq(out, "32", "the sealed data key is 32 bytes");
+	/* The application seals a value under the data key, then forgets it. */
+	snprintf(args, sizeof(args), "seal %s %s", dk, "YSByb3cgdmFsdWU=");
+	cr_assert_eq(envelope(args, sealed, sizeof(sealed)), 0);
+	cr_assert(strncmp(sealed, "$enc1$v1$", 9) == 0, "%s", sealed);
+	/* Later: keyward unwraps the data key (with its context) ... */
+	char dk2[128];
+	cr_assert_eq(decrypt(dec_a, "env", wrapped, "cm93LTQy", dk2, sizeof(dk2)), 200);
+	cr_assert_str_eq(dk2, dk);
+	cr_assert_eq(decrypt(dec_a, "env", wrapped, NULL, out, sizeof(out)), 400, "the context is bound");
+	/* ... and the independent implementation opens the value with it. */
+	snprintf(args, sizeof(args), "open %s '%s'", dk2, sealed);
+	cr_assert_eq(envelope(args, out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "YSByb3cgdmFsdWU=");
+	/* A value sealed by keyward under the transit key does not open with
+	 * the data key: they are different keys. */
+	char *ct = encrypt(enc_a, "env", "YSByb3cgdmFsdWU=", NULL);
+	snprintf(args, sizeof(args), "open %s '%s'", dk2, ct);
+	cr_assert_eq(envelope(args, out, sizeof(out)), 1);
+	free(ct);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static unsigned long long metric_on(const kwt_daemon *dd, const char *name)
+{
+	kwt_resp r;
+	cr_assert_eq(kwt_http_get(dd, "/metrics", &r), 0);
+	char line[200];
+	snprintf(line, sizeof(line), "\n%s ", name); /* a sample, not its HELP line */
+	const char *p = strstr(r.body, line);
+	cr_assert_not_null(p, "no metric %s", name);
+	unsigned long long v = strtoull(p + strlen(line), NULL, 10);
+	kwt_resp_free(&r);
+	return v;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Two instances on one database: each caches derived keys, and a rotate
+ * or config change on one holds on the other within a second (the change
+ * feed), measured over 20 rotations. */
+Test(transit, a_change_on_one_instance_holds_on_another_within_a_second)
+{
+	char ci[1200], ai[1200];
+	snprintf(ci, sizeof(ci), "KEYWARD_DB_CONNINFO=%s", d.db.app);
+	snprintf(ai, sizeof(ai), "KEYWARD_DB_ADMIN_CONNINFO=%s", d.db.admin);
+	const char *env[] = {ci, ai, NULL};
+	kwt_daemon d2;
+	kwt_daemon_start(&d2, env);
+	make_key(&ta, "multi", "aes256-gcm");
+	json_t *o = NULL;
+	char pt[256];
+	/* d2 holds version 1 (a second encrypt is served from its cache). */
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(call_on(&d2, "POST", "/api/v1/transit/keys/multi/encrypt", enc_a,
+		                     "{\"plaintext\":\"b25l\"}", &o),
+		             200);
+		cr_assert_eq(json_integer_value(json_object_get(o, "key_version")), 1);
+		json_decref(o);
+	}
+	cr_assert_gt(metric_on(&d2, "keyward_transit_cache_lookups_total{result=\"hit\"}"), 0,
+	             "the second instance does not cache");
+	char *v1 = encrypt(enc_a, "multi", "b25l", NULL);
+	double delay[20];
+	for (int round = 0; round < 20; round++) {
+		cr_assert_eq(call("POST", "/api/v1/transit/keys/multi/rotate", ta.auth, NULL, &o), 200);
+		json_int_t want = json_integer_value(json_object_get(o, "latest_version"));
+		json_decref(o);
+		double t0 = now_s(), waited = -1;
+		while (now_s() - t0 < 2.0) {
+			cr_assert_eq(call_on(&d2, "POST", "/api/v1/transit/keys/multi/encrypt", enc_a,
+			                     "{\"plaintext\":\"b25l\"}", &o),
+			             200);
+			json_int_t v = json_integer_value(json_object_get(o, "key_version"));
+			json_decref(o);
+			if (v == want) {
+				waited = now_s() - t0;
+				break;
+			}
+		}
+		cr_assert(waited >= 0 && waited < 1.0, "round %d: version %lld not used within 1 s", round,
+		          (long long)want);
+		delay[round] = waited;
+	}
+	qsort(delay, 20, sizeof(delay[0]), cmp_double);
+	cr_log_info("rotate on one instance, used by the other: median %.1f ms, p99 (max of 20) %.1f ms",
+	            delay[10] * 1e3, delay[19] * 1e3);
+	/* d2 still decrypts version 1 from its cache... */
+	cr_assert_eq(decrypt_on(&d2, v1, pt, sizeof(pt)), 200);
+	/* ... until the minimum moves past it on the first instance. */
+	cr_assert_eq(
+	    call("POST", "/api/v1/transit/keys/multi/config", ta.auth, "{\"min_decryption_version\":2}", &o),
+	    200);
+	json_decref(o);
+	double t0 = now_s();
+	int st = 200;
+	while (st == 200 && now_s() - t0 < 2.0)
+		st = decrypt_on(&d2, v1, pt, sizeof(pt));
+	cr_assert_eq(st, 400, "version 1 still decrypts on the other instance after 2 s");
+	cr_assert_str_eq(pt, "key_version_retired");
+	cr_assert_lt(now_s() - t0, 1.0);
+	unsigned long long drops = metric_on(&d2, "keyward_transit_cache_drops_total"),
+	                   hits = metric_on(&d2, "keyward_transit_cache_lookups_total{result=\"hit\"}"),
+	                   misses = metric_on(&d2, "keyward_transit_cache_lookups_total{result=\"miss\"}");
+	cr_log_info("second instance: %llu cache hits, %llu misses, %llu drops", hits, misses, drops);
+	cr_assert_geq(drops, 20);
+	cr_assert_eq(metric_on(&d2, "keyward_changes_total{result=\"ignored\"}"), 0);
+	free(v1);
+	kwt_daemon_stop(&d2);
+}
+
+/* Encrypt runs on the I/O thread once the key is cached: the key's own
+ * budget and its headers hold there as on a worker, and the refusal is
+ * audited. */
+Test(transit, the_fast_path_spends_the_keys_budget)
+{
+	make_key(&ta, "fast", "aes256-gcm");
+	char key[128], id[64], auth[200];
+	kwt_api_key_create(&d, &ta, "limited", "[\"transit:encrypt\"]", 3, key, id);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", key);
+	int ok = 0, limited = 0;
+	for (int i = 0; i < 6; i++) {
+		kwt_resp r;
+		cr_assert_eq(kwt_http_req(&d, "POST", "/api/v1/transit/keys/fast/encrypt", auth,
+		                          "{\"plaintext\":\"b25l\"}", &r),
+		             0);
+		char v[64];
+		if (r.status == 200) {
+			ok++;
+			cr_assert_not_null(kwt_resp_header(&r, "RateLimit-Remaining", v, sizeof(v)), "%s",
+			                   r.head);
+		} else {
+			kwt_assert_json_error(&r, 429, "rate_limited");
+			limited++;
+		}
+		kwt_resp_free(&r);
+	}
+	cr_assert_eq(ok, 3, "a key limited to 3 a minute encrypted %d times", ok);
+	cr_assert_eq(limited, 3);
+	kwt_audit_settle(&d);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM audit_log WHERE tenant_id = '%s' AND action = 'auth.rate_limited'",
+	         ta.id);
+	char *n = kwt_db_admin_sql(&d.db, sql);
+	cr_assert_str_eq(n, "3", "each refusal has its audit row");
+	free(n);
 }

@@ -101,7 +101,7 @@ Test(migrate, status_lines)
 	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
 	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n");
+	                    "applied\n0010 transit applied\n0011 changes applied\n");
 	free(s);
 }
 
@@ -123,7 +123,7 @@ Test(migrate, status_pending_on_empty_database)
 	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n0003 tokens pending\n0004 vault "
 	                    "pending\n0005 kek_guard pending\n0006 kek_guard_invoker pending\n0007 "
 	                    "audit_writer pending\n0008 session_minter pending\n0009 prefix_lookup "
-	                    "pending\n0010 transit pending\n");
+	                    "pending\n0010 transit pending\n0011 changes pending\n");
 	free(s);
 	kw_db_close(d2);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
@@ -149,7 +149,7 @@ Test(migrate, changed_applied_migration_is_conflict)
 	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
 	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n");
+	                    "applied\n0010 transit applied\n0011 changes applied\n");
 	free(s);
 	remove_dir(tmp);
 }
@@ -180,7 +180,7 @@ Test(migrate, new_migration_is_applied_once)
 	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
 	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n0099 extra "
+	                    "applied\n0010 transit applied\n0011 changes applied\n0099 extra "
 	                    "applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
@@ -221,6 +221,11 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
+	/* 0011 reverted: no change feed. */
+	char *ch = kwt_db_admin_sql(&tdb, "SELECT to_regclass('changes') IS NULL");
+	cr_assert_str_eq(ch, "t");
+	free(ch);
+	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	/* 0010 reverted: no transit tables. */
 	char *tt = kwt_db_admin_sql(&tdb, "SELECT to_regclass('transit_keys') IS NULL");
 	cr_assert_str_eq(tt, "t");
@@ -267,7 +272,7 @@ Test(migrate, down_then_up)
 	                           "'audit_log_vault_owner')");
 	cr_assert_str_eq(t, "t");
 	free(t);
-	cr_assert_eq(kw_migrate_down(db, dir, KW_SCHEMA_VERSION - 7), KW_OK);
+	cr_assert_eq(kw_migrate_down(db, dir, 3), KW_OK); /* 0003 .. 0001 */
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 0);
 	t = kwt_db_admin_sql(&tdb,
@@ -286,11 +291,11 @@ Test(migrate, down_then_up)
 Test(migrate, migration_sql_is_idempotent)
 {
 	/* Re-running each migration on a schema that has it changes nothing. */
-	static const char *files[] = {"0001_foundation.up.sql",    "0002_api_keys.up.sql",
-	                              "0003_tokens.up.sql",        "0004_vault.up.sql",
-	                              "0005_kek_guard.up.sql",     "0006_kek_guard_invoker.up.sql",
-	                              "0007_audit_writer.up.sql",  "0008_session_minter.up.sql",
-	                              "0009_prefix_lookup.up.sql", "0010_transit.up.sql"};
+	static const char *files[] = {
+	    "0001_foundation.up.sql",   "0002_api_keys.up.sql",       "0003_tokens.up.sql",
+	    "0004_vault.up.sql",        "0005_kek_guard.up.sql",      "0006_kek_guard_invoker.up.sql",
+	    "0007_audit_writer.up.sql", "0008_session_minter.up.sql", "0009_prefix_lookup.up.sql",
+	    "0010_transit.up.sql",      "0011_changes.up.sql"};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		char path[1200], *text = NULL;
 		size_t len = 0;

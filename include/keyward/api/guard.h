@@ -28,8 +28,17 @@ void kw_auth_failed(kw_call *call);
 bool kw_auth_fail_budget(kw_call *call);
 /* Authenticates "Authorization: Bearer kw_..." and checks that the key
  * holds every scope in need (kw_scope bits). Applies the IP budget, the
- * failed-authentication budget and the key's own budget. */
-bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out);
+ * failed-authentication budget and the key's own budget (its limit in
+ * *rate_limit, 0 = the default). On an I/O thread only a key in the
+ * verified-key cache that holds the scopes passes there, and its own
+ * budget is not spent yet (kw_auth_api_key_spend, once the route has its
+ * answer); anything else sets call->defer, and the route's pipeline runs
+ * again on a worker (the address's budget is not spent twice). */
+bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out, int *rate_limit);
+/* Spends one of the key's own budget and sets the RateLimit headers;
+ * false when it is exhausted: 429 on a worker, call->defer on an I/O
+ * thread (the worker then refuses it with its audit row). */
+bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit);
 
 /* Authenticates "Authorization: Bearer <access token>" (DESIGN §5.4):
  * strict ES256 verification in process (cached by token hash), iss, exp

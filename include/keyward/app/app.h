@@ -34,6 +34,8 @@ struct kw_app {
 	struct kw_roles *roles;       /* role -> TTL, permissions */
 	int64_t access_ttl_max_s;     /* longest role TTL + leeway */
 	struct kw_housekeeper *housekeeper;
+	struct kw_changes *changes;            /* the change feed: other instances' changes */
+	struct kw_transit_cache *transit_keys; /* derived transit keys, dropped on change */
 };
 
 /* The boot checks of DESIGN §6. In production every missing part (token,

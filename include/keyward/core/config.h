@@ -55,6 +55,10 @@ typedef struct kw_config {
 	/* [audit] */
 	int64_t audit_checkpoint_interval_s; /* how often chain checkpoints are logged */
 
+	/* [transit] */
+	int transit_cache_size;       /* transit keys whose derived versions are held (0: none) */
+	int64_t transit_cache_idle_s; /* a key unused this long is wiped from the cache */
+
 	/* [hsm] */
 	char *hsm_module;        /* path of the PKCS#11 module */
 	char *hsm_uri;           /* RFC 7512 token URI */

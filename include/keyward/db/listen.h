@@ -49,4 +49,12 @@ bool kw_listener_drain(kw_listener *l, const char *channel, bool (*each)(void *a
                        void *arg);
 void kw_listener_close(kw_listener *l);
 
+/* A wait function for the threads that use a listener: polls fd (-1: none)
+ * for events and wake_fd (an eventfd written when the thread must stop)
+ * until deadline_ms (monotonic). 1: fd ready; 0: timed out; -1: woken or
+ * poll failed (logged with log_name). */
+int kw_listener_poll(int wake_fd, const char *log_name, int fd, short events, int64_t deadline_ms);
+/* The monotonic clock in milliseconds. */
+int64_t kw_mono_ms(void);
+
 #endif

@@ -61,6 +61,17 @@ void kw_transit_ct_free(kw_transit_ct *c);
 KW_MUST_CHECK kw_err kw_transit_seal(kw_transit_type t, uint32_t version, const unsigned char *key,
                                      const unsigned char iv[KW_TRANSIT_GCM_IV], const unsigned char *ctx,
                                      size_t ctxlen, const unsigned char *pt, size_t ptlen, char **out);
+/* A key made ready for sealing many values (a GCM context keyed once):
+ * key must stay valid (and unchanged) until the sealer is freed. NULL when
+ * out of memory. */
+typedef struct kw_transit_sealer kw_transit_sealer;
+kw_transit_sealer *kw_transit_sealer_new(kw_transit_type t, const unsigned char *key);
+void kw_transit_sealer_free(kw_transit_sealer *s);
+/* kw_transit_seal with the sealer's type and key. */
+KW_MUST_CHECK kw_err kw_transit_seal_with(kw_transit_sealer *s, uint32_t version,
+                                          const unsigned char iv[KW_TRANSIT_GCM_IV], const unsigned char *ctx,
+                                          size_t ctxlen, const unsigned char *pt, size_t ptlen, char **out);
+
 /* Opens c under key: the plaintext (malloc'd, *ptlen bytes; the caller
  * wipes and frees it). KW_ERR_VERIFY for any failure — wrong key or
  * context, tampering — never saying which. */
