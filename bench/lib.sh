@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh — what the benchmark scripts share (sourced, from the
 # repository root, after scripts/lib.sh).
 
