@@ -7,6 +7,7 @@
  * credentials created for the operator, once. */
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +23,14 @@
 #include "keyward/core/config.h"
 #include "keyward/core/log.h"
 #include "keyward/core/secret.h"
+#include "keyward/core/text.h"
 #include "keyward/db/db.h"
 #include "keyward/db/migrate.h"
+#include "keyward/db/repo_secrets.h"
 #include "keyward/db/repo_transit.h"
+#include "keyward/db/sessions.h"
 #include "keyward/hsm/hsm.h"
+#include "keyward/vault/secrets.h"
 #include "keyward/vault/vault.h"
 
 typedef struct kw_ctl {
@@ -616,6 +621,228 @@ static void print_set_aside(kw_ctl *c, unsigned long long bad)
 		        bad - (unsigned long long)n);
 }
 
+/* --- secrets import ---------------------------------------------------------- */
+
+typedef struct import_item {
+	char name[KW_SECRET_NAME_MAX + 1];
+	char content_type[KW_SECRET_CTYPE_MAX + 1];
+	kw_secret *value;
+	unsigned long line;
+} import_item;
+
+/* One line {name, value, content_type?}: false with why (a literal). */
+static bool import_line(const char *text, size_t len, import_item *it, const char **why)
+{
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	const char *name = json_string_value(json_object_get(o, "name"));
+	json_t *jv = json_object_get(o, "value"), *jc = json_object_get(o, "content_type");
+	const char *v = json_string_value(jv), *ct = jc ? json_string_value(jc) : "application/octet-stream";
+	size_t n = json_string_length(jv), got = 0;
+	*why = NULL;
+	if (!json_is_object(o))
+		*why = "not a JSON object";
+	else if (!kw_secret_name_ok(name))
+		*why = "name must be [A-Za-z0-9_./-]{1,256}";
+	else if (ct == NULL || strlen(ct) == 0 || strlen(ct) > KW_SECRET_CTYPE_MAX)
+		*why = "content_type must be a string of 1-255 characters";
+	else if (v == NULL)
+		*why = "value must be a base64 string";
+	else if ((it->value = kw_secret_new(kw_b64_decoded_max(n))) == NULL)
+		*why = "out of memory";
+	else if (kw_b64_decode(v, n, kw_secret_data(it->value), kw_b64_decoded_max(n), &got) != KW_OK)
+		*why = "value is not standard base64 (padded)";
+	else if (got > KW_SECRET_VALUE_MAX)
+		*why = "value is over 64 KiB";
+	for (size_t i = 0; ct != NULL && *why == NULL && ct[i]; i++)
+		if (ct[i] < 0x20 || ct[i] > 0x7e)
+			*why = "content_type must be printable ASCII";
+	if (*why == NULL) {
+		snprintf(it->name, sizeof(it->name), "%s", name);
+		snprintf(it->content_type, sizeof(it->content_type), "%s", ct);
+		kw_secret_truncate(it->value, got);
+	}
+	if (v != NULL)
+		OPENSSL_cleanse((void *)v, n); /* jansson's copy of the value */
+	json_decref(o);
+	return *why == NULL;
+}
+
+static void import_free(import_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		kw_secret_free(items[i].value);
+	free(items);
+}
+
+/* Reads FILE whole: every line checked before anything is written. */
+static bool import_read(const char *path, import_item **out, size_t *nout)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		fprintf(stderr, "keywardctl: secrets import: cannot open %s: %s\n", path, strerror(errno));
+		return false;
+	}
+	char *line = NULL;
+	size_t cap = 0, n = 0, alloc = 0;
+	ssize_t len;
+	unsigned long lineno = 0;
+	import_item *items = NULL;
+	bool ok = true;
+	while (ok && (len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			len--;
+		if (len == 0)
+			continue; /* blank lines separate nothing */
+		if (n == alloc) {
+			import_item *g = realloc(items, (alloc = alloc ? 2 * alloc : 64) * sizeof(*items));
+			if (g == NULL) {
+				ok = false;
+				break;
+			}
+			items = g;
+		}
+		memset(&items[n], 0, sizeof(items[n]));
+		const char *why = NULL;
+		items[n].line = lineno;
+		ok = import_line(line, (size_t)len, &items[n], &why);
+		for (size_t i = 0; ok && i < n; i++)
+			if (strcmp(items[i].name, items[n].name) == 0) {
+				why = "the name is on an earlier line too";
+				ok = false;
+			}
+		n++;
+		if (!ok)
+			fprintf(stderr, "keywardctl: secrets import: %s line %lu: %s; nothing was imported\n",
+			        path, lineno, why ? why : "out of memory");
+		OPENSSL_cleanse(line, cap);
+	}
+	free(line);
+	fclose(f);
+	if (!ok) {
+		import_free(items, n);
+		return false;
+	}
+	*out = items;
+	*nout = n;
+	return true;
+}
+
+static int cmd_secrets_import(kw_ctl *c)
+{
+	if (c->argc != 2 || !kw_is_uuid(c->argv[0])) {
+		fprintf(
+		    stderr,
+		    "keywardctl: secrets import TENANT_ID FILE  (JSON lines {name, value, content_type?})\n");
+		return 2;
+	}
+	const char *tenant = c->argv[0];
+	import_item *items = NULL;
+	size_t n = 0;
+	if (!import_read(c->argv[1], &items, &n))
+		return 1;
+	bool exists = false;
+	kw_err err = ctl_both(c);
+	if (err == KW_OK && (err = kw_tenant_exists(c->db, tenant, &exists)) == KW_OK && !exists)
+		err = KW_ERR_NOT_FOUND;
+	kw_audit_chain *chain = NULL;
+	if (err == KW_OK)
+		err = kw_audit_chain_new(c->hsm, "keywardctl", &chain);
+	size_t failed_at = n;
+	if (err == KW_OK && (err = kw_db_begin(c->db, tenant, NULL)) == KW_OK) {
+		for (size_t i = 0; i < n && err == KW_OK; i++) {
+			kw_secret_meta m = {0};
+			kw_secret_version v;
+			memset(&v, 0, sizeof(v));
+			snprintf(m.name, sizeof(m.name), "%s", items[i].name);
+			snprintf(m.content_type, sizeof(m.content_type), "%s", items[i].content_type);
+			err = kw_random_uuid(m.id);
+			if (err == KW_OK)
+				err = kw_secrets_seal(c->hsm, c->session, tenant, m.id, 1,
+				                      kw_secret_data(items[i].value),
+				                      kw_secret_len(items[i].value), &v);
+			if (err == KW_OK)
+				err = kw_secrets_create(c->db, &m, &v);
+			kw_secret_version_clear(&v);
+			if (err != KW_OK)
+				failed_at = i;
+		}
+		char ctx[48];
+		snprintf(ctx, sizeof(ctx), "{\"secrets\":%zu}", n);
+		kw_audit_event ev = {.tenant_id = tenant,
+		                     .actor = "keywardctl",
+		                     .action = "secrets.import",
+		                     .target = "secrets",
+		                     .status = "ok",
+		                     .context = ctx};
+		if (err == KW_OK)
+			err = kw_audit_append(chain, c->session, c->db, &ev);
+		err = kw_audit_end_tx(chain, c->db, err);
+	}
+	kw_audit_chain_free(chain);
+	if (err == KW_ERR_EXISTS && failed_at < n)
+		fprintf(stderr,
+		        "keywardctl: secrets import: line %lu: the tenant has a secret named %s; nothing was "
+		        "imported\n",
+		        items[failed_at].line, items[failed_at].name);
+	else if (err == KW_ERR_NOT_FOUND && !exists)
+		fprintf(stderr, "keywardctl: secrets import: no tenant %s\n", tenant);
+	else if (err != KW_OK)
+		fprintf(stderr, "keywardctl: secrets import: %s; nothing was imported\n", kw_err_str(err));
+	import_free(items, n);
+	if (err != KW_OK)
+		return 1;
+	printf("imported: %zu secrets into tenant %s\n", n, tenant);
+	return 0;
+}
+
+/* What `kek rewrap` re-wraps: vaults, then secret versions' data keys. */
+typedef struct rewrap_kind {
+	const char *what;
+	kw_err (*start)(kw_db *db);
+	kw_err (*batch)(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit, size_t batch,
+	                size_t *done, size_t *skipped);
+	kw_err (*left)(kw_db *db, uint32_t active, long long *left);
+} rewrap_kind;
+
+static const rewrap_kind rewrap_kinds[] = {
+    {"vault rows", kw_vault_rewrap_start, kw_vault_rewrap_batch, kw_vault_rewrap_left},
+    {"secret versions", kw_secrets_rewrap_start, kw_secrets_rewrap_batch, kw_secrets_rewrap_left},
+};
+
+/* Bounded batches of one kind until none is left (or every row left is
+ * held by a request for a minute). */
+static kw_err rewrap_kind_run(kw_ctl *c, const rewrap_kind *k, kw_audit_chain *chain, size_t batch,
+                              uint32_t v, unsigned long long *total, unsigned long long *bad)
+{
+	kw_err err = k->start(c->db);
+	int idle = 0;
+	while (err == KW_OK) {
+		size_t done = 0, skipped = 0;
+		err = k->batch(c->hsm, c->session, c->db, chain, batch, &done, &skipped);
+		if (err != KW_OK)
+			break;
+		*total += done;
+		*bad += skipped;
+		if (done > 0 || skipped > 0) {
+			idle = 0;
+			continue;
+		}
+		long long left = 0;
+		if ((err = k->left(c->db, v, &left)) != KW_OK || left == 0)
+			break;
+		if (++idle > 600) {
+			fprintf(stderr, "keywardctl: kek rewrap: %lld %s stayed locked for a minute\n", left,
+			        k->what);
+			err = KW_ERR_BUSY;
+			break;
+		}
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return err;
+}
+
 static int cmd_kek_rewrap(kw_ctl *c)
 {
 	unsigned long batch = 500;
@@ -637,53 +864,38 @@ static int cmd_kek_rewrap(kw_ctl *c)
 		return ctl_fail("kek rewrap: no active KEK", err);
 	uint32_t v = kw_hsm_key_version(active);
 	kw_audit_chain *chain = NULL;
-	if ((err = kw_vault_rewrap_start(c->db)) != KW_OK ||
-	    (err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
+	if ((err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
 		return ctl_fail("kek rewrap", err);
-	unsigned long long total = 0, bad = 0;
-	int idle = 0;
-	for (;;) {
-		size_t done = 0, skipped = 0;
-		err = kw_vault_rewrap_batch(c->hsm, c->session, c->db, chain, batch, &done, &skipped);
-		if (err != KW_OK)
-			break;
-		total += done;
-		bad += skipped;
-		if (done > 0 || skipped > 0) {
-			idle = 0;
-			continue;
-		}
-		/* Nothing was free: done, or every row left is held by a request. */
-		long long left = 0;
-		if ((err = kw_vault_rewrap_left(c->db, v, &left)) != KW_OK || left == 0)
-			break;
-		if (++idle > 600) {
-			fprintf(stderr, "keywardctl: kek rewrap: %lld rows stayed locked for a minute\n",
-			        left);
-			err = KW_ERR_BUSY;
-			break;
-		}
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
+	unsigned long long total[2] = {0, 0}, bad[2] = {0, 0};
+	for (size_t i = 0; i < 2 && err == KW_OK; i++)
+		err = rewrap_kind_run(c, &rewrap_kinds[i], chain, batch, v, &total[i], &bad[i]);
 	kw_audit_chain_free(chain);
 	if (err != KW_OK) {
 		fprintf(stderr,
-		        "keywardctl: kek rewrap stopped after %llu rows: %s (run it again to go on)\n", total,
-		        kw_err_str(err));
+		        "keywardctl: kek rewrap stopped after %llu vault rows and %llu secret versions: %s "
+		        "(run it "
+		        "again to go on)\n",
+		        total[0], total[1], kw_err_str(err));
 		return 1;
 	}
-	if (bad > 0) {
-		fprintf(
-		    stderr,
-		    "keywardctl: kek rewrap: %llu rows re-wrapped; %llu rows do not unwrap under their own "
-		    "KEK and were left as they are (see the log; restore them from a backup or have "
-		    "their users rotate):\n",
-		    total, bad);
-		print_set_aside(c, bad);
+	if (bad[0] + bad[1] > 0) {
+		fprintf(stderr,
+		        "keywardctl: kek rewrap: %llu vault rows and %llu secret versions re-wrapped; %llu "
+		        "vault rows "
+		        "and %llu secret versions do not unwrap under their own KEK and were left as they "
+		        "are (see "
+		        "the log; restore them from a backup, or have their users rotate or their owners "
+		        "write a new "
+		        "version):\n",
+		        total[0], total[1], bad[0], bad[1]);
+		if (bad[0] > 0)
+			print_set_aside(c, bad[0]);
 		return 1;
 	}
-	printf("rewrapped: %llu rows; every vault is now under keyward/kek/%" PRIu32 "\n", total, v);
+	printf(
+	    "rewrapped: %llu vault rows, %llu secret versions; everything is now under keyward/kek/%" PRIu32
+	    "\n",
+	    total[0], total[1], v);
 	return 0;
 }
 
@@ -711,8 +923,8 @@ static int cmd_kek_retire(kw_ctl *c)
 	err = kw_vault_kek_retire(c->db, (uint32_t)v, &rows);
 	if (err == KW_ERR_EXISTS) {
 		fprintf(stderr,
-		        "keywardctl: %lld vault rows are still wrapped by keyward/kek/%" PRIu32
-		        "; run keywardctl kek "
+		        "keywardctl: %lld vault rows and secret versions are still wrapped by "
+		        "keyward/kek/%" PRIu32 "; run keywardctl kek "
 		        "rewrap first\n",
 		        rows, v);
 		return 1;
@@ -798,12 +1010,16 @@ static const kw_ctl_cmd commands[] = {
     {"jwt", "rotate", cmd_jwt_rotate, "create keyward/jwt/<n+1> and make it the signing key"},
     {"jwt", "retire", cmd_jwt_retire, "N [--force]: destroy keyward/jwt/N once no token it signed is valid"},
     {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
-    {"kek", "rewrap", cmd_kek_rewrap, "[--batch N]: re-wrap every vault under the active KEK (resumable)"},
+    {"kek", "rewrap", cmd_kek_rewrap,
+     "[--batch N]: re-wrap every vault and secret version under the active KEK (resumable)"},
+    {"secrets", "import", cmd_secrets_import,
+     "TENANT FILE: load JSON lines {name, value (base64), content_type?} in one transaction"},
     {"derive", "rotate", cmd_derive_rotate,
      "create keyward/derive/<n+1>: new transit key versions derive from it"},
     {"derive", "retire", cmd_derive_retire,
      "N: destroy keyward/derive/N once no decryptable transit key version uses it"},
-    {"kek", "retire", cmd_kek_retire, "N [--force]: destroy keyward/kek/N once no vault row uses it"},
+    {"kek", "retire", cmd_kek_retire,
+     "N [--force]: destroy keyward/kek/N once no vault row or secret version uses it"},
 };
 
 static void usage(void)

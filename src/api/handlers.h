@@ -231,9 +231,11 @@ kw_api_handler kw_api_jwks, kw_api_auth_login, kw_api_auth_refresh, kw_api_auth_
     kw_api_auth_whoami;
 kw_api_handler kw_api_vault_init, kw_api_vault_key, kw_api_vault_rotate; /* vault.c */
 void kw_api_vault_key_batch(kw_call **calls, const kw_caller *const *who, size_t n, kw_api_batch *b);
+void kw_api_secrets_get_batch(kw_call **calls, const kw_caller *const *who, size_t n, kw_api_batch *b);
 kw_api_handler kw_api_wallet_nonce, kw_api_wallet_login;                       /* wallet_login.c */
 kw_api_handler kw_api_transit_create, kw_api_transit_list, kw_api_transit_get, /* transit.c */
     kw_api_transit_rotate, kw_api_transit_config, kw_api_transit_encrypt, kw_api_transit_decrypt,
+    kw_api_secrets_create, kw_api_secrets_put, kw_api_secrets_list, kw_api_secrets_get, kw_api_secrets_delete,
     kw_api_transit_rewrap, kw_api_transit_datakey;
 /* shared by both: a new family, its refresh token and an access token,
  * answered as the login response. With in_tx the caller's transaction

@@ -35,6 +35,7 @@
 
 #define DB_HSM      (KW_NEED_DB | KW_NEED_HSM)
 #define TRANSIT_ANY (KW_SCOPE_ADMIN | KW_SCOPE_TRANSIT_ENCRYPT | KW_SCOPE_TRANSIT_DECRYPT)
+#define SECRETS_ANY (KW_SCOPE_SECRETS_READ | KW_SCOPE_SECRETS_WRITE)
 
 const kw_route kw_api_routes[] = {
     /* operations */
@@ -114,6 +115,25 @@ const kw_route kw_api_routes[] = {
     ROUTE("POST", "/api/v1/transit/keys/{name}/decrypt", "transit_decrypt", WORKER, .cred = KW_CRED_API_KEY,
           .scopes = KW_SCOPE_TRANSIT_DECRYPT, .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
           .action = "transit.decrypt", .target = "transit_key", .handler = kw_api_transit_decrypt),
+
+    /* the secrets store (DESIGN 5.7) */
+    ROUTE("POST", "/api/v1/secrets", "secrets_create", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_SECRETS_WRITE, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .action = "secret.create", .handler = kw_api_secrets_create),
+    ROUTE("GET", "/api/v1/secrets", "secrets_list", WORKER, .cred = KW_CRED_API_KEY, .any_scope = SECRETS_ANY,
+          .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS, .action = "secret.list",
+          .scope_message = "listing secrets needs secrets:read or secrets:write",
+          .handler = kw_api_secrets_list),
+    BATCH_ROUTE("GET", "/api/v1/secrets/{id}", "secrets_get", .cred = KW_CRED_API_KEY,
+                .scopes = KW_SCOPE_SECRETS_READ, .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
+                .action = "secret.read", .target = "secret", .coalesce = true, .handler = kw_api_secrets_get,
+                .batch = kw_api_secrets_get_batch),
+    ROUTE("PUT", "/api/v1/secrets/{id}", "secrets_put", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_SECRETS_WRITE, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .action = "secret.version", .handler = kw_api_secrets_put),
+    ROUTE("DELETE", "/api/v1/secrets/{id}", "secrets_delete", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_SECRETS_WRITE, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .action = "secret.delete", .handler = kw_api_secrets_delete),
 
     /* the per-user encryption vault (DESIGN 5.3) */
     ROUTE("POST", "/api/v1/me/encryption-vault/init", "vault_init", WORKER, .cred = KW_CRED_ACCESS_TOKEN,

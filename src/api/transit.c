@@ -22,6 +22,7 @@
 #include "handlers.h"
 #include "keyward/core/secret.h"
 #include "keyward/core/strbuf.h"
+#include "keyward/core/text.h"
 #include "keyward/db/changes.h"
 #include "keyward/db/repo_transit.h"
 #include "keyward/vault/transit.h"
@@ -181,6 +182,13 @@ kw_outcome kw_api_transit_config(kw_call *call, const kw_caller *who)
 
 /* --- encrypt and decrypt ------------------------------------------------- */
 
+static void drop(unsigned char *b, size_t n)
+{
+	if (b != NULL)
+		OPENSSL_cleanse(b, n);
+	free(b);
+}
+
 /* Decodes optional standard base64 member m of o into a new buffer (NULL
  * and 0 when absent); false when present but not canonical base64. */
 static bool b64_member(json_t *o, const char *m, size_t max, unsigned char **out, size_t *len)
@@ -191,25 +199,16 @@ static bool b64_member(json_t *o, const char *m, size_t max, unsigned char **out
 	if (v == NULL)
 		return true;
 	const char *s = json_string_value(v);
-	size_t n = json_string_length(v);
-	if (s == NULL || n % 4 != 0 || n / 4 * 3 > max + 2)
+	size_t n = json_string_length(v), cap = kw_b64_decoded_max(n);
+	if (s == NULL || n / 4 * 3 > max + 2)
 		return false;
-	unsigned char *b = malloc(n / 4 * 3 + 1);
-	char *check = malloc(n + 1);
-	int got = b && check ? EVP_DecodeBlock(b, (const unsigned char *)s, (int)n) : -1;
-	size_t pad = n > 0 ? (size_t)(s[n - 1] == '=') + (size_t)(n > 1 && s[n - 2] == '=') : 0;
-	bool ok = got >= 0 && (size_t)got >= pad && (size_t)got - pad <= max &&
-	          EVP_EncodeBlock((unsigned char *)check, b, got - (int)pad) == (int)n &&
-	          memcmp(check, s, n) == 0;
-	free(check);
-	if (!ok) {
-		if (b)
-			OPENSSL_cleanse(b, n / 4 * 3 + 1);
-		free(b);
+	unsigned char *b = malloc(cap);
+	if (b == NULL || kw_b64_decode(s, n, b, cap, len) != KW_OK || *len > max) {
+		drop(b, b ? cap : 0);
+		*len = 0;
 		return false;
 	}
 	*out = b;
-	*len = (size_t)got - pad;
 	return true;
 }
 
@@ -238,13 +237,6 @@ static kw_err read_version(kw_db *db, void *arg)
 {
 	version_read *v = arg;
 	return kw_transit_key_version(db, v->tenant, v->name, v->version, &v->row);
-}
-
-static void drop(unsigned char *b, size_t n)
-{
-	if (b != NULL)
-		OPENSSL_cleanse(b, n);
-	free(b);
 }
 
 /* --- one request's keys -------------------------------------------------- */

@@ -1,8 +1,10 @@
 /* text.c — see keyward/core/text.h. */
 #include "keyward/core/text.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,4 +219,26 @@ size_t kw_utf8_clean(const char *in, size_t len, size_t max_chars, char *out, si
 	if (cut != NULL)
 		*cut = i < len;
 	return o;
+}
+
+kw_err kw_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap, size_t *outlen)
+{
+	if (len % 4 != 0 || len > INT32_MAX || cap < kw_b64_decoded_max(len))
+		return KW_ERR_INVALID;
+	char *check = malloc(len + 1);
+	int got = check ? EVP_DecodeBlock(out, (const unsigned char *)in, (int)len) : -1;
+	size_t pad = len > 0 ? (size_t)(in[len - 1] == '=') + (size_t)(len > 1 && in[len - 2] == '=') : 0;
+	bool ok = got >= 0 && (size_t)got >= pad &&
+	          EVP_EncodeBlock((unsigned char *)check, out, got - (int)pad) == (int)len &&
+	          memcmp(check, in, len) == 0;
+	if (check != NULL) {
+		OPENSSL_cleanse(check, len + 1);
+		free(check);
+	}
+	if (!ok) {
+		OPENSSL_cleanse(out, cap);
+		return KW_ERR_INVALID;
+	}
+	*outlen = (size_t)got - pad;
+	return KW_OK;
 }

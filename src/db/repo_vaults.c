@@ -225,9 +225,7 @@ kw_err kw_vault_maintenance_check(kw_db *db)
 	return err;
 }
 
-/* count(*) of a maintenance-mode query, in its own read-only transaction
- * (one round trip). */
-static kw_err maint_count(kw_db *db, const char *sql, int n, const char *const *vals, long long *count)
+kw_err kw_db_maint_count(kw_db *db, const char *sql, int n, const char *const *vals, long long *count)
 {
 	PGresult *res[4] = {0};
 	kw_db_stmt st[4] = {
@@ -252,10 +250,13 @@ kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long
 	snprintf(k, sizeof(k), "%" PRIu32, kek_id);
 	snprintf(e, sizeof(e), "%" PRIu32, except);
 	const char *vals[2] = {k, e};
-	return maint_count(db,
-	                   "SELECT count(*) FROM encryption_vaults "
-	                   "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int",
-	                   2, vals, count);
+	/* Vaults and secret versions: everything the KEK wraps. */
+	return kw_db_maint_count(db,
+	                         "SELECT (SELECT count(*) FROM encryption_vaults "
+	                         "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int) + "
+	                         "(SELECT count(*) FROM secret_versions "
+	                         "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int)",
+	                         2, vals, count);
 }
 
 kw_err kw_vault_rewrap_start(kw_db *db)
@@ -326,11 +327,11 @@ kw_err kw_vault_rewrap_left(kw_db *db, uint32_t active, long long *left)
 	char a[12];
 	snprintf(a, sizeof(a), "%" PRIu32, active);
 	const char *vals[1] = {a};
-	return maint_count(db,
-	                   "SELECT count(*) FROM encryption_vaults v WHERE kek_id <> $1::int "
-	                   "AND NOT EXISTS (SELECT 1 FROM pg_temp.kek_rewrap_skip k "
-	                   "WHERE k.tenant_id = v.tenant_id AND k.user_id = v.user_id)",
-	                   1, vals, left);
+	return kw_db_maint_count(db,
+	                         "SELECT count(*) FROM encryption_vaults v WHERE kek_id <> $1::int "
+	                         "AND NOT EXISTS (SELECT 1 FROM pg_temp.kek_rewrap_skip k "
+	                         "WHERE k.tenant_id = v.tenant_id AND k.user_id = v.user_id)",
+	                         1, vals, left);
 }
 
 kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows)
@@ -355,11 +356,14 @@ kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows)
 	 * every write after it sees the mark (its trigger's query runs after
 	 * the lock is granted, at READ COMMITTED). */
 	if (err == KW_OK)
-		err = kw_db_exec(db, "LOCK TABLE encryption_vaults IN SHARE ROW EXCLUSIVE MODE", 0, NULL,
-		                 NULL, NULL, NULL);
+		err = kw_db_exec(db,
+		                 "LOCK TABLE encryption_vaults, secret_versions IN SHARE ROW EXCLUSIVE MODE",
+		                 0, NULL, NULL, NULL, NULL);
 	if (err == KW_OK)
-		err = kw_db_exec(db, "SELECT count(*) FROM encryption_vaults WHERE kek_id = $1::int", 1, vals,
-		                 NULL, NULL, &res);
+		err = kw_db_exec(db,
+		                 "SELECT (SELECT count(*) FROM encryption_vaults WHERE kek_id = $1::int) + "
+		                 "(SELECT count(*) FROM secret_versions WHERE kek_id = $1::int)",
+		                 1, vals, NULL, NULL, &res);
 	if (err == KW_OK) {
 		*rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		if (*rows > 0)

@@ -4,6 +4,8 @@
  * workers and on I/O threads use the same helpers. Error bodies carry only
  * a code, a fixed human message and the request id: never input echoed
  * back, never a secret. */
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -47,6 +49,30 @@ void kw_request_id_new(char *out)
 		out[2 * i + 1] = hex[b[i] & 15];
 	}
 	out[32] = '\0';
+}
+
+int kw_request_query(const kw_request *req, const char *name, char *buf, size_t cap)
+{
+	struct evkeyvalq q;
+	q.tqh_first = NULL;
+	q.tqh_last = &q.tqh_first;
+	if (req->query == NULL)
+		return 0;
+	/* libevent splits and percent-decodes. */
+	if (evhttp_parse_query_str(req->query, &q) != 0)
+		return -1;
+	int found = 0;
+	for (struct evkeyval *kv = q.tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+		if (strcmp(kv->key, name) != 0)
+			continue;
+		if (++found > 1 || strlen(kv->value) >= cap) {
+			found = -1;
+			break;
+		}
+		memcpy(buf, kv->value, strlen(kv->value) + 1);
+	}
+	evhttp_clear_headers(&q);
+	return found;
 }
 
 const char *kw_request_header(const kw_request *req, const char *name, int *count)

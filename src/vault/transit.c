@@ -371,3 +371,12 @@ kw_err kw_transit_open(const kw_transit_ct *c, const unsigned char *key, const u
 	*ptlen = c->ctlen;
 	return KW_OK;
 }
+
+kw_err kw_aes256_gcm(bool enc, const unsigned char key[32], const unsigned char iv[KW_TRANSIT_GCM_IV],
+                     const unsigned char *aad, size_t aadlen, const unsigned char *in, size_t len,
+                     unsigned char *out, unsigned char tag[KW_TRANSIT_TAG])
+{
+	return gcm(enc, NULL, key, iv, aad, aadlen, in, len, out, tag)
+	           ? KW_OK
+	           : (enc ? KW_ERR_INTERNAL : KW_ERR_VERIFY);
+}

@@ -60,7 +60,7 @@ kw_err kw_vault_wrap(kw_hsm *hsm, kw_hsm_session *s, const unsigned char mk[KW_M
  * CKR_GENERAL_ERROR for both). Before a row is called corrupt, the same
  * KEK must round-trip a block of its own: if it cannot, the token is at
  * fault (KW_ERR_HSM) and the row may be fine. */
-static kw_err kek_self_test(kw_hsm_session *s, const kw_hsm_key *kek)
+kw_err kw_kek_self_test(kw_hsm_session *s, const kw_hsm_key *kek)
 {
 	static const unsigned char aad[] = "keyward:v1:kek-self-test";
 	unsigned char pt[KW_MK_LEN] = {0}, ct[KW_MK_LEN + KW_GCM_TAG_LEN], back[KW_MK_LEN], iv[KW_GCM_IV_LEN];
@@ -93,7 +93,7 @@ kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_vault_row *row, 
 	err = kw_hsm_gcm_decrypt(s, kek, row->iv, (const unsigned char *)aad, alen, row->wrapped,
 	                         KW_VAULT_WRAPPED_LEN, mk);
 	if (err == KW_ERR_VERIFY) {
-		err = kek_self_test(s, kek);
+		err = kw_kek_self_test(s, kek);
 		/* The KEK is sound now; it may not have been a moment ago. One
 		 * more try before the row is called corrupt. */
 		if (err == KW_ERR_VERIFY)
@@ -173,14 +173,20 @@ kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit
 	if (rows != NULL)
 		OPENSSL_cleanse(rows, n * sizeof(*rows));
 	free(rows);
+	return kw_kek_rewrap_end(audit, s, db, err, v, "encryption_vaults", done, skipped);
+}
+
+kw_err kw_kek_rewrap_end(kw_audit_chain *audit, kw_hsm_session *s, kw_db *db, kw_err err, uint32_t kek,
+                         const char *target, size_t *done, size_t *skipped)
+{
 	bool audited = err == KW_OK && (*done > 0 || *skipped > 0);
 	if (audited) {
 		char ctx[96];
 		snprintf(ctx, sizeof(ctx), "{\"rows\":%zu,\"skipped\":%zu,\"kek\":%" PRIu32 "}", *done,
-		         *skipped, v);
+		         *skipped, kek);
 		kw_audit_event ev = {.actor = "keywardctl",
 		                     .action = "kek.rewrap",
-		                     .target = "encryption_vaults",
+		                     .target = target,
 		                     .status = *skipped > 0 ? "partial" : "ok",
 		                     .context = ctx};
 		err = kw_audit_append(audit, s, db, &ev);

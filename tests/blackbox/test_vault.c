@@ -641,43 +641,21 @@ Test(vault_batch, queued_fetches_each_get_their_own_answer)
 /* --- KEK rotation, rewrap and retirement (a token of their own) ---------- */
 
 typedef struct kek_env {
-	kwt_daemon d;
+	kwt_private p;
+	kwt_daemon d;   /* p.d, copied: the tests' handle on the daemon */
 	char ctl[1400]; /* keywardctl with this token and database */
 	char auth[256]; /* an auth:issue key of this token's tenant */
-	char label[64], pin[64], uri_env[128], pin_env[128];
 } kek_env;
 
 static void kek_env_start(kek_env *e, const char *tag)
 {
-	char cmd[2048], bin[600];
+	char cmd[2048];
 	memset(e, 0, sizeof(*e));
-	snprintf(e->label, sizeof(e->label), "kwt-%s-%d", tag, (int)getpid());
-	snprintf(cmd, sizeof(cmd),
-	         "softhsm2-util --init-token --free --label %s --pin 87654321 --so-pin 12345678 >/dev/null",
-	         e->label);
-	cr_assert_eq(system(cmd), 0);
-	snprintf(e->pin, sizeof(e->pin), "/tmp/kwt_kek_pin_XXXXXX");
-	int fd = mkstemp(e->pin);
-	cr_assert_eq(write(fd, "87654321", 8), 8);
-	close(fd);
-	snprintf(e->uri_env, sizeof(e->uri_env), "KEYWARD_HSM_URI=pkcs11:token=%s", e->label);
-	snprintf(e->pin_env, sizeof(e->pin_env), "KEYWARD_HSM_PIN_SOURCE=%s", e->pin);
-	snprintf(cmd, sizeof(cmd),
-	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s %s token init >/dev/null",
-	         e->label, e->pin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
-	cr_assert_eq(system(cmd), 0);
-	const char *env[] = {e->uri_env,
-	                     e->pin_env,
-	                     "KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s",
-	                     "KEYWARD_RATELIMIT_IP_PER_MINUTE=100000",
-	                     "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000",
-	                     NULL};
-	kwt_daemon_start(&e->d, env);
-	snprintf(e->ctl, sizeof(e->ctl),
-	         "KEYWARD_HSM_URI='pkcs11:token=%s' KEYWARD_HSM_PIN_SOURCE=%s "
-	         "KEYWARD_AUTH_HOUSEKEEPING_INTERVAL=1s "
-	         "KEYWARD_DB_ADMIN_CONNINFO='%s' %s",
-	         e->label, e->pin, e->d.db.admin, kwt_bin_sh("keywardctl", bin, sizeof(bin)));
+	static const char *const env[] = {"KEYWARD_RATELIMIT_IP_PER_MINUTE=100000",
+	                                  "KEYWARD_RATELIMIT_AUTH_FAIL_PER_MINUTE=100000", NULL};
+	kwt_private_start(&e->p, tag, env);
+	e->d = e->p.d;
+	snprintf(e->ctl, sizeof(e->ctl), "%s", e->p.ctl);
 	snprintf(cmd, sizeof(cmd), "%s tenant create %s 2>/dev/null | sed -n 's/^api_key: //p'", e->ctl, tag);
 	FILE *p = popen(cmd, "r");
 	char key[128] = "", auth[256];
@@ -701,12 +679,8 @@ static void kek_env_start(kek_env *e, const char *tag)
 
 static void kek_env_stop(kek_env *e)
 {
-	kwt_daemon_stop(&e->d);
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "softhsm2-util --delete-token --token %s >/dev/null 2>&1", e->label);
-	int rc = system(cmd); /* best effort: a leftover test token harms nothing */
-	(void)rc;
-	unlink(e->pin);
+	e->p.d = e->d;
+	kwt_private_stop(&e->p);
 }
 
 /* Runs keywardctl ARGS; returns its exit status, its output (stdout and
@@ -958,7 +932,9 @@ Test(kek, rewrap_sets_aside_a_corrupt_row_and_retire_waits_for_it, .timeout = 24
 	/* The others are re-wrapped; the bad row is named, left as it was, and
 	 * the run fails. */
 	cr_assert_eq(ctl_run(&e, "kek rewrap --batch 1", out, sizeof(out)), 1, "%s", out);
-	cr_assert(strstr(out, "2 rows re-wrapped; 1 rows do not unwrap"), "%s", out);
+	cr_assert(strstr(out, "2 vault rows and 0 secret versions re-wrapped; 1 vault rows and 0 secret "
+	                      "versions do not unwrap"),
+	          "%s", out);
 	cr_assert(strstr(out, "user b-1\n"), "%s", out);
 	cr_assert_eq(sql_long(&e.d.db, "SELECT count(*) FROM encryption_vaults WHERE kek_id = 2"), 2);
 	cr_assert_eq(sql_long(&e.d.db, "SELECT kek_id FROM encryption_vaults WHERE user_id = 'b-1'"), 1);
@@ -970,13 +946,14 @@ Test(kek, rewrap_sets_aside_a_corrupt_row_and_retire_waits_for_it, .timeout = 24
 	cr_assert_str_eq(vcall(&e.d, "key", u[1].tok).error, "vault_corrupt");
 	/* KEK 1 still wraps a row: not even --force retires it. */
 	cr_assert_eq(ctl_run(&e, "kek retire 1 --force", out, sizeof(out)), 1, "%s", out);
-	cr_assert(strstr(out, "1 vault rows are still wrapped by keyward/kek/1"), "%s", out);
+	cr_assert(strstr(out, "1 vault rows and secret versions are still wrapped by keyward/kek/1"), "%s",
+	          out);
 	/* Once the user has replaced the key, the run completes and KEK 1 can go. */
 	vkey fresh = vcall(&e.d, "rotate", u[1].tok);
 	cr_assert_eq(fresh.status, 200);
 	cr_assert_eq(fresh.kek_id, 2);
 	cr_assert_eq(ctl_run(&e, "kek rewrap", out, sizeof(out)), 0, "%s", out);
-	cr_assert(strstr(out, "rewrapped: 0 rows"), "%s", out);
+	cr_assert(strstr(out, "rewrapped: 0 vault rows, 0 secret versions"), "%s", out);
 	cr_assert_eq(ctl_run(&e, "kek retire 1 --force", out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "retired: keyward/kek/1"), "%s", out);
 	cr_assert_eq(sql_long(&e.d.db, "SELECT count(*) FROM kek_retired WHERE kek_id = 1"), 1);

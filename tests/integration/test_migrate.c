@@ -101,7 +101,7 @@ Test(migrate, status_lines)
 	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
 	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n0011 changes applied\n");
+	                    "applied\n0010 transit applied\n0011 changes applied\n0012 secrets applied\n");
 	free(s);
 }
 
@@ -123,7 +123,7 @@ Test(migrate, status_pending_on_empty_database)
 	cr_assert_str_eq(s, "0001 foundation pending\n0002 api_keys pending\n0003 tokens pending\n0004 vault "
 	                    "pending\n0005 kek_guard pending\n0006 kek_guard_invoker pending\n0007 "
 	                    "audit_writer pending\n0008 session_minter pending\n0009 prefix_lookup "
-	                    "pending\n0010 transit pending\n0011 changes pending\n");
+	                    "pending\n0010 transit pending\n0011 changes pending\n0012 secrets pending\n");
 	free(s);
 	kw_db_close(d2);
 	snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", dbn);
@@ -149,7 +149,7 @@ Test(migrate, changed_applied_migration_is_conflict)
 	cr_assert_str_eq(s, "0001 foundation changed\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
 	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
 	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n0011 changes applied\n");
+	                    "applied\n0010 transit applied\n0011 changes applied\n0012 secrets applied\n");
 	free(s);
 	remove_dir(tmp);
 }
@@ -177,11 +177,12 @@ Test(migrate, new_migration_is_applied_once)
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, 99);
 	char *s = status_text(db, tmp);
-	cr_assert_str_eq(s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
-	                    "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
-	                    "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
-	                    "applied\n0010 transit applied\n0011 changes applied\n0099 extra "
-	                    "applied\n");
+	cr_assert_str_eq(
+	    s, "0001 foundation applied\n0002 api_keys applied\n0003 tokens applied\n0004 vault "
+	       "applied\n0005 kek_guard applied\n0006 kek_guard_invoker applied\n0007 "
+	       "audit_writer applied\n0008 session_minter applied\n0009 prefix_lookup "
+	       "applied\n0010 transit applied\n0011 changes applied\n0012 secrets applied\n0099 extra "
+	       "applied\n");
 	free(s);
 	cr_assert_eq(kw_migrate_down(db, tmp, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
@@ -221,6 +222,11 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
+	/* 0012 reverted: no secrets store. */
+	char *se = kwt_db_admin_sql(&tdb, "SELECT to_regclass('secret_versions') IS NULL");
+	cr_assert_str_eq(se, "t");
+	free(se);
+	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	/* 0011 reverted: no change feed. */
 	char *ch = kwt_db_admin_sql(&tdb, "SELECT to_regclass('changes') IS NULL");
 	cr_assert_str_eq(ch, "t");

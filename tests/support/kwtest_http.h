@@ -77,6 +77,21 @@ void kwt_audit_settle(const kwt_daemon *d);
 /* Runs keywardctl with args (shell words) against d's database, as its
  * schema owner; its exit status, and its output (stdout and stderr) in out. */
 int kwt_ctl(const kwt_daemon *d, const char *args, char *out, size_t cap);
+/* A SoftHSM token of the test's own (label kwt-<tag>-<pid>, every key
+ * family made by keywardctl token init), for tests that rotate or retire
+ * keys, and a daemon on it with its own database (extra_env applied last).
+ * ctl becomes a shell prefix that runs keywardctl on that token and
+ * database. kwt_private_stop stops the daemon and deletes the token. */
+typedef struct kwt_private {
+	kwt_daemon d;
+	char ctl[1400];
+	char label[64], pin[64], uri_env[128], pin_env[128];
+} kwt_private;
+void kwt_private_start(kwt_private *p, const char *tag, const char *const *extra_env);
+void kwt_private_stop(kwt_private *p);
+/* Runs "<p->ctl> ARGS 2>&1": its exit status and its output (cap bytes). */
+int kwt_private_ctl(const kwt_private *p, const char *args, char *out, size_t cap);
+
 /* A TCP port nobody listens on right now. */
 int kwt_free_port(void);
 /* Path of a built binary: $KW_BUILD_DIR/name. */

@@ -39,6 +39,17 @@ size_t kw_b64url_encode(const unsigned char *in, size_t len, char *out);
  * value has one spelling. KW_ERR_INVALID otherwise. */
 KW_MUST_CHECK kw_err kw_b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap,
                                       size_t *outlen);
+/* Standard base64 with padding, canonical (what EVP_EncodeBlock would
+ * print for the bytes, nothing else): the decoded bytes into out (cap
+ * bytes; use kw_b64_decoded_max(len)), *outlen set. KW_ERR_INVALID for
+ * anything else (out is then wiped). */
+KW_MUST_CHECK kw_err kw_b64_decode(const char *in, size_t len, unsigned char *out, size_t cap,
+                                   size_t *outlen);
+/* Bytes kw_b64_decode may write for len characters. */
+static inline size_t kw_b64_decoded_max(size_t len)
+{
+	return len / 4 * 3 + 3;
+}
 
 /* Caller-supplied text made fit for a database text column: in[0..len)
  * as valid UTF-8 (RFC 3629) in out, NUL-terminated. Each ill-formed part

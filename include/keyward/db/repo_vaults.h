@@ -86,4 +86,9 @@ KW_MUST_CHECK kw_err kw_vault_rewrap_left(kw_db *db, uint32_t active, long long 
  * (nothing marked). Idempotent. The caller destroys the key afterwards. */
 KW_MUST_CHECK kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows);
 
+/* count(*) of a KEK-maintenance query (app.kek_maintenance declared), in
+ * its own read-only transaction, one round trip. */
+KW_MUST_CHECK kw_err kw_db_maint_count(kw_db *db, const char *sql, int n, const char *const *vals,
+                                       long long *count);
+
 #endif

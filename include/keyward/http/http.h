@@ -119,6 +119,11 @@ int kw_route_match(const kw_route *routes, size_t n, const char *method, const c
  * frees every request. */
 void kw_request_wipe(kw_request *r);
 
+/* The query parameter name (decoded by libevent) into buf: 1 when it is
+ * there once, 0 when absent, -1 when the query does not parse, the name
+ * appears twice, or its value does not fit cap bytes. */
+int kw_request_query(const kw_request *req, const char *name, char *buf, size_t cap);
+
 /* Case-insensitive lookup; NULL if absent. *count is how many times the
  * header appears (for "two Authorization headers" checks). */
 const char *kw_request_header(const kw_request *req, const char *name, int *count);

@@ -79,6 +79,14 @@ KW_MUST_CHECK kw_err kw_transit_open(const kw_transit_ct *c, const unsigned char
                                      const unsigned char *ctx, size_t ctxlen, unsigned char **pt,
                                      size_t *ptlen);
 
+/* AES-256-GCM in process (EVP), for values sealed under a data key (the
+ * secrets store): enc seals len bytes of in into out and tag; otherwise
+ * opens in into out with tag, KW_ERR_VERIFY on any mismatch. */
+KW_MUST_CHECK kw_err kw_aes256_gcm(bool enc, const unsigned char key[32],
+                                   const unsigned char iv[KW_TRANSIT_GCM_IV], const unsigned char *aad,
+                                   size_t aadlen, const unsigned char *in, size_t len, unsigned char *out,
+                                   unsigned char tag[KW_TRANSIT_TAG]);
+
 /* AES-SIV (RFC 5297) as the service uses it, for the RFC's vectors: key of
  * 32 (AES-128-SIV) or 64 bytes (AES-256-SIV), nad associated-data
  * components. ct has ptlen bytes (at least 1: OpenSSL 3.0 refuses an empty

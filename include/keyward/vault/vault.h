@@ -37,6 +37,11 @@ KW_MUST_CHECK kw_err kw_vault_wrap(kw_hsm *hsm, kw_hsm_session *s, const unsigne
 KW_MUST_CHECK kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_vault_row *row,
                                      unsigned char mk[KW_MK_LEN]);
 
+/* After a tag failure under kek: whether the KEK itself round-trips a
+ * block of its own. KW_ERR_VERIFY: it does, so the row is at fault;
+ * KW_ERR_HSM (or the token's error): the token is at fault (logged). */
+KW_MUST_CHECK kw_err kw_kek_self_test(kw_hsm_session *s, const kw_hsm_key *kek);
+
 /* One bounded transaction of a rewrap run (after kw_vault_rewrap_start): locks up to batch rows not under the
  * active KEK and not set aside, unwraps each under its own KEK, wraps it under the active one, updates it
  * only if nobody changed it meanwhile, appends one audit row (kek.rewrap) and commits. *done = rows
@@ -45,5 +50,12 @@ KW_MUST_CHECK kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_va
  * interrupt and re-run. */
 KW_MUST_CHECK kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit,
                                            size_t batch, size_t *done, size_t *skipped);
+
+/* The end of one rewrap batch (vaults or secret versions) whose work
+ * ended in err: one kek.rewrap audit row naming target and the counts
+ * (status partial when rows were set aside) when anything moved, then
+ * commit or roll back; the counts are zeroed when nothing held. */
+KW_MUST_CHECK kw_err kw_kek_rewrap_end(kw_audit_chain *audit, kw_hsm_session *s, kw_db *db, kw_err err,
+                                       uint32_t kek, const char *target, size_t *done, size_t *skipped);
 
 #endif
