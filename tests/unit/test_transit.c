@@ -3,6 +3,8 @@
  * which computed the expected strings below), tampering, contexts and the
  * string grammar. */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,4 +202,47 @@ Test(transit, malformed_strings_are_invalid)
 	kw_transit_ct p;
 	const char nul[] = "$enc1$v1$AAECAwQFBgcICQoL$\0$9MLbHcOIBaN7khccXQqBzA==";
 	cr_assert_eq(kw_transit_parse(nul, sizeof(nul) - 1, &p), KW_ERR_INVALID);
+}
+
+/* NIST GCM known answers (McGrew & Viega cases 15 and 16, the vectors SP
+ * 800-38D refers to; tests/vectors/gcm_nist.txt) through the path the
+ * service seals with: one keyed context reused for several values, the
+ * context as AAD; and through kw_aes256_gcm (the secrets store's). */
+Test(transit, gcm_nist_vectors_through_the_sealer)
+{
+	static const char
+	    K[] = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+	    IV[] = "cafebabefacedbaddecaf888",
+	    P[] = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449"
+	          "a6b525b16aedf5aa0de657ba637b39",
+	    A[] = "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+	    C[] = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056"
+	          "828838c5f61e6393ba7a0abcc9f662",
+	    T16[] = "76fc6ece0f4e1768cddf8853bb2d551b";
+	unsigned char k[32], nonce[12], p[60], a[20], c[60], t[16];
+	cr_assert(kw_hex_decode(K, 32, k) && kw_hex_decode(IV, 12, nonce) && kw_hex_decode(P, 60, p) &&
+	          kw_hex_decode(A, 20, a) && kw_hex_decode(C, 60, c) && kw_hex_decode(T16, 16, t));
+	char want[256], b_iv[32], b_c[128], b_t[32];
+	EVP_EncodeBlock((unsigned char *)b_iv, nonce, 12);
+	EVP_EncodeBlock((unsigned char *)b_c, c, 60);
+	EVP_EncodeBlock((unsigned char *)b_t, t, 16);
+	snprintf(want, sizeof(want), "$enc1$v1$%s$%s$%s", b_iv, b_c, b_t);
+	kw_transit_sealer *s = kw_transit_sealer_new(KW_TRANSIT_AES256_GCM, k);
+	cr_assert_not_null(s);
+	for (int round = 0; round < 3; round++) { /* the keyed context, reused */
+		char *got = NULL;
+		cr_assert_eq(kw_transit_seal_with(s, 1, nonce, a, sizeof(a), p, sizeof(p), &got), KW_OK);
+		cr_assert_str_eq(got, want, "round %d", round);
+		free(got);
+	}
+	kw_transit_sealer_free(s);
+	unsigned char out[60], tag[16], back[60];
+	cr_assert_eq(kw_aes256_gcm(true, k, nonce, a, sizeof(a), p, sizeof(p), out, tag), KW_OK);
+	cr_assert_arr_eq(out, c, 60);
+	cr_assert_arr_eq(tag, t, 16);
+	cr_assert_eq(kw_aes256_gcm(false, k, nonce, a, sizeof(a), out, sizeof(out), back, tag), KW_OK);
+	cr_assert_arr_eq(back, p, 60);
+	tag[0] ^= 1;
+	cr_assert_eq(kw_aes256_gcm(false, k, nonce, a, sizeof(a), out, sizeof(out), back, tag),
+	             KW_ERR_VERIFY);
 }
