@@ -96,7 +96,7 @@ test)
   status=0
   : >.run/test/summary
   echo "== lint: clang-format, layers, cppcheck, shellcheck"
-  clang-format --dry-run -Werror src/*/*.c src/*/*.h src/*.c include/keyward/*/*.h tests/*/*.c tests/support/*.h bench/*.c
+  clang-format --dry-run -Werror src/*/*.c src/*/*.h src/*.c include/keyward/*/*.h tests/*/*.c tests/support/*.h bench/*.c clients/c/*.c clients/c/*.h
   python3 scripts/check-layers.py
   cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
     -Iinclude --suppress=missingIncludeSystem src/

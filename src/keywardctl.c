@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "keyward-sign.h"
 #include "keyward/app/app.h"
 #include "keyward/audit/audit.h"
 #include "keyward/auth/apikey.h"
@@ -31,6 +32,7 @@
 #include "keyward/db/sessions.h"
 #include "keyward/hsm/hsm.h"
 #include "keyward/vault/secrets.h"
+#include "keyward/vault/signing.h"
 #include "keyward/vault/vault.h"
 
 typedef struct kw_ctl {
@@ -796,6 +798,80 @@ static int cmd_secrets_import(kw_ctl *c)
 	return 0;
 }
 
+/* --- sign -------------------------------------------------------------------- */
+
+static int sign_usage(void)
+{
+	fprintf(stderr,
+	        "usage: keywardctl sign METHOD TARGET [BODY_FILE]\n"
+	        "  prints X-Timestamp, X-Nonce and X-Signature as \"Header: value\" lines (for curl -H)\n"
+	        "  the key id comes from KEYWARD_SIGN_KID, the secret from the file named by\n"
+	        "  KEYWARD_SIGN_SECRET_FILE (never from the command line); TARGET is the path and\n"
+	        "  query exactly as the request will send them\n");
+	return 2;
+}
+
+/* Reads a whole file (at most max bytes) into a new buffer. */
+static unsigned char *read_all(const char *path, size_t max, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	unsigned char *b = malloc(max + 1);
+	size_t n = b ? fread(b, 1, max + 1, f) : 0;
+	fclose(f);
+	if (b == NULL || n > max) {
+		free(b);
+		return NULL;
+	}
+	*len = n;
+	return b;
+}
+
+static int cmd_sign(kw_ctl *c)
+{
+	if (c->argc == 1 && strcmp(c->argv[0], "--help") == 0) {
+		sign_usage();
+		return 0;
+	}
+	if (c->argc < 2 || c->argc > 3)
+		return sign_usage();
+	const char *kid = getenv("KEYWARD_SIGN_KID"), *sfile = getenv("KEYWARD_SIGN_SECRET_FILE");
+	if (kid == NULL || sfile == NULL) {
+		fprintf(stderr, "keywardctl: sign: set KEYWARD_SIGN_KID and KEYWARD_SIGN_SECRET_FILE\n");
+		return 2;
+	}
+	kw_secret *secret = NULL;
+	if (kw_secret_read_file(sfile, &secret) != KW_OK) {
+		fprintf(stderr, "keywardctl: sign: cannot read the secret file %s\n", sfile);
+		return 1;
+	}
+	char key[64] = "";
+	size_t klen = kw_secret_len(secret);
+	if (klen < sizeof(key))
+		memcpy(key, kw_secret_data(secret), klen);
+	kw_secret_free(secret);
+	unsigned char *body = NULL;
+	size_t blen = 0;
+	if (c->argc == 3 && (body = read_all(c->argv[2], 64u << 20, &blen)) == NULL) {
+		OPENSSL_cleanse(key, sizeof(key));
+		fprintf(stderr, "keywardctl: sign: cannot read %s (at most 64 MiB)\n", c->argv[2]);
+		return 1;
+	}
+	keyward_sign_headers h;
+	int rc = keyward_sign(kid, key, c->argv[0], c->argv[1], body, blen, 0, NULL, &h);
+	OPENSSL_cleanse(key, sizeof(key));
+	free(body);
+	if (rc != 0) {
+		fprintf(stderr,
+		        "keywardctl: sign: a malformed key id or secret (a secret is kws_ and 49 base62 "
+		        "characters, its checksum included)\n");
+		return 1;
+	}
+	printf("X-Timestamp: %s\nX-Nonce: %s\nX-Signature: %s\n", h.timestamp, h.nonce, h.signature);
+	return 0;
+}
+
 /* What `kek rewrap` re-wraps: vaults, then secret versions' data keys. */
 typedef struct rewrap_kind {
 	const char *what;
@@ -808,6 +884,7 @@ typedef struct rewrap_kind {
 static const rewrap_kind rewrap_kinds[] = {
     {"vault rows", kw_vault_rewrap_start, kw_vault_rewrap_batch, kw_vault_rewrap_left},
     {"secret versions", kw_secrets_rewrap_start, kw_secrets_rewrap_batch, kw_secrets_rewrap_left},
+    {"signing keys", kw_signing_rewrap_start, kw_signing_rewrap_batch, kw_signing_rewrap_left},
 };
 
 /* Bounded batches of one kind until none is left (or every row left is
@@ -866,8 +943,8 @@ static int cmd_kek_rewrap(kw_ctl *c)
 	kw_audit_chain *chain = NULL;
 	if ((err = kw_audit_chain_new(c->hsm, "keywardctl", &chain)) != KW_OK)
 		return ctl_fail("kek rewrap", err);
-	unsigned long long total[2] = {0, 0}, bad[2] = {0, 0};
-	for (size_t i = 0; i < 2 && err == KW_OK; i++)
+	unsigned long long total[3] = {0, 0, 0}, bad[3] = {0, 0, 0};
+	for (size_t i = 0; i < 3 && err == KW_OK; i++)
 		err = rewrap_kind_run(c, &rewrap_kinds[i], chain, batch, v, &total[i], &bad[i]);
 	kw_audit_chain_free(chain);
 	if (err != KW_OK) {
@@ -878,7 +955,12 @@ static int cmd_kek_rewrap(kw_ctl *c)
 		        total[0], total[1], kw_err_str(err));
 		return 1;
 	}
-	if (bad[0] + bad[1] > 0) {
+	if (bad[2] > 0)
+		fprintf(
+		    stderr,
+		    "keywardctl: kek rewrap: %llu signing keys do not unwrap (see the log); rotate them\n",
+		    bad[2]);
+	if (bad[0] + bad[1] + bad[2] > 0) {
 		fprintf(stderr,
 		        "keywardctl: kek rewrap: %llu vault rows and %llu secret versions re-wrapped; %llu "
 		        "vault rows "
@@ -892,10 +974,9 @@ static int cmd_kek_rewrap(kw_ctl *c)
 			print_set_aside(c, bad[0]);
 		return 1;
 	}
-	printf(
-	    "rewrapped: %llu vault rows, %llu secret versions; everything is now under keyward/kek/%" PRIu32
-	    "\n",
-	    total[0], total[1], v);
+	printf("rewrapped: %llu vault rows, %llu secret versions, %llu signing keys; everything is now under "
+	       "keyward/kek/%" PRIu32 "\n",
+	       total[0], total[1], total[2], v);
 	return 0;
 }
 
@@ -1012,6 +1093,7 @@ static const kw_ctl_cmd commands[] = {
     {"kek", "rotate", cmd_kek_rotate, "create keyward/kek/<n+1> and make it the wrapping key"},
     {"kek", "rewrap", cmd_kek_rewrap,
      "[--batch N]: re-wrap every vault and secret version under the active KEK (resumable)"},
+    {"sign", NULL, cmd_sign, "METHOD TARGET [BODY_FILE]: print the signature headers of a request (--help)"},
     {"secrets", "import", cmd_secrets_import,
      "TENANT FILE: load JSON lines {name, value (base64), content_type?} in one transaction"},
     {"derive", "rotate", cmd_derive_rotate,

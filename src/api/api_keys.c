@@ -51,38 +51,12 @@ static const char *parse_create(kw_call *call, kw_apikey_row *row)
 		msg = "the body must be a JSON object";
 		goto done;
 	}
-	json_t *name = json_object_get(body, "name"), *scopes = json_object_get(body, "scopes"),
-	       *rl = json_object_get(body, "rate_limit_per_minute");
-	const char *n = json_string_value(name);
-	size_t nlen = json_string_length(name);
-	if (n == NULL || nlen == 0 || nlen > KW_APIKEY_MAX_NAME || strlen(n) != nlen) {
-		msg = "name must be a string of 1 to 128 bytes";
-		goto done;
-	}
-	for (size_t i = 0; i < nlen; i++)
-		if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f) {
-			msg = "name must not contain control characters";
-			goto done;
-		}
-	if (!json_is_array(scopes) || json_array_size(scopes) == 0 ||
-	    json_array_size(scopes) > KW_APIKEY_MAX_SCOPES) {
-		msg = "scopes must be an array of 1 to 16 known scope names";
-		goto done;
-	}
+	json_t *rl = json_object_get(body, "rate_limit_per_minute");
+	char n[KW_APIKEY_MAX_NAME + 1];
 	uint32_t bits = 0;
-	size_t i;
-	json_t *v;
-	json_array_foreach(scopes, i, v)
-	{
-		uint32_t b = json_is_string(v) ? kw_scope_from_name(json_string_value(v)) : 0;
-		if (b == 0) {
-			msg = "unknown scope; known: admin, auth:issue, transit:encrypt, transit:decrypt, "
-			      "secrets:read, "
-			      "secrets:write";
-			goto done;
-		}
-		bits |= b;
-	}
+	if ((msg = kw_api_name_scopes(body, n, &bits)) != NULL)
+		goto done;
+	size_t nlen = strlen(n);
 	int limit = 0;
 	if (rl != NULL && !json_is_null(rl)) {
 		if (!json_is_integer(rl) || json_integer_value(rl) < 1 ||

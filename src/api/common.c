@@ -65,3 +65,30 @@ json_t *kw_api_body_object(kw_call *call)
 	}
 	return body;
 }
+
+const char *kw_api_name_scopes(json_t *body, char name[129], uint32_t *scopes)
+{
+	json_t *jn = json_object_get(body, "name"), *js = json_object_get(body, "scopes");
+	const char *n = json_string_value(jn);
+	size_t nlen = json_string_length(jn);
+	if (n == NULL || nlen == 0 || nlen > 128 || strlen(n) != nlen)
+		return "name must be a string of 1 to 128 bytes";
+	for (size_t i = 0; i < nlen; i++)
+		if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f)
+			return "name must not contain control characters";
+	if (!json_is_array(js) || json_array_size(js) == 0 || json_array_size(js) > 16)
+		return "scopes must be an array of 1 to 16 known scope names";
+	uint32_t bits = 0;
+	for (size_t i = 0; i < json_array_size(js); i++) {
+		json_t *v = json_array_get(js, i);
+		uint32_t b = json_is_string(v) ? kw_scope_from_name(json_string_value(v)) : 0;
+		if (b == 0)
+			return "unknown scope; known: admin, auth:issue, transit:encrypt, transit:decrypt, "
+			       "secrets:read, "
+			       "secrets:write";
+		bits |= b;
+	}
+	memcpy(name, n, nlen + 1);
+	*scopes = bits;
+	return NULL;
+}

@@ -23,11 +23,16 @@
 #include "keyward/app/app.h"
 #include "keyward/auth/apikey.h"
 #include "keyward/auth/revocation.h"
+#include "keyward/auth/signature.h"
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
+#include "keyward/core/secret.h"
 #include "keyward/core/text.h"
+#include "keyward/db/changes.h"
+#include "keyward/db/repo_signing.h"
 #include "keyward/http/clientip.h"
 #include "keyward/http/ratelimit.h"
+#include "keyward/vault/signing.h"
 
 #define KW_AUTH_HEADER_MAX 16384
 #define KW_TOUCH_INTERVAL  60.0
@@ -323,6 +328,164 @@ bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit)
 		return false;
 	}
 	set_rl_headers(call, &kr);
+	return true;
+}
+
+/* --- signed requests (DESIGN 5.6) ---------------------------------------- */
+
+static const char *const sig_headers[3] = {"X-Timestamp", "X-Nonce", "X-Signature"};
+
+bool kw_auth_has_signature(const kw_request *req)
+{
+	for (int i = 0; i < 3; i++)
+		if (kw_request_header(req, sig_headers[i], NULL) != NULL)
+			return true;
+	return false;
+}
+
+static bool refuse_sig(kw_call *call, const char *code, const char *msg, const char *tenant,
+                       const char *actor)
+{
+	kw_auth_failed(call);
+	atomic_fetch_add(&st_401, 1);
+	kw_respond_error(call, 401, code, msg);
+	kw_audit_refusal(call, tenant, actor, "auth.signature_refused", 401, code);
+	return false;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The key kid and its secret (into secret, locked): from the cache while
+ * the change feed is fresh, else the database and the token. */
+static kw_err signing_key(kw_call *call, const char *kid, kw_sigkey *key, unsigned char *secret)
+{
+	kw_app *app = call->app;
+	bool cache = kw_changes_fresh(app->changes);
+	if (cache && kw_sigcache_get(app->sigkeys, kid, key, secret))
+		return KW_OK;
+	uint64_t gen = kw_sigcache_generation(app->sigkeys);
+	kw_signing_row row;
+	kw_err err = kw_signing_lookup(call->res->db, kid, &row);
+	if (err == KW_OK)
+		err = kw_signing_unwrap(app->hsm, call->res->hsm, &row, secret);
+	if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID) {
+		kw_err_log("signing: the secret of key %s does not unwrap where it is (request %s)", kid,
+		           call->req.request_id);
+		err = KW_ERR_NOT_FOUND;
+	}
+	if (err == KW_OK) {
+		*key = (kw_sigkey){.scopes = row.scopes, .expires_at = row.expires_unix};
+		memcpy(key->tenant_id, row.tenant_id, 37);
+		memcpy(key->kid, row.id, 37);
+		if (row.revoked)
+			key->expires_at = 1; /* long past */
+		if (cache)
+			kw_sigcache_put(app->sigkeys, gen, key, secret);
+	}
+	OPENSSL_cleanse(&row, sizeof(row));
+	return err;
+}
+
+bool kw_auth_signature(kw_call *call, uint32_t need, kw_principal *out, int *rate_limit_out)
+{
+	if (call->res == NULL)
+		return defer_to_worker(call); /* the nonce is written on a worker */
+	kw_rl_result ir;
+	if (!take_ip_budget(call, &ir)) {
+		refuse_429(call, &ir, NULL, NULL, "too many requests from this address");
+		return false;
+	}
+	double now = kw_ratelimit_now();
+	kw_rl_result fr;
+	fail_budget(call, false, now, &fr);
+	if (!fr.allowed) {
+		refuse_429(call, &fr, NULL, NULL, "too many failed authentications from this address");
+		return false;
+	}
+	/* Exactly one of each header, none empty, and no other credential. */
+	const char *v[3];
+	for (int i = 0; i < 3; i++) {
+		int count = 0;
+		v[i] = kw_request_header(&call->req, sig_headers[i], &count);
+		if (v[i] == NULL || v[i][0] == '\0' || count != 1)
+			return refuse_sig(
+			    call, "invalid_signature",
+			    "a signed request carries exactly one non-empty X-Timestamp, X-Nonce and "
+			    "X-Signature",
+			    NULL, NULL);
+	}
+	if (kw_request_header(&call->req, "Authorization", NULL) != NULL)
+		return refuse_sig(call, "invalid_signature",
+		                  "a signed request carries no Authorization header", NULL, NULL);
+	kw_sig_headers h;
+	if (kw_sig_parse(v[0], v[1], v[2], &h) != KW_OK)
+		return refuse_sig(call, "invalid_signature", "malformed signature headers", NULL, NULL);
+	int64_t skew = wall_ms() - h.ts_ms;
+	if (skew > KW_SIG_WINDOW_MS || skew < -KW_SIG_WINDOW_MS)
+		return refuse_sig(call, "timestamp_out_of_window",
+		                  "X-Timestamp is more than 5 minutes from the server's clock", NULL, NULL);
+	kw_sigkey key;
+	kw_secret *secret = kw_secret_new(KW_SIG_SECRET_LEN);
+	if (secret == NULL) {
+		kw_respond_failure(call, KW_ERR_NOMEM);
+		return false;
+	}
+	kw_err err = signing_key(call, h.kid, &key, kw_secret_data(secret));
+	unsigned char mac[KW_SIG_MAC_LEN];
+	bool ok = false;
+	if (err == KW_OK)
+		err =
+		    kw_sig_mac(kw_secret_data(secret), KW_SIG_SECRET_LEN, call->req.method, call->req.target,
+		               h.ts_text, h.nonce, call->req.body, call->req.body_len, mac);
+	kw_secret_free(secret);
+	if (err == KW_OK)
+		ok = CRYPTO_memcmp(mac, h.mac, sizeof(mac)) == 0 &&
+		     (key.expires_at == 0 || key.expires_at > (int64_t)time(NULL));
+	OPENSSL_cleanse(mac, sizeof(mac));
+	char actor[48];
+	snprintf(actor, sizeof(actor), "sigkey:%s", h.kid);
+	if (err == KW_ERR_NOT_FOUND || (err == KW_OK && !ok))
+		return refuse_sig(call, "invalid_signature", "the signature does not verify",
+		                  err == KW_OK ? key.tenant_id : NULL, err == KW_OK ? actor : NULL);
+	if (err != KW_OK) {
+		kw_respond_failure(call, err);
+		return false;
+	}
+	/* Only a signature that verifies spends its nonce. */
+	err = kw_signing_spend_nonce(call->res->db, h.kid, h.nonce,
+	                             h.ts_ms / 1000 + KW_SIG_WINDOW_MS / 1000 + 1);
+	if (err == KW_ERR_EXISTS)
+		return refuse_sig(call, "nonce_reused", "this nonce was used before with this key",
+		                  key.tenant_id, actor);
+	if (err != KW_OK) {
+		kw_respond_error(call, 503, "nonce_store_unavailable",
+		                 "the nonce store cannot be written; the request was not accepted");
+		kw_respond_header(call, "Retry-After", "1");
+		return false;
+	}
+	kw_principal p;
+	memset(&p, 0, sizeof(p));
+	memcpy(p.tenant_id, key.tenant_id, 37);
+	memcpy(p.key_id, key.kid, 37);
+	snprintf(p.prefix, sizeof(p.prefix), "s%.14s", key.kid); /* the budget's bucket name */
+	snprintf(p.actor, sizeof(p.actor), "%s", actor);
+	p.scopes = key.scopes;
+	if (!kw_auth_api_key_spend(call, &p, 0))
+		return false;
+	if ((p.scopes & need) != need) {
+		atomic_fetch_add(&st_403, 1);
+		kw_respond_error(call, 403, "insufficient_scope",
+		                 "the signing key lacks a scope this route needs");
+		kw_audit_refusal(call, p.tenant_id, p.actor, "auth.denied", 403, "insufficient_scope");
+		return false;
+	}
+	*rate_limit_out = 0;
+	*out = p;
 	return true;
 }
 

@@ -207,6 +207,9 @@ kw_err kw_api_finish_tx(kw_call *call, kw_err err);
  * worker's audit chain told) by kw_api_finish_tx. */
 KW_MUST_CHECK kw_err kw_api_in_tx(kw_call *call, const char *tenant_id, kw_err (*work)(kw_db *db, void *arg),
                                   void *arg);
+/* {name: 1-128 bytes without control characters, scopes: [1-16 known
+ * names]} of body: NULL, or what is wrong (a literal). */
+const char *kw_api_name_scopes(json_t *body, char name[129], uint32_t *scopes);
 /* The body as a JSON object (an empty body is {}); NULL if it is not one. */
 json_t *kw_api_body_object(kw_call *call);
 
@@ -235,6 +238,7 @@ void kw_api_secrets_get_batch(kw_call **calls, const kw_caller *const *who, size
 kw_api_handler kw_api_wallet_nonce, kw_api_wallet_login;                       /* wallet_login.c */
 kw_api_handler kw_api_transit_create, kw_api_transit_list, kw_api_transit_get, /* transit.c */
     kw_api_transit_rotate, kw_api_transit_config, kw_api_transit_encrypt, kw_api_transit_decrypt,
+    kw_api_signing_create, kw_api_signing_list, kw_api_signing_delete, kw_api_signing_rotate,
     kw_api_secrets_create, kw_api_secrets_put, kw_api_secrets_list, kw_api_secrets_get, kw_api_secrets_delete,
     kw_api_transit_rewrap, kw_api_transit_datakey;
 /* shared by both: a new family, its refresh token and an access token,

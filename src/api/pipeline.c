@@ -171,6 +171,8 @@ static bool check_caller(kw_call *call, const kw_api_spec *s, kw_caller *who)
 	case KW_CRED_IN_BODY:
 		return kw_auth_ip_budget(call) && kw_auth_fail_budget(call);
 	case KW_CRED_API_KEY:
+		if (kw_auth_has_signature(&call->req)) /* a signature is a credential of its own (5.6) */
+			return kw_auth_signature(call, s->scopes, &who->key, &who->key_rate_limit);
 		return kw_auth_api_key(call, s->scopes, &who->key, &who->key_rate_limit);
 	case KW_CRED_ACCESS_TOKEN:
 		if (!kw_auth_access_token(call, s->allow_revoked, &who->claims))

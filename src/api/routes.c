@@ -116,6 +116,20 @@ const kw_route kw_api_routes[] = {
           .scopes = KW_SCOPE_TRANSIT_DECRYPT, .needs = DB_HSM, .audit = KW_AUDIT_EVERY_CALL,
           .action = "transit.decrypt", .target = "transit_key", .handler = kw_api_transit_decrypt),
 
+    /* signing keys (DESIGN 5.6) */
+    ROUTE("POST", "/api/v1/signing-keys", "signing_keys_create", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_signing_create),
+    ROUTE("GET", "/api/v1/signing-keys", "signing_keys_list", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_signing_list),
+    ROUTE("DELETE", "/api/v1/signing-keys/{id}", "signing_keys_delete", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_signing_delete),
+    ROUTE("POST", "/api/v1/signing-keys/{id}/rotate", "signing_keys_rotate", WORKER, .cred = KW_CRED_API_KEY,
+          .scopes = KW_SCOPE_ADMIN, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,
+          .handler = kw_api_signing_rotate),
+
     /* the secrets store (DESIGN 5.7) */
     ROUTE("POST", "/api/v1/secrets", "secrets_create", WORKER, .cred = KW_CRED_API_KEY,
           .scopes = KW_SCOPE_SECRETS_WRITE, .needs = DB_HSM, .audit = KW_AUDIT_REFUSALS,

@@ -14,6 +14,7 @@
 #include "keyward/app/app.h"
 #include "keyward/auth/apikey.h"
 #include "keyward/auth/revocation.h"
+#include "keyward/auth/signature.h"
 #include "keyward/auth/tokens.h"
 #include "keyward/core/log.h"
 #include "keyward/db/changes.h"
@@ -198,18 +199,23 @@ static kw_err boot_tokens(kw_app *app, kw_config *cfg, char *errbuf, size_t errl
 
 static void transit_apply(void *arg, const kw_change *c)
 {
+	kw_app *app = arg;
 	if (strcmp(c->kind, "transit_key") == 0)
-		kw_transit_cache_drop(arg, c->tenant_id, c->subject);
+		kw_transit_cache_drop(app->transit_keys, c->tenant_id, c->subject);
+	else if (strcmp(c->kind, "signing_key") == 0)
+		kw_sigcache_drop(app->sigkeys, c->subject);
 }
 
 static void transit_reset(void *arg)
 {
-	kw_transit_cache_clear(arg);
+	kw_app *app = arg;
+	kw_transit_cache_clear(app->transit_keys);
+	kw_sigcache_clear(app->sigkeys);
 }
 
 static void transit_tick(void *arg)
 {
-	kw_transit_cache_sweep(arg);
+	kw_transit_cache_sweep(((kw_app *)arg)->transit_keys);
 }
 
 /* The transit key cache and the change feed that keeps it true. */
@@ -224,8 +230,11 @@ static kw_err boot_changes(kw_app *app, kw_config *cfg, char *errbuf, size_t err
 	    (int)(cfg->transit_cache_idle_s > INT32_MAX ? INT32_MAX : cfg->transit_cache_idle_s));
 	if (app->transit_keys == NULL)
 		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory for transit.cache_size keys%s", "");
+	app->sigkeys = kw_sigcache_new(4096, 300);
+	if (app->sigkeys == NULL)
+		return fail(errbuf, errlen, KW_ERR_NOMEM, "out of memory for the signing-key cache%s", "");
 	const kw_change_sink sink = {
-	    .apply = transit_apply, .reset = transit_reset, .tick = transit_tick, .arg = app->transit_keys};
+	    .apply = transit_apply, .reset = transit_reset, .tick = transit_tick, .arg = app};
 	kw_err err = kw_changes_start(cfg->db_conninfo, &sink, 1, &app->changes);
 	if (err != KW_OK)
 		return fail(errbuf, errlen, err, "cannot start the change feed: %s", kw_err_str(err));
@@ -273,6 +282,7 @@ void kw_app_shutdown(kw_app *app)
 	DROP(kw_housekeeper_stop, housekeeper);
 	DROP(kw_changes_stop, changes);
 	DROP(kw_transit_cache_free, transit_keys);
+	DROP(kw_sigcache_free, sigkeys);
 	DROP(kw_revcache_stop, revs);
 	DROP(kw_tokcache_free, tokcache);
 	DROP(kw_jwt_keyset_free, jwks);

@@ -41,12 +41,12 @@ static void housekeep(kw_housekeeper *h, kw_db **db)
 		kw_err err = kw_sessions_purge(*db, h->app->cfg->housekeeping_batch, KW_PURGE_ROUNDS, &n);
 		if (err != KW_OK)
 			kw_warn("housekeeping: purge failed: %s", kw_err_str(err));
-		else if (n.revocations + n.nonces + n.tokens + n.families + n.changes > 0)
+		else if (n.revocations + n.nonces + n.tokens + n.families + n.changes + n.signing_nonces > 0)
 			kw_info("housekeeping: purged %llu revocations, %llu nonces, %llu refresh tokens, "
-			        "%llu families, %llu changes",
+			        "%llu families, %llu changes, %llu signing nonces",
 			        (unsigned long long)n.revocations, (unsigned long long)n.nonces,
 			        (unsigned long long)n.tokens, (unsigned long long)n.families,
-			        (unsigned long long)n.changes);
+			        (unsigned long long)n.changes, (unsigned long long)n.signing_nonces);
 	}
 	/* A key rotated by keywardctl becomes the signing key here too. */
 	uint64_t epoch = kw_hsm_keys_epoch(h->app->hsm);

@@ -539,3 +539,17 @@ kw_err kw_db_role_bypasses_rls(kw_db *db, bool *bypasses)
 	PQclear(res);
 	return err;
 }
+
+bool kw_db_bytea_exact(const kw_db_result *r, int row, int col, unsigned char *out, size_t len)
+{
+	size_t n = 0;
+	unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+	bool ok = b != NULL && n == len;
+	if (ok)
+		memcpy(out, b, len);
+	if (b != NULL) {
+		OPENSSL_cleanse(b, n);
+		PQfreemem(b);
+	}
+	return ok;
+}

@@ -80,50 +80,6 @@ static bool name_ok(const char *n)
 	return true;
 }
 
-/* "admin,auth:issue": names from the fixed table, so no escaping needed.
- * False for no scope or an unknown bit. */
-static bool scopes_text(uint32_t bits, char *out, size_t cap)
-{
-	size_t used = 0;
-	uint32_t known = 0;
-
-	out[0] = '\0';
-	for (uint32_t bit = 1; bit != 0; bit <<= 1) {
-		const char *name = kw_scope_name(bit);
-		if (name == NULL)
-			continue;
-		known |= bit;
-		if ((bits & bit) == 0)
-			continue;
-		int n = snprintf(out + used, cap - used, "%s%s", used > 0 ? "," : "", name);
-		if (n < 0 || (size_t)n >= cap - used)
-			return false;
-		used += (size_t)n;
-	}
-	return bits != 0 && (bits & ~known) == 0;
-}
-
-/* Names the database returned; unknown ones (from a newer build) grant
- * nothing. */
-static uint32_t scopes_bits(const char *text)
-{
-	uint32_t bits = 0;
-	char name[64];
-
-	while (*text != '\0') {
-		size_t n = strcspn(text, ",");
-		if (n < sizeof(name)) {
-			memcpy(name, text, n);
-			name[n] = '\0';
-			bits |= kw_scope_from_name(name);
-		}
-		text += n;
-		if (*text == ',')
-			text++;
-	}
-	return bits;
-}
-
 /* Copies a result field into a buffer of cap bytes; false if it is longer. */
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
 {
@@ -166,7 +122,7 @@ static kw_err row_from_result(const PGresult *res, int i, kw_apikey_row *out)
 		return KW_ERR_INTERNAL;
 	r.pepper_version = (uint32_t)pepper;
 	r.rate_limit_per_minute = (int)rate;
-	r.scopes = scopes_bits(PQgetvalue(res, i, C_SCOPES));
+	r.scopes = kw_scopes_from_text(PQgetvalue(res, i, C_SCOPES));
 	*out = r;
 	return KW_OK;
 }
@@ -202,7 +158,7 @@ kw_err kw_apikey_insert(kw_db *db, kw_apikey_row *row)
 		kw_misuse("kw_apikey_insert: NULL argument");
 	if (!kw_is_uuid(row->tenant_id) || !name_ok(row->name) || !prefix_ok(row->prefix) ||
 	    row->pepper_version == 0 || row->pepper_version > INT32_MAX || row->rate_limit_per_minute < 0 ||
-	    !scopes_text(row->scopes, scopes, sizeof(scopes)))
+	    !kw_scopes_text(row->scopes, scopes, sizeof(scopes)))
 		return KW_ERR_INVALID;
 	snprintf(pepper, sizeof(pepper), "%u", (unsigned)row->pepper_version);
 	snprintf(rate, sizeof(rate), "%d", row->rate_limit_per_minute);

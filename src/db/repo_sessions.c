@@ -391,7 +391,7 @@ kw_err kw_tenant_exists(kw_db *db, const char *tenant_id, bool *exists)
 	return err;
 }
 
-static const char *const purge_sql[5] = {
+static const char *const purge_sql[6] = {
     "DELETE FROM jwt_revocations WHERE id IN (SELECT id FROM jwt_revocations "
     "WHERE token_expires_at < now() LIMIT $1)",
     "DELETE FROM wallet_nonces WHERE (tenant_id, address) IN (SELECT tenant_id, address "
@@ -402,16 +402,18 @@ static const char *const purge_sql[5] = {
     "WHERE absolute_expires_at < now() OR revoked_at < now() - interval '1 day' LIMIT $1)",
     "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE at < now() - interval '1 day' "
     "LIMIT $1)",
+    "DELETE FROM signing_nonces WHERE (key_id, nonce) IN (SELECT key_id, nonce FROM signing_nonces "
+    "WHERE expires_at < now() LIMIT $1)",
 };
 
 kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *out)
 {
-	uint64_t counts[5] = {0, 0, 0, 0, 0};
+	uint64_t counts[6] = {0, 0, 0, 0, 0, 0};
 	char b[24];
 	i64_text(batch, b);
 	const char *vals[1] = {b};
 	kw_err err = KW_OK;
-	for (int t = 0; t < 5 && err == KW_OK; t++) {
+	for (int t = 0; t < 6 && err == KW_OK; t++) {
 		for (int round = 0; round < max_rounds && err == KW_OK; round++) {
 			if ((err = kw_db_begin(db, NULL, NULL)) != KW_OK)
 				break;
@@ -438,6 +440,7 @@ kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *
 		out->tokens = counts[2];
 		out->families = counts[3];
 		out->changes = counts[4];
+		out->signing_nonces = counts[5];
 	}
 	return err;
 }

@@ -18,29 +18,14 @@
 
 #define VAULT_COLS "tenant_id, user_id, wrapped_mk, wrap_iv, format_version, kek_id"
 
-/* Copies a bytea column of exactly len bytes. */
-static bool bytea_exact(const PGresult *res, int r, int c, unsigned char *out, size_t len)
-{
-	size_t n = 0;
-	unsigned char *b = PQunescapeBytea((const unsigned char *)PQgetvalue(res, r, c), &n);
-	bool ok = b != NULL && n == len;
-	if (ok)
-		memcpy(out, b, len);
-	if (b != NULL) {
-		OPENSSL_cleanse(b, n);
-		PQfreemem(b);
-	}
-	return ok;
-}
-
 static kw_err row_read(const PGresult *res, int r, kw_vault_row *row)
 {
 	const char *t = PQgetvalue(res, r, 0), *u = PQgetvalue(res, r, 1);
 	unsigned long fv = strtoul(PQgetvalue(res, r, 4), NULL, 10),
 	              kek = strtoul(PQgetvalue(res, r, 5), NULL, 10);
 	if (strlen(t) != 36 || strlen(u) > KW_VAULT_USER_MAX ||
-	    !bytea_exact(res, r, 2, row->wrapped, sizeof(row->wrapped)) ||
-	    !bytea_exact(res, r, 3, row->iv, sizeof(row->iv)) || kek == 0 || kek > UINT32_MAX)
+	    !kw_db_bytea_exact(res, r, 2, row->wrapped, sizeof(row->wrapped)) ||
+	    !kw_db_bytea_exact(res, r, 3, row->iv, sizeof(row->iv)) || kek == 0 || kek > UINT32_MAX)
 		return KW_ERR_DB;
 	memcpy(row->tenant_id, t, 37);
 	snprintf(row->user_id, sizeof(row->user_id), "%s", u);
@@ -250,11 +235,13 @@ kw_err kw_vault_count_kek(kw_db *db, uint32_t kek_id, uint32_t except, long long
 	snprintf(k, sizeof(k), "%" PRIu32, kek_id);
 	snprintf(e, sizeof(e), "%" PRIu32, except);
 	const char *vals[2] = {k, e};
-	/* Vaults and secret versions: everything the KEK wraps. */
+	/* Vaults, secret versions and signing keys: everything the KEK wraps. */
 	return kw_db_maint_count(db,
 	                         "SELECT (SELECT count(*) FROM encryption_vaults "
 	                         "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int) + "
 	                         "(SELECT count(*) FROM secret_versions "
+	                         "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int) + "
+	                         "(SELECT count(*) FROM signing_keys "
 	                         "WHERE ($1::int = 0 AND kek_id <> $2::int) OR kek_id = $1::int)",
 	                         2, vals, count);
 }
@@ -356,13 +343,15 @@ kw_err kw_vault_kek_retire(kw_db *db, uint32_t kek_id, long long *rows)
 	 * every write after it sees the mark (its trigger's query runs after
 	 * the lock is granted, at READ COMMITTED). */
 	if (err == KW_OK)
-		err = kw_db_exec(db,
-		                 "LOCK TABLE encryption_vaults, secret_versions IN SHARE ROW EXCLUSIVE MODE",
-		                 0, NULL, NULL, NULL, NULL);
+		err = kw_db_exec(
+		    db,
+		    "LOCK TABLE encryption_vaults, secret_versions, signing_keys IN SHARE ROW EXCLUSIVE MODE",
+		    0, NULL, NULL, NULL, NULL);
 	if (err == KW_OK)
 		err = kw_db_exec(db,
 		                 "SELECT (SELECT count(*) FROM encryption_vaults WHERE kek_id = $1::int) + "
-		                 "(SELECT count(*) FROM secret_versions WHERE kek_id = $1::int)",
+		                 "(SELECT count(*) FROM secret_versions WHERE kek_id = $1::int) + "
+		                 "(SELECT count(*) FROM signing_keys WHERE kek_id = $1::int)",
 		                 1, vals, NULL, NULL, &res);
 	if (err == KW_OK) {
 		*rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);

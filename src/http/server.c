@@ -145,6 +145,7 @@ void kw_request_wipe(kw_request *r)
 	for (size_t i = 0; i < r->nheaders; i++)
 		wipe_str(r->headers[i].value);
 	wipe_str(r->query);
+	wipe_str(r->target);
 	if (r->body != NULL)
 		OPENSSL_cleanse(r->body, r->body_len);
 }
@@ -161,6 +162,7 @@ static void request_free(kw_request *r)
 	free(r->headers);
 	free(r->path);
 	free(r->query);
+	free(r->target);
 	free(r->body);
 }
 
@@ -311,9 +313,11 @@ static int copy_request(kw_server *srv, struct evhttp_request *ereq, kw_request 
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ereq);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+	const char *target = evhttp_request_get_uri(ereq);
 	req->path = strdup(path && *path ? path : "/");
 	req->query = query ? strdup(query) : NULL;
-	if (req->path == NULL || (query && req->query == NULL))
+	req->target = strdup(target ? target : "");
+	if (req->path == NULL || (query && req->query == NULL) || req->target == NULL)
 		return 500;
 
 	struct evkeyvalq *ih = evhttp_request_get_input_headers(ereq);

@@ -125,63 +125,56 @@ kw_err kw_secrets_open(kw_hsm *hsm, kw_hsm_session *s, const kw_secret_version *
 
 /* --- KEK rewrap ------------------------------------------------------------ */
 
-static kw_err rewrap_rows(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_secret_version *rows, size_t n,
-                          uint32_t active, size_t *done, size_t *skipped)
+static kw_err secrets_lock(kw_db *db, uint32_t active, size_t batch, void **rows, size_t *n)
 {
+	return kw_secrets_rewrap_lock(db, active, batch, (kw_secret_version **)rows, n);
+}
+
+static kw_err secrets_set_aside(kw_db *db, const void *r, kw_err why)
+{
+	const kw_secret_version *v = r;
+	kw_err_log("kek rewrap: version %" PRIu32
+	           " of secret %s in tenant %s %s; it is left under KEK %" PRIu32,
+	           v->version, v->secret_id, v->tenant_id,
+	           why == KW_ERR_NOT_FOUND ? "names a KEK the token does not hold"
+	                                   : "does not unwrap under its KEK (the KEK itself is sound)",
+	           v->kek_id);
+	return kw_secrets_set_aside(db, v);
+}
+
+/* The data key alone is re-wrapped; the value's ciphertext stays. */
+static kw_err secrets_rewrap_one(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, void *r, uint32_t active)
+{
+	kw_secret_version *v = r;
 	kw_secret *dk = kw_secret_new(KW_SECRET_DK_LEN);
-	kw_err err = dk == NULL ? KW_ERR_NOMEM : KW_OK;
-	for (size_t i = 0; i < n && err == KW_OK; i++) {
-		kw_secret_version *v = &rows[i];
-		err = unwrap_dk(hsm, s, v, kw_secret_data(dk));
-		if (err == KW_OK && v->kek_id > active)
-			err =
-			    KW_ERR_CONFLICT; /* a rotation ran since this batch began: the next run goes on */
-		if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID || err == KW_ERR_NOT_FOUND) {
-			kw_err_log("kek rewrap: version %" PRIu32
-			           " of secret %s in tenant %s %s; it is left under "
-			           "KEK %" PRIu32,
-			           v->version, v->secret_id, v->tenant_id,
-			           err == KW_ERR_NOT_FOUND
-			               ? "names a KEK the token does not hold"
-			               : "does not unwrap under its KEK (the KEK itself is sound)",
-			           v->kek_id);
-			err = kw_secrets_set_aside(db, v);
-			if (err == KW_OK)
-				(*skipped)++;
-			continue;
-		}
-		uint32_t old = v->kek_id;
-		if (err == KW_OK)
-			err = wrap_dk(hsm, s, kw_secret_data(dk), v);
-		if (err == KW_OK && v->kek_id != active)
-			err = KW_ERR_CONFLICT; /* the active KEK changed under us */
-		if (err == KW_OK)
-			err = kw_secrets_rewrap_update(db, v, old);
-		if (err == KW_OK)
-			(*done)++;
-	}
+	kw_err err = dk == NULL ? KW_ERR_NOMEM : unwrap_dk(hsm, s, v, kw_secret_data(dk));
+	if (err == KW_OK && v->kek_id > active)
+		err = KW_ERR_CONFLICT; /* a rotation ran since this batch began */
+	uint32_t old = v->kek_id;
+	if (err == KW_OK)
+		err = wrap_dk(hsm, s, kw_secret_data(dk), v);
+	if (err == KW_OK && v->kek_id != active)
+		err = KW_ERR_CONFLICT;
+	if (err == KW_OK)
+		err = kw_secrets_rewrap_update(db, v, old);
 	kw_secret_free(dk);
 	return err;
 }
 
+static void secrets_clear(void *r)
+{
+	kw_secret_version_clear(r);
+}
+
+static const kw_rewrap_kind secrets_kind = {.target = "secret_versions",
+                                            .row_size = sizeof(kw_secret_version),
+                                            .lock = secrets_lock,
+                                            .rewrap = secrets_rewrap_one,
+                                            .set_aside = secrets_set_aside,
+                                            .clear = secrets_clear};
+
 kw_err kw_secrets_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit, size_t batch,
                                size_t *done, size_t *skipped)
 {
-	const kw_hsm_key *active;
-	*done = *skipped = 0;
-	if (batch == 0 || batch > 100000)
-		return KW_ERR_INVALID;
-	kw_err err = kw_hsm_key_active(hsm, KW_KEY_KEK, &active);
-	if (err != KW_OK)
-		return err;
-	uint32_t v = kw_hsm_key_version(active);
-	kw_secret_version *rows = NULL;
-	size_t n = 0;
-	err = kw_secrets_rewrap_lock(db, v, batch, &rows, &n);
-	if (err == KW_OK)
-		err = rewrap_rows(hsm, s, db, rows, n, v, done, skipped);
-	for (size_t i = 0; i < n; i++)
-		kw_secret_version_clear(&rows[i]);
-	free(rows);
-	return kw_kek_rewrap_end(audit, s, db, err, v, "secret_versions", done, skipped);
+	return kw_rewrap_run(&secrets_kind, hsm, s, db, audit, batch, done, skipped);
 }

@@ -105,57 +105,8 @@ kw_err kw_vault_unwrap(kw_hsm *hsm, kw_hsm_session *s, const kw_vault_row *row, 
 
 /* --- KEK rewrap ---------------------------------------------------------- */
 
-/* Sets a row aside for the rest of the run (in the batch's transaction). */
-static kw_err set_aside(kw_db *db, const kw_vault_row *row, kw_err why)
-{
-	kw_err_log("kek rewrap: the vault of user %s in tenant %s %s; it is left under KEK %" PRIu32,
-	           row->user_id, row->tenant_id,
-	           why == KW_ERR_NOT_FOUND ? "names a KEK the token does not hold"
-	                                   : "does not unwrap under its KEK (the KEK itself is sound)",
-	           row->kek_id);
-	return kw_vault_set_aside(db, row);
-}
-
-static kw_err rewrap_rows(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, const kw_vault_row *rows, size_t n,
-                          uint32_t active, size_t *done, size_t *skipped)
-{
-	unsigned char mk[KW_MK_LEN];
-	kw_err err = KW_OK;
-	for (size_t i = 0; i < n && err == KW_OK; i++) {
-		const kw_vault_row *row = &rows[i];
-		kw_vault_row fresh;
-		err = kw_vault_unwrap(hsm, s, row, mk);
-		/* It unwraps under a KEK newer than ours: another rotation ran since
-		 * this batch began. Not a bad row (one naming a version the token
-		 * does not hold is set aside below); stop, and let the next run go
-		 * on with the new KEK. */
-		if (err == KW_OK && row->kek_id > active)
-			err = KW_ERR_CONFLICT;
-		if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID || err == KW_ERR_NOT_FOUND) {
-			err = set_aside(db, row, err);
-			if (err == KW_OK)
-				(*skipped)++;
-			continue;
-		}
-		if (err != KW_OK)
-			break;
-		fresh = *row;
-		err = kw_vault_wrap(hsm, s, mk, &fresh);
-		OPENSSL_cleanse(mk, sizeof(mk));
-		if (err == KW_OK && fresh.kek_id != active)
-			err = KW_ERR_CONFLICT; /* the active KEK changed under us */
-		if (err == KW_OK)
-			err = kw_vault_rewrap_update(db, &fresh, row->kek_id);
-		OPENSSL_cleanse(&fresh, sizeof(fresh));
-		if (err == KW_OK)
-			(*done)++;
-	}
-	OPENSSL_cleanse(mk, sizeof(mk));
-	return err;
-}
-
-kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit, size_t batch,
-                             size_t *done, size_t *skipped)
+kw_err kw_rewrap_run(const kw_rewrap_kind *k, kw_hsm *hsm, kw_hsm_session *s, kw_db *db,
+                     kw_audit_chain *audit, size_t batch, size_t *done, size_t *skipped)
 {
 	const kw_hsm_key *active;
 	*done = *skipped = 0;
@@ -165,15 +116,79 @@ kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit
 	if (err != KW_OK)
 		return err;
 	uint32_t v = kw_hsm_key_version(active);
-	kw_vault_row *rows = NULL;
+	void *rows = NULL;
 	size_t n = 0;
-	err = kw_vault_rewrap_lock(db, v, batch, &rows, &n);
-	if (err == KW_OK)
-		err = rewrap_rows(hsm, s, db, rows, n, v, done, skipped);
+	err = k->lock(db, v, batch, &rows, &n);
+	for (size_t i = 0; i < n && err == KW_OK; i++) {
+		void *row = (char *)rows + i * k->row_size;
+		err = k->rewrap(hsm, s, db, row, v);
+		/* A row that does not unwrap under its own (sound) KEK, or names a
+		 * KEK the token lacks, is set aside for the rest of the run. */
+		if (err == KW_ERR_VERIFY || err == KW_ERR_INVALID || err == KW_ERR_NOT_FOUND) {
+			err = k->set_aside(db, row, err);
+			if (err == KW_OK)
+				(*skipped)++;
+		} else if (err == KW_OK) {
+			(*done)++;
+		}
+	}
+	for (size_t i = 0; rows != NULL && k->clear != NULL && i < n; i++)
+		k->clear((char *)rows + i * k->row_size);
 	if (rows != NULL)
-		OPENSSL_cleanse(rows, n * sizeof(*rows));
+		OPENSSL_cleanse(rows, n * k->row_size);
 	free(rows);
-	return kw_kek_rewrap_end(audit, s, db, err, v, "encryption_vaults", done, skipped);
+	return kw_kek_rewrap_end(audit, s, db, err, v, k->target, done, skipped);
+}
+
+static kw_err vault_lock(kw_db *db, uint32_t active, size_t batch, void **rows, size_t *n)
+{
+	return kw_vault_rewrap_lock(db, active, batch, (kw_vault_row **)rows, n);
+}
+
+/* Sets a row aside for the rest of the run (in the batch's transaction). */
+static kw_err vault_set_aside(kw_db *db, const void *r, kw_err why)
+{
+	const kw_vault_row *row = r;
+	kw_err_log("kek rewrap: the vault of user %s in tenant %s %s; it is left under KEK %" PRIu32,
+	           row->user_id, row->tenant_id,
+	           why == KW_ERR_NOT_FOUND ? "names a KEK the token does not hold"
+	                                   : "does not unwrap under its KEK (the KEK itself is sound)",
+	           row->kek_id);
+	return kw_vault_set_aside(db, row);
+}
+
+static kw_err vault_rewrap_one(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, void *r, uint32_t active)
+{
+	const kw_vault_row *row = r;
+	unsigned char mk[KW_MK_LEN];
+	kw_err err = kw_vault_unwrap(hsm, s, row, mk);
+	/* It unwraps under a KEK newer than ours: another rotation ran since
+	 * this batch began. Not a bad row; stop, and let the next run go on
+	 * with the new KEK. */
+	if (err == KW_OK && row->kek_id > active)
+		err = KW_ERR_CONFLICT;
+	kw_vault_row fresh = *row;
+	if (err == KW_OK)
+		err = kw_vault_wrap(hsm, s, mk, &fresh);
+	OPENSSL_cleanse(mk, sizeof(mk));
+	if (err == KW_OK && fresh.kek_id != active)
+		err = KW_ERR_CONFLICT; /* the active KEK changed under us */
+	if (err == KW_OK)
+		err = kw_vault_rewrap_update(db, &fresh, row->kek_id);
+	OPENSSL_cleanse(&fresh, sizeof(fresh));
+	return err;
+}
+
+static const kw_rewrap_kind vault_kind = {.target = "encryption_vaults",
+                                          .row_size = sizeof(kw_vault_row),
+                                          .lock = vault_lock,
+                                          .rewrap = vault_rewrap_one,
+                                          .set_aside = vault_set_aside};
+
+kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit, size_t batch,
+                             size_t *done, size_t *skipped)
+{
+	return kw_rewrap_run(&vault_kind, hsm, s, db, audit, batch, done, skipped);
 }
 
 kw_err kw_kek_rewrap_end(kw_audit_chain *audit, kw_hsm_session *s, kw_db *db, kw_err err, uint32_t kek,

@@ -462,13 +462,24 @@ Test(secrets, kek_rewrap_and_retire_cover_secrets, .timeout = 180)
 		snprintf(name, sizeof(name), "kek/%d", i);
 		create(&p.d, rw, name, "b25l", ids[i]);
 	}
+	/* A signing key too: its secret is wrapped by the same KEK. */
+	json_t *sk = NULL;
+	cr_assert_eq(call_on(&p.d, "POST", "/api/v1/signing-keys", auth,
+	                     "{\"name\":\"svc\",\"scopes\":[\"secrets:read\"]}", &sk),
+	             201);
+	char skid[64], ssecret[64];
+	snprintf(skid, sizeof(skid), "%s", json_string_value(json_object_get(sk, "id")));
+	snprintf(ssecret, sizeof(ssecret), "%s", json_string_value(json_object_get(sk, "secret")));
+	json_decref(sk);
 	cr_assert_eq(kwt_private_ctl(&p, "kek rotate", out, sizeof(out)), 0, "%s", out);
 	cr_assert_eq(sql_long(&p.d.db, "SELECT count(*) FROM secret_versions WHERE kek_id = 1"), 6);
+	cr_assert_eq(sql_long(&p.d.db, "SELECT count(*) FROM signing_keys WHERE kek_id = 1"), 1);
 	cr_assert_eq(kwt_private_ctl(&p, "kek retire 1 --force", out, sizeof(out)), 1, "%s", out);
 	cr_assert_not_null(strstr(out, "still wrapped"), "%s", out);
 	cr_assert_eq(kwt_private_ctl(&p, "kek rewrap --batch 4", out, sizeof(out)), 0, "%s", out);
-	cr_assert_not_null(strstr(out, "6 secret versions"), "%s", out);
+	cr_assert_not_null(strstr(out, "6 secret versions, 1 signing keys"), "%s", out);
 	cr_assert_eq(sql_long(&p.d.db, "SELECT count(*) FROM secret_versions WHERE kek_id <> 2"), 0);
+	cr_assert_eq(sql_long(&p.d.db, "SELECT count(*) FROM signing_keys WHERE kek_id <> 2"), 0);
 	char val[64];
 	for (int i = 0; i < 6; i++) {
 		cr_assert_eq(fetch_on(&p.d, rw, ids[i], 0, val, sizeof(val)), 200);
@@ -477,6 +488,25 @@ Test(secrets, kek_rewrap_and_retire_cover_secrets, .timeout = 180)
 	cr_assert_eq(kwt_private_ctl(&p, "kek retire 1 --force", out, sizeof(out)), 0, "%s", out);
 	for (int i = 0; i < 6; i++)
 		cr_assert_eq(fetch_on(&p.d, rw, ids[i], 0, val, sizeof(val)), 200, "after retire");
+	/* The re-wrapped signing key still verifies (its secret unwrapped by
+	 * KEK 2: the cache is emptied by the rewrap's change). */
+	char sfile[] = "/tmp/kwt_sec_sig_XXXXXX";
+	int sfd = mkstemp(sfile);
+	cr_assert_eq(write(sfd, ssecret, strlen(ssecret)), (ssize_t)strlen(ssecret));
+	close(sfd);
+	char sbin[600], scmd[1600], line[300], hdr[1024] = "";
+	snprintf(scmd, sizeof(scmd),
+	         "KEYWARD_SIGN_KID=%s KEYWARD_SIGN_SECRET_FILE=%s %s sign GET /api/v1/secrets", skid, sfile,
+	         kwt_bin_sh("keywardctl", sbin, sizeof(sbin)));
+	FILE *sp = popen(scmd, "r");
+	while (fgets(line, sizeof(line), sp)) {
+		line[strcspn(line, "\n")] = '\0';
+		strcat(hdr, line);
+		strcat(hdr, "\r\n");
+	}
+	cr_assert_eq(pclose(sp), 0);
+	unlink(sfile);
+	cr_assert_eq(call_on(&p.d, "GET", "/api/v1/secrets", hdr, NULL, NULL), 200);
 	/* New versions are under KEK 2 (the daemon re-reads the token). */
 	usleep(1500 * 1000);
 	char path[128];

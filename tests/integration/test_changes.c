@@ -235,3 +235,20 @@ Test(changes, old_rows_are_purged_only_by_housekeeping)
 	free(n);
 	kw_db_close(db);
 }
+
+Test(changes, expired_signing_nonces_are_purged_by_housekeeping)
+{
+	free(kwt_db_admin_sql(
+	    &tdb, "INSERT INTO signing_nonces VALUES (gen_random_uuid(), 'aaaaaaaaaaaaaaaaaaaaaaaa', "
+	          "now() - interval '1 minute'), (gen_random_uuid(), 'bbbbbbbbbbbbbbbbbbbbbbbb', "
+	          "now() + interval '4 minutes')"));
+	kw_db *db = NULL;
+	cr_assert_eq(kw_db_connect(tdb.app, &db), KW_OK);
+	kw_purge_counts pc = {0};
+	cr_assert_eq(kw_sessions_purge(db, 100, 2, &pc), KW_OK);
+	cr_assert_eq(pc.signing_nonces, 1);
+	char *n = kwt_db_admin_sql(&tdb, "SELECT count(*) FROM signing_nonces");
+	cr_assert_str_eq(n, "1", "a nonce still inside its window was purged");
+	free(n);
+	kw_db_close(db);
+}

@@ -646,7 +646,8 @@ Test(vault, kek_maintenance_is_not_for_the_service_role)
 	                       "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" MAINT_ROLE "') THEN "
 	                       "CREATE ROLE " MAINT_ROLE " LOGIN NOSUPERUSER NOBYPASSRLS; END IF; "
 	                       "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$");
-	(void)kwt_db_admin_sql(&tdb, "GRANT SELECT ON encryption_vaults, secret_versions TO " MAINT_ROLE);
+	(void)kwt_db_admin_sql(
+	    &tdb, "GRANT SELECT ON encryption_vaults, secret_versions, signing_keys TO " MAINT_ROLE);
 	expect_sql("f", "SELECT pg_has_role('" MAINT_ROLE "', 'keyward_app', 'MEMBER')");
 	snprintf(conninfo, sizeof(conninfo), "%s user=" MAINT_ROLE, tdb.admin);
 	/* A role that may read the table (as pg_read_all_data may) but is not
@@ -662,7 +663,8 @@ Test(vault, kek_maintenance_is_not_for_the_service_role)
 	cr_assert_eq(kw_vault_maintenance_check(app), KW_ERR_CONFIG);
 	cr_assert_eq(kw_vault_maintenance_check(admin), KW_OK);
 	kw_db_close(maint);
-	(void)kwt_db_admin_sql(&tdb, "REVOKE ALL ON encryption_vaults, secret_versions FROM " MAINT_ROLE);
+	(void)kwt_db_admin_sql(
+	    &tdb, "REVOKE ALL ON encryption_vaults, secret_versions, signing_keys FROM " MAINT_ROLE);
 
 	/* The table's owner without superuser's bypass: FORCEd RLS hides every
 	 * row until it declares maintenance, which then shows all of them, to
@@ -676,8 +678,9 @@ Test(vault, kek_maintenance_is_not_for_the_service_role)
 	    kwt_db_admin_sql(&tdb, "SELECT tableowner FROM pg_tables WHERE tablename = 'encryption_vaults'");
 	cr_assert_not_null(was);
 	(void)kwt_db_admin_sql(&tdb, "ALTER TABLE encryption_vaults OWNER TO " OWNER_ROLE);
-	(void)kwt_db_admin_sql(
-	    &tdb, "ALTER TABLE secret_versions OWNER TO " OWNER_ROLE); /* KEK maintenance counts both */
+	/* KEK maintenance counts every table the KEK wraps. */
+	(void)kwt_db_admin_sql(&tdb, "ALTER TABLE secret_versions OWNER TO " OWNER_ROLE);
+	(void)kwt_db_admin_sql(&tdb, "ALTER TABLE signing_keys OWNER TO " OWNER_ROLE);
 	snprintf(conninfo, sizeof(conninfo), "%s user=" OWNER_ROLE, tdb.admin);
 	kw_db *owner = NULL;
 	cr_assert_eq(kw_db_connect(conninfo, &owner), KW_OK);
@@ -698,6 +701,8 @@ Test(vault, kek_maintenance_is_not_for_the_service_role)
 	snprintf(sql, sizeof(sql), "ALTER TABLE encryption_vaults OWNER TO \"%s\"", was);
 	(void)kwt_db_admin_sql(&tdb, sql);
 	snprintf(sql, sizeof(sql), "ALTER TABLE secret_versions OWNER TO \"%s\"", was);
+	(void)kwt_db_admin_sql(&tdb, sql);
+	snprintf(sql, sizeof(sql), "ALTER TABLE signing_keys OWNER TO \"%s\"", was);
 	(void)kwt_db_admin_sql(&tdb, sql);
 	free(was);
 	expect_row_intact(&row);

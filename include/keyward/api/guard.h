@@ -40,6 +40,17 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out, int *rate_
  * thread (the worker then refuses it with its audit row). */
 bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit);
 
+/* Whether the request carries any of the signature headers (DESIGN 5.6). */
+bool kw_auth_has_signature(const kw_request *req);
+/* Authenticates a signed request (X-Timestamp, X-Nonce, X-Signature) as
+ * DESIGN 5.6 says, for the routes that take an API key: strict headers,
+ * the 5-minute window, the key (cached while the change feed is fresh),
+ * the MAC compared in constant time, then the nonce spent in the shared
+ * store (503 when it cannot be written, never accepted). Refusals are
+ * 401 (invalid_signature, timestamp_out_of_window, nonce_reused), spend a
+ * failed authentication and are audited. On an I/O thread: call->defer. */
+bool kw_auth_signature(kw_call *call, uint32_t need, kw_principal *out, int *rate_limit);
+
 /* Authenticates "Authorization: Bearer <access token>" (DESIGN §5.4):
  * strict ES256 verification in process (cached by token hash), iss, exp
  * and nbf with auth.leeway, then revocation of jti and sid. A revoked

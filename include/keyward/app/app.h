@@ -36,6 +36,7 @@ struct kw_app {
 	struct kw_housekeeper *housekeeper;
 	struct kw_changes *changes;            /* the change feed: other instances' changes */
 	struct kw_transit_cache *transit_keys; /* derived transit keys, dropped on change */
+	struct kw_sigcache *sigkeys;           /* verified signing keys, dropped on change */
 };
 
 /* The boot checks of DESIGN §6. In production every missing part (token,

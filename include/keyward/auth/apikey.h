@@ -37,7 +37,7 @@ typedef struct kw_principal {
 	char key_id[37];
 	char prefix[16];
 	uint32_t scopes; /* kw_scope bits */
-	char actor[32];  /* "api_key:<prefix>" for audit rows */
+	char actor[48];  /* "api_key:<prefix>" or "sigkey:<kid>" for audit rows */
 } kw_principal;
 
 /* Verified API keys, keyed by SHA-256 of the key, trusted for

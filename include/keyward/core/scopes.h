@@ -4,6 +4,8 @@
 #ifndef KEYWARD_SCOPES_H
 #define KEYWARD_SCOPES_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Known scopes. */
@@ -19,5 +21,13 @@ typedef enum kw_scope {
 uint32_t kw_scope_from_name(const char *name);
 /* Name of one scope bit; NULL if not exactly one known bit. */
 const char *kw_scope_name(uint32_t bit);
+
+/* "admin,auth:issue": the names of bits, comma-separated (names from the
+ * fixed table, so no escaping is needed). False for no scope, an unknown
+ * bit, or cap too small. */
+bool kw_scopes_text(uint32_t bits, char *out, size_t cap);
+/* The bits of such a list; unknown names (from a newer build) grant
+ * nothing. */
+uint32_t kw_scopes_from_text(const char *text);
 
 #endif

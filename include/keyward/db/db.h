@@ -76,6 +76,9 @@ void kw_db_result_free(kw_db_result *r);
 /* Copies a text column into out (cap bytes; "" for NULL); false when it
  * does not fit. */
 bool kw_db_copy_text(const kw_db_result *r, int row, int col, char *out, size_t cap);
+/* A bytea column (text result) of exactly len bytes into out; false
+ * otherwise. The unescaped copy is wiped. */
+bool kw_db_bytea_exact(const kw_db_result *r, int row, int col, unsigned char *out, size_t len);
 /* Every row of r, each read by read() into its own elem-sized slot of a
  * new array (*rows: malloc'd, never NULL on success, even for no rows; on
  * failure nothing is kept and what was read is wiped). */

@@ -13,7 +13,7 @@
 #include "keyward/db/db.h"
 
 /* The schema version this build of keywardd expects at boot. */
-#define KW_SCHEMA_VERSION 12
+#define KW_SCHEMA_VERSION 13
 
 /* Applies every pending migration in order; *applied = how many. */
 KW_MUST_CHECK kw_err kw_migrate_up(kw_db *db, const char *dir, int *applied);

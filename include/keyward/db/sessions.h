@@ -124,7 +124,7 @@ KW_MUST_CHECK kw_err kw_tenant_exists(kw_db *db, const char *tenant_id, bool *ex
  * most batch rows, repeating up to max_rounds per table. Opens its own
  * transactions. */
 typedef struct kw_purge_counts {
-	uint64_t revocations, nonces, tokens, families, changes;
+	uint64_t revocations, nonces, tokens, families, changes, signing_nonces;
 } kw_purge_counts;
 KW_MUST_CHECK kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *out);
 

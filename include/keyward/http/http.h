@@ -29,6 +29,7 @@ typedef struct kw_request {
 	const char *method; /* "GET", "POST", ... (static) */
 	char *path;         /* decoded path, no query */
 	char *query;        /* raw query or NULL */
+	char *target;       /* the request target exactly as sent (path and query) */
 	kw_header *headers;
 	size_t nheaders;
 	unsigned char *body;

@@ -51,6 +51,25 @@ KW_MUST_CHECK kw_err kw_kek_self_test(kw_hsm_session *s, const kw_hsm_key *kek);
 KW_MUST_CHECK kw_err kw_vault_rewrap_batch(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, kw_audit_chain *audit,
                                            size_t batch, size_t *done, size_t *skipped);
 
+/* One kind of row the KEK wraps, as a `kek rewrap` batch treats it: lock
+ * up to batch rows not under the active KEK (an array of row_size
+ * elements, malloc'd), re-wrap one locked row and store it (KW_ERR_VERIFY,
+ * KW_ERR_INVALID or KW_ERR_NOT_FOUND: it does not unwrap, set it aside;
+ * KW_ERR_CONFLICT: a rotation ran meanwhile), set one aside (and log it),
+ * and clear one (may be NULL; rows are wiped anyway). */
+typedef struct kw_rewrap_kind {
+	const char *target; /* the kek.rewrap audit row's target */
+	size_t row_size;
+	kw_err (*lock)(kw_db *db, uint32_t active, size_t batch, void **rows, size_t *n);
+	kw_err (*rewrap)(kw_hsm *hsm, kw_hsm_session *s, kw_db *db, void *row, uint32_t active);
+	kw_err (*set_aside)(kw_db *db, const void *row, kw_err why);
+	void (*clear)(void *row);
+} kw_rewrap_kind;
+/* One bounded transaction of a rewrap run over rows of kind k (after its
+ * start): see kw_vault_rewrap_batch. */
+KW_MUST_CHECK kw_err kw_rewrap_run(const kw_rewrap_kind *k, kw_hsm *hsm, kw_hsm_session *s, kw_db *db,
+                                   kw_audit_chain *audit, size_t batch, size_t *done, size_t *skipped);
+
 /* The end of one rewrap batch (vaults or secret versions) whose work
  * ended in err: one kek.rewrap audit row naming target and the counts
  * (status partial when rows were set aside) when anything moved, then

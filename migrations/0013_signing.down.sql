@@ -1,0 +1,7 @@
+-- Reverts 0013.
+DROP TABLE IF EXISTS signing_nonces;
+DROP TABLE IF EXISTS signing_keys;
+DROP FUNCTION IF EXISTS changes_signing_key();
+DROP FUNCTION IF EXISTS keyward_signing_key_tenant(uuid);
+ALTER TABLE changes DROP CONSTRAINT IF EXISTS changes_kind_check;
+ALTER TABLE changes ADD CONSTRAINT changes_kind_check CHECK (kind IN ('transit_key'));
