@@ -103,7 +103,7 @@ static void refuse_429(kw_call *call, const kw_rl_result *r, const char *tenant,
 /* The address's budget, spent at most once per request: a request that
  * moves from its I/O thread to a worker (call->defer) keeps what it spent
  * there (call->app_flags). */
-#define SPENT_IP 1u
+#define SPENT_IP KW_FLAG_SPENT_IP
 
 static bool take_ip_budget(kw_call *call, kw_rl_result *r)
 {
@@ -316,6 +316,8 @@ bool kw_auth_api_key(kw_call *call, uint32_t need, kw_principal *out, int *rate_
 bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit)
 {
 	kw_app *app = call->app;
+	if (call->app_flags & KW_FLAG_SPENT_KEY)
+		return true; /* spent on this call's first run (a coalesced wait that timed out) */
 	char kkey[64];
 	snprintf(kkey, sizeof(kkey), "key:%s", p->prefix);
 	kw_rl_result kr;
@@ -328,6 +330,7 @@ bool kw_auth_api_key_spend(kw_call *call, const kw_principal *p, int rate_limit)
 		return false;
 	}
 	set_rl_headers(call, &kr);
+	call->app_flags |= KW_FLAG_SPENT_KEY;
 	return true;
 }
 

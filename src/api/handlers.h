@@ -213,11 +213,32 @@ const char *kw_api_name_scopes(json_t *body, char name[129], uint32_t *scopes);
 /* The body as a JSON object (an empty body is {}); NULL if it is not one. */
 json_t *kw_api_body_object(kw_call *call);
 
+/* Bits of kw_call.app_flags (the pipeline's, kept across a defer or a
+ * second run): guard.c's budgets spent, and a call that must not join or
+ * lead a coalesced run again (it timed out waiting for one). */
+#define KW_FLAG_SPENT_IP    1u
+#define KW_FLAG_SPENT_KEY   2u
+#define KW_FLAG_NO_COALESCE 4u
+
+/* coalesce.c (DESIGN 5.8): identical concurrent GETs of a route with
+ * .coalesce (and named in coalesce.routes) run once. After the pipeline
+ * admitted call: enter either parks it behind a running flight (*parked;
+ * the pipeline returns KW_CALL_KEPT and touches it no more) or returns the
+ * flight the call leads (NULL: not coalescing). The leader hands its
+ * outcome to finish before settling its own call: each waiter is settled
+ * there with its own copy. */
+typedef struct kw_flight kw_flight;
+struct kw_strbuf;
+bool kw_coalesce_wanted(const kw_call *call);
+kw_flight *kw_coalesce_enter(kw_call *call, const kw_caller *who, bool *parked);
+void kw_coalesce_finish(kw_flight *f, kw_call *leader, const kw_outcome *o);
+void kw_coalesce_metrics(struct kw_strbuf *b);
+void kw_coalesce_stop(void);
+
 /* metrics.c: every metric as Prometheus text (malloc'd), or NULL. */
 char *kw_api_metrics_text(kw_app *app, size_t *len);
 /* transit.c: its requests and items by operation, its key cache and the
  * change feed. */
-struct kw_strbuf;
 void kw_api_transit_metrics(struct kw_strbuf *b, kw_app *app);
 /* For tests/fuzz/fuzz_transit_batch.c: runs body through the items of
  * encrypt, decrypt and rewrap (a single item or a batch) under a fixed key

@@ -92,6 +92,7 @@ char *kw_api_metrics_text(kw_app *app, size_t *len)
 	    "# TYPE keyward_ratelimit_rejections_total counter\nkeyward_ratelimit_rejections_total %llu\n",
 	    as.key_lookups, as.cache_hits, as.refused_401, as.refused_403, as.refused_429);
 	kw_api_transit_metrics(&b, app);
+	kw_coalesce_metrics(&b);
 	if (app->server)
 		kw_strbuf_printf(&b,
 		                 "# HELP keyward_http_in_flight Requests being handled.\n"

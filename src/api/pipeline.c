@@ -253,7 +253,15 @@ kw_handled kw_api_pipeline(kw_call *call)
 	bool passed;
 	kw_handled h = KW_CALL_ANSWERED;
 	if (admit(call, &who, &passed, &refusal)) {
+		bool parked = false;
+		kw_flight *f =
+		    passed && kw_coalesce_wanted(call) ? kw_coalesce_enter(call, &who, &parked) : NULL;
+		if (parked) {
+			OPENSSL_cleanse(&who, sizeof(who));
+			return KW_CALL_KEPT; /* its leader's worker settles it */
+		}
 		kw_outcome o = passed ? spec_of(call)->handler(call, &who) : refusal;
+		kw_coalesce_finish(f, call, &o);
 		h = call->res == NULL ? settle_io(call, spec_of(call), &who, o)
 		                      : kw_api_settle(call, &who, o);
 	}
@@ -267,6 +275,7 @@ struct kw_api_batch {
 	kw_call **calls;
 	const kw_caller *const *who;
 	kw_handled *handled[KW_POOL_BATCH_MAX];
+	kw_flight *flight[KW_POOL_BATCH_MAX]; /* the coalesced run each call leads, or NULL */
 };
 
 /* A call of a batch is handed back as soon as it is answered, rather
@@ -282,6 +291,8 @@ static void hand_back(kw_call *call, kw_handled h, kw_handled *handled)
 
 void kw_api_batch_settle(kw_api_batch *b, size_t i, kw_outcome o)
 {
+	kw_coalesce_finish(b->flight[i], b->calls[i], &o);
+	b->flight[i] = NULL;
 	hand_back(b->calls[i], kw_api_settle(b->calls[i], b->who[i], o), b->handled[i]);
 }
 
@@ -303,9 +314,18 @@ void kw_api_pipeline_batch(kw_call **calls, size_t n, kw_handled *handled)
 		} else if (!passed) {
 			hand_back(calls[i], kw_api_settle(calls[i], &who[m], refusal), &handled[i]);
 		} else {
+			bool parked = false;
+			kw_flight *f = kw_coalesce_wanted(calls[i])
+			                   ? kw_coalesce_enter(calls[i], &who[m], &parked)
+			                   : NULL;
+			if (parked) {
+				handled[i] = KW_CALL_KEPT; /* its leader's worker settles it */
+				continue;
+			}
 			pass[m] = calls[i];
 			whop[m] = &who[m];
 			b.handled[m] = &handled[i];
+			b.flight[m] = f;
 			m++;
 		}
 	}

@@ -60,6 +60,8 @@ static const kw_cfg_key keys[] = {
     {"auth", "housekeeping_interval", T_DUR, F(housekeeping_interval_s), "60s"},
     {"auth", "housekeeping_batch", T_INT, F(housekeeping_batch), "1000"},
     {"audit", "checkpoint_interval", T_DUR, F(audit_checkpoint_interval_s), "60s"},
+    {"coalesce", "routes", T_STR, F(coalesce_routes), "secrets_get,vault_key,jwks"},
+    {"coalesce", "timeout_ms", T_INT, F(coalesce_timeout_ms), "2000"},
     {"transit", "cache_size", T_INT, F(transit_cache_size), "1024"},
     {"transit", "cache_idle", T_DUR, F(transit_cache_idle_s), "5m"},
     {"tls", "cert", T_STR, F(tls_cert), ""},

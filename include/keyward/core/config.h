@@ -55,6 +55,10 @@ typedef struct kw_config {
 	/* [audit] */
 	int64_t audit_checkpoint_interval_s; /* how often chain checkpoints are logged */
 
+	/* [coalesce] */
+	char *coalesce_routes;   /* route names whose identical concurrent GETs run once */
+	int coalesce_timeout_ms; /* a follower waiting longer runs on its own */
+
 	/* [transit] */
 	int transit_cache_size;       /* transit keys whose derived versions are held (0: none) */
 	int64_t transit_cache_idle_s; /* a key unused this long is wiped from the cache */
