@@ -1,5 +1,6 @@
 -- Reverts 0013.
 DROP TABLE IF EXISTS signing_nonces;
+DELETE FROM changes WHERE kind = 'signing_key';
 DROP TABLE IF EXISTS signing_keys;
 DROP FUNCTION IF EXISTS changes_signing_key();
 DROP FUNCTION IF EXISTS keyward_signing_key_tenant(uuid);

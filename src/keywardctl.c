@@ -1104,6 +1104,29 @@ static const kw_ctl_cmd commands[] = {
      "N [--force]: destroy keyward/kek/N once no vault row or secret version uses it"},
 };
 
+/* After a command that changed the token's keys (a rotation or retirement
+ * of JWT, KEK, derivation-root or audit keys), tell every running
+ * instance through the change feed: they re-read the token within a
+ * second instead of at their next housekeeping. */
+static void announce_key_change(kw_ctl *c, const kw_ctl_cmd *cmd)
+{
+	static const char *const groups[] = {"jwt", "kek", "derive"};
+	bool keys =
+	    cmd->verb != NULL && (strcmp(cmd->verb, "rotate") == 0 || strcmp(cmd->verb, "retire") == 0 ||
+	                          strcmp(cmd->verb, "rotate-key") == 0);
+	bool group = strcmp(cmd->group, "audit") == 0 && cmd->verb && strcmp(cmd->verb, "rotate-key") == 0;
+	for (size_t i = 0; i < 3; i++)
+		group = group || strcmp(cmd->group, groups[i]) == 0;
+	if (!keys || !group || c->db == NULL)
+		return;
+	const char *vals[1] = {cmd->group};
+	if (kw_db_exec(c->db, "SELECT changes_announce('token_keys', $1)", 1, vals, NULL, NULL, NULL) !=
+	    KW_OK)
+		fprintf(stderr,
+		        "keywardctl: warning: running instances were not told (they re-read the token's keys "
+		        "within auth.housekeeping_interval)\n");
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: keywardctl [-c keywardd.conf] COMMAND\n");
@@ -1160,6 +1183,8 @@ int main(int argc, char **argv)
 		usage();
 	else
 		rc = cmd->fn(&c);
+	if (cmd != NULL && rc == 0)
+		announce_key_change(&c, cmd);
 	if (c.session)
 		kw_hsm_session_close(c.session);
 	if (c.hsm)

@@ -6,6 +6,7 @@
 #include "handlers.h"
 #include "keyward/api/guard.h"
 #include "keyward/app/app.h"
+#include "keyward/auth/revocation.h"
 #include "keyward/core/strbuf.h"
 #include "keyward/http/metrics.h"
 
@@ -91,6 +92,21 @@ char *kw_api_metrics_text(kw_app *app, size_t *len)
 	    "# HELP keyward_ratelimit_rejections_total Requests refused with 429.\n"
 	    "# TYPE keyward_ratelimit_rejections_total counter\nkeyward_ratelimit_rejections_total %llu\n",
 	    as.key_lookups, as.cache_hits, as.refused_401, as.refused_403, as.refused_429);
+	if (app->revs) {
+		kw_revcache_stats rs;
+		kw_revcache_stats_get(app->revs, &rs);
+		kw_strbuf_printf(
+		    &b,
+		    "# HELP keyward_revocations_notifications_total Revocation notifications, by result "
+		    "(applied: the row it named was read; ignored: it named no row).\n"
+		    "# TYPE keyward_revocations_notifications_total counter\n"
+		    "keyward_revocations_notifications_total{result=\"applied\"} %llu\n"
+		    "keyward_revocations_notifications_total{result=\"ignored\"} %llu\n"
+		    "# HELP keyward_revocations_loads_total Full loads of the revocation list.\n"
+		    "# TYPE keyward_revocations_loads_total counter\nkeyward_revocations_loads_total %llu\n",
+		    (unsigned long long)rs.notifications, (unsigned long long)rs.ignored,
+		    (unsigned long long)rs.loads);
+	}
 	kw_api_transit_metrics(&b, app);
 	kw_coalesce_metrics(&b);
 	if (app->server)

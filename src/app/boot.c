@@ -204,6 +204,10 @@ static void transit_apply(void *arg, const kw_change *c)
 		kw_transit_cache_drop(app->transit_keys, c->tenant_id, c->subject);
 	else if (strcmp(c->kind, "signing_key") == 0)
 		kw_sigcache_drop(app->sigkeys, c->subject);
+	else if (strcmp(c->kind, "api_key") == 0)
+		kw_keycache_forget(app->keycache, c->subject);
+	else if (strcmp(c->kind, "token_keys") == 0)
+		kw_app_keys_refresh(app);
 }
 
 static void transit_reset(void *arg)
@@ -211,6 +215,7 @@ static void transit_reset(void *arg)
 	kw_app *app = arg;
 	kw_transit_cache_clear(app->transit_keys);
 	kw_sigcache_clear(app->sigkeys);
+	kw_keycache_clear(app->keycache);
 }
 
 static void transit_tick(void *arg)

@@ -48,14 +48,19 @@ static void housekeep(kw_housekeeper *h, kw_db **db)
 			        (unsigned long long)n.tokens, (unsigned long long)n.families,
 			        (unsigned long long)n.changes, (unsigned long long)n.signing_nonces);
 	}
+	kw_app_keys_refresh(h->app);
+}
+
+void kw_app_keys_refresh(kw_app *app)
+{
 	/* A key rotated by keywardctl becomes the signing key here too. */
-	uint64_t epoch = kw_hsm_keys_epoch(h->app->hsm);
-	if (kw_jwt_keyset_refresh(h->app->jwks, h->app->hsm, 0) != KW_OK)
-		kw_warn("housekeeping: cannot re-read the JWT keys from the token");
+	uint64_t epoch = kw_hsm_keys_epoch(app->hsm);
+	if (kw_jwt_keyset_refresh(app->jwks, app->hsm, 0) != KW_OK)
+		kw_warn("keys: cannot re-read the JWT keys from the token");
 	/* A key that went (retired elsewhere): every idle worker destroys its
 	 * session's copy of it now, not at its next request. */
-	if (kw_hsm_keys_epoch(h->app->hsm) != epoch && h->app->pool != NULL)
-		kw_pool_prepare_idle(h->app->pool);
+	if (kw_hsm_keys_epoch(app->hsm) != epoch && app->pool != NULL)
+		kw_pool_prepare_idle(app->pool);
 }
 
 static int64_t at_least_1(int64_t s)

@@ -59,6 +59,16 @@ void kw_keycache_forget(kw_keycache *c, const char *prefix)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void kw_keycache_clear(kw_keycache *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&c->lock);
+	OPENSSL_cleanse(c->e, (c->mask + 1) * sizeof(kw_keyentry));
+	memset(c->e, 0, (c->mask + 1) * sizeof(kw_keyentry));
+	pthread_mutex_unlock(&c->lock);
+}
+
 static size_t slot_of(const kw_keycache *c, const unsigned char hash[32])
 {
 	size_t h;

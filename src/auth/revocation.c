@@ -6,11 +6,14 @@
  * load every unexpired row into new sets and swap them in at once (so a
  * revocation committed between the two is either in the load or announced
  * after it), then apply notifications and run a cheap query on the table
- * every KW_RC_HEARTBEAT_MS. Each success records the time of contact on the
- * monotonic clock. Any error (connection lost, table missing, a payload it
- * cannot parse, a query that does not answer in time) marks the list
- * broken, closes the connection, waits (backoff up to 1 s) and starts over
- * with a full load. Every wait of the thread also watches an eventfd, so
+ * every KW_RC_HEARTBEAT_MS. A notification is a cue (migration 0014): its
+ * payload must be a row id, and the row it names is read back; a payload
+ * that is not an id, or names no row, is ignored and counted, so a forged
+ * notification (any role may NOTIFY) revokes nothing and costs no reload.
+ * Each success records the time of contact on the monotonic clock. Any
+ * error (connection lost, table missing, a query that does not answer in
+ * time) marks the list broken, closes the connection, waits (backoff up
+ * to 1 s) and starts over with a full load. Every wait of the thread also watches an eventfd, so
  * stop is prompt even while connecting or querying.
  *
  * Checks never wait for the thread: they read the freshness flag and the
@@ -83,7 +86,7 @@ struct kw_revcache {
 	int wake_fd;
 	pthread_t thread;
 
-	atomic_ullong loads, notifications, refused_stale;
+	atomic_ullong loads, notifications, refused_stale, ignored;
 };
 
 static int64_t mono_ms(void)
@@ -325,47 +328,79 @@ static bool rc_put(kw_revcache *rc, const char *jti, const char *sid, int64_t ex
 	return err == KW_OK;
 }
 
-/* "<jti|-> <sid|-> <expiry unix>", exactly one id set. */
-static bool apply_payload(kw_revcache *rc, const char *payload)
-{
-	char buf[KW_JTI_HEX_LEN + KW_SID_TEXT_LEN + 32];
-	char *save = NULL, *a, *b, *c;
-	char *end = NULL;
+/* A notification is a cue: its payload must be a row id, which is read
+ * back from the table; anything else is ignored and counted (never a
+ * reload: a forged notification costs nothing). */
+#define KW_RC_MAX_CUES 100000 /* past this many at once: reload instead */
 
-	if (strnlen(payload, sizeof(buf)) >= sizeof(buf))
-		return false;
-	memcpy(buf, payload, strlen(payload) + 1);
-	a = strtok_r(buf, " ", &save);
-	b = strtok_r(NULL, " ", &save);
-	c = strtok_r(NULL, " ", &save);
-	if (a == NULL || b == NULL || c == NULL || strtok_r(NULL, " ", &save) != NULL)
-		return false;
-	errno = 0;
-	long long exp = strtoll(c, &end, 10);
-	if (errno != 0 || *end != '\0' || end == c)
-		return false;
-	bool no_jti = strcmp(a, "-") == 0, no_sid = strcmp(b, "-") == 0;
-	if (no_jti == no_sid)
-		return false;
-	return rc_put(rc, no_jti ? NULL : a, no_sid ? NULL : b, (int64_t)exp);
-}
+typedef struct cues {
+	kw_revcache *rc;
+	int64_t *id;
+	size_t n, cap;
+	bool overflow;
+} cues;
 
-static bool apply_notification(void *arg, const char *payload)
+static bool collect_cue(void *arg, const char *payload)
 {
-	kw_revcache *rc = arg;
-	if (!apply_payload(rc, payload)) {
-		kw_warn("revocations: cannot apply a notification; reloading");
-		return false;
+	cues *c = arg;
+	size_t n = strnlen(payload, 20);
+	bool digits = n > 0 && n < 20 && payload[0] != '0' && payload[n] == '\0';
+	for (size_t i = 0; digits && i < n; i++)
+		digits = payload[i] >= '0' && payload[i] <= '9';
+	if (!digits) {
+		atomic_fetch_add(&c->rc->ignored, 1);
+		return true;
 	}
-	atomic_fetch_add(&rc->notifications, 1);
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 64;
+		int64_t *g = cap <= KW_RC_MAX_CUES ? realloc(c->id, cap * sizeof(*g)) : NULL;
+		if (g == NULL) {
+			c->overflow = true;
+			return true;
+		}
+		c->id = g;
+		c->cap = cap;
+	}
+	c->id[c->n++] = (int64_t)strtoll(payload, NULL, 10);
 	return true;
 }
 
-/* Applies every queued notification; false if one cannot be applied (then
- * the list is reloaded, so nothing is lost). */
+/* Reads the rows of up to 64 cues and records them. */
+static kw_err apply_cues(kw_revcache *rc, kw_listener *l, const int64_t *ids, size_t n)
+{
+	kw_db_result *res = NULL;
+	kw_err err = kw_revocations_by_ids(l, ids, n, KW_LOG_WARN, &res);
+	if (err != KW_OK)
+		return err;
+	int rows = kw_db_nrows(res);
+	for (int i = 0; i < rows; i++) {
+		const char *exp = kw_db_value(res, i, 2);
+		if (!rc_put(rc, kw_db_value(res, i, 0), kw_db_value(res, i, 1),
+		            exp ? strtoll(exp, NULL, 10) : 0))
+			kw_warn("revocations: row %s of the list is malformed", kw_db_value(res, i, 3));
+		else
+			atomic_fetch_add(&rc->notifications, 1);
+	}
+	if ((size_t)rows < n)
+		atomic_fetch_add(&rc->ignored, n - (size_t)rows); /* named no row */
+	kw_db_result_free(res);
+	return KW_OK;
+}
+
+/* Applies every queued notification by reading the rows they name, 64 at
+ * a time; false when that cannot be done (then the list is reloaded, so
+ * nothing is lost). */
 static bool drain_notifies(kw_revcache *rc, kw_listener *l)
 {
-	return kw_listener_drain(l, KW_REVOCATIONS_CHANNEL, apply_notification, rc);
+	cues c = {.rc = rc};
+	(void)kw_listener_drain(l, KW_REVOCATIONS_CHANNEL, collect_cue, &c);
+	bool ok = !c.overflow;
+	if (c.overflow)
+		kw_warn("revocations: more than %d notifications at once; reloading", KW_RC_MAX_CUES);
+	for (size_t at = 0; ok && at < c.n; at += 64)
+		ok = apply_cues(rc, l, c.id + at, c.n - at < 64 ? c.n - at : 64) == KW_OK;
+	free(c.id);
+	return ok;
 }
 
 /* Drops entries past expiry (with a grace) by rebuilding both sets: built
@@ -646,4 +681,5 @@ void kw_revcache_stats_get(kw_revcache *rc, kw_revcache_stats *out)
 	out->loads = atomic_load(&rc->loads);
 	out->notifications = atomic_load(&rc->notifications);
 	out->refused_stale = atomic_load(&rc->refused_stale);
+	out->ignored = atomic_load(&rc->ignored);
 }

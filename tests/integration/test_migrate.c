@@ -100,7 +100,7 @@ static const char *const all_migrations[] = {
     "0001 foundation",    "0002 api_keys",          "0003 tokens",       "0004 vault",
     "0005 kek_guard",     "0006 kek_guard_invoker", "0007 audit_writer", "0008 session_minter",
     "0009 prefix_lookup", "0010 transit",           "0011 changes",      "0012 secrets",
-    "0013 signing"};
+    "0013 signing",       "0014 feed_keys"};
 
 /* The status text of every migration in state (the first in first), then
  * extra (NULL: nothing). */
@@ -231,6 +231,11 @@ Test(migrate, down_then_up)
 	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	cr_assert_eq(kw_migrate_current(db, &v), KW_OK);
 	cr_assert_eq(v, KW_SCHEMA_VERSION - 1);
+	/* 0014 reverted: no announcements. */
+	char *fk = kwt_db_admin_sql(&tdb, "SELECT to_regproc('changes_announce') IS NULL");
+	cr_assert_str_eq(fk, "t");
+	free(fk);
+	cr_assert_eq(kw_migrate_down(db, dir, 1), KW_OK);
 	/* 0013 reverted: no signing keys. */
 	char *sg = kwt_db_admin_sql(&tdb, "SELECT to_regclass('signing_keys') IS NULL");
 	cr_assert_str_eq(sg, "t");
@@ -315,7 +320,8 @@ Test(migrate, migration_sql_is_idempotent)
 	    "0001_foundation.up.sql",   "0002_api_keys.up.sql",       "0003_tokens.up.sql",
 	    "0004_vault.up.sql",        "0005_kek_guard.up.sql",      "0006_kek_guard_invoker.up.sql",
 	    "0007_audit_writer.up.sql", "0008_session_minter.up.sql", "0009_prefix_lookup.up.sql",
-	    "0010_transit.up.sql",      "0011_changes.up.sql"};
+	    "0010_transit.up.sql",      "0011_changes.up.sql",        "0012_secrets.up.sql",
+	    "0013_signing.up.sql",      "0014_feed_keys.up.sql"};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		char path[1200], *text = NULL;
 		size_t len = 0;

@@ -561,3 +561,32 @@ Test(revocation, concurrent_checks_while_revoking)
 	        (int)inserted, (int)all, checks);
 	kw_revcache_stop(st.rc);
 }
+
+/* Any role may NOTIFY keyward_revocations: a notification is only a cue
+ * naming a row, so garbage, a fake revocation in the old payload format
+ * and an id that names nothing revoke nothing, cost no reload and leave
+ * the list fresh; a real id revokes what its row says. */
+Test(revocation, forged_notifications_revoke_nothing_and_cost_no_reload)
+{
+	kw_revcache *rc = start();
+	char victim[33], real[33];
+	new_jti(victim);
+	new_jti(real);
+	kw_revcache_stats st0, st;
+	kw_revcache_stats_get(rc, &st0);
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT pg_notify('keyward_revocations', '%s - 4102444800')", victim);
+	free(admin_sqlf("%s", sql));
+	free(admin_sqlf("SELECT pg_notify('keyward_revocations', 'garbage \x01 payload')"));
+	free(admin_sqlf("SELECT pg_notify('keyward_revocations', '999999999')"));
+	for (int i = 0; i < 200; i++) /* a storm, of garbage and of ids naming nothing */
+		free(admin_sqlf("SELECT pg_notify('keyward_revocations', '%s%d')", i % 2 ? "x" : "88888", i));
+	add_row(real, NULL, 3600);
+	cr_assert(wait_for(rc, real, NULL, KW_ERR_VERIFY, 1000) >= 0, "a real revocation was not applied");
+	cr_assert_eq(check(rc, victim, NULL), KW_OK, "a forged notification revoked a token");
+	kw_revcache_stats_get(rc, &st);
+	cr_assert_eq(st.loads, st0.loads, "a forged notification cost a reload");
+	cr_assert_geq(st.ignored, 3, "ignored %llu", (unsigned long long)st.ignored);
+	cr_assert(kw_revcache_ready(rc), "the list went stale");
+	kw_revcache_stop(rc);
+}

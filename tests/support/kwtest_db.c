@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,8 +137,12 @@ void kwt_db_create(kwt_db *out)
 	static char tpl[64];
 
 	memset(&db, 0, sizeof(db));
-	snprintf(db.name, sizeof(db.name), "kwt_%ld_%u", (long)getpid(),
-	         atomic_fetch_add(&kwt_db_counter, 1));
+	/* A random part too: pids are reused, and a database left by a test
+	 * that was killed would otherwise collide with a later one. */
+	unsigned int rnd = 0;
+	cr_assert_eq(RAND_bytes((unsigned char *)&rnd, sizeof(rnd)), 1);
+	snprintf(db.name, sizeof(db.name), "kwt_%ld_%u_%08x", (long)getpid(),
+	         atomic_fetch_add(&kwt_db_counter, 1), rnd);
 	int n = snprintf(db.admin, sizeof(db.admin), "%s dbname=%s", admin, db.name);
 	cr_assert(n > 0 && (size_t)n < sizeof(db.admin), "KEYWARD_PG_ADMIN too long");
 	n = snprintf(db.app, sizeof(db.app), "%s user=%s", db.admin, KWT_SVC_ROLE);

@@ -52,6 +52,10 @@ void kw_app_shutdown(kw_app *app);
  * every auth.housekeeping_interval, in bounded batches. */
 typedef struct kw_housekeeper kw_housekeeper;
 KW_MUST_CHECK kw_err kw_housekeeper_start(kw_app *app, kw_housekeeper **out);
+/* Re-reads the token's keys (a rotation or retirement by keywardctl): the
+ * JWT key set, and idle workers drop copies of keys that went. Called by
+ * housekeeping and by the change feed. */
+void kw_app_keys_refresh(kw_app *app);
 void kw_housekeeper_stop(kw_housekeeper *h);
 
 /* A worker's resources (src/app/workers.c): one HSM session, one database

@@ -47,6 +47,8 @@ kw_keycache *kw_keycache_new(size_t capacity);
 void kw_keycache_free(kw_keycache *c);
 /* Drops every entry of this prefix (after a revocation). */
 void kw_keycache_forget(kw_keycache *c, const char *prefix);
+/* Drops every entry (the change feed restarted). */
+void kw_keycache_clear(kw_keycache *c);
 /* Looks the key (by hash) up; true when it was verified less than ttl
  * seconds ago (then *p and *rate_limit are set). *touched_at is the last
  * touch time of the entry (0 when absent), so a refresh keeps it. */

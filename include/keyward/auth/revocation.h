@@ -55,6 +55,7 @@ typedef struct kw_revcache_stats {
 	uint64_t loads;         /* full loads (first, and after each reconnect) */
 	uint64_t notifications; /* applied notifications */
 	uint64_t refused_stale; /* checks answered KW_ERR_DB_UNAVAILABLE */
+	uint64_t ignored;       /* notifications that named no row (forged, garbage) */
 } kw_revcache_stats;
 void kw_revcache_stats_get(kw_revcache *rc, kw_revcache_stats *out);
 

@@ -13,7 +13,7 @@
 #include "keyward/db/db.h"
 
 /* The schema version this build of keywardd expects at boot. */
-#define KW_SCHEMA_VERSION 13
+#define KW_SCHEMA_VERSION 14
 
 /* Applies every pending migration in order; *applied = how many. */
 KW_MUST_CHECK kw_err kw_migrate_up(kw_db *db, const char *dir, int *applied);

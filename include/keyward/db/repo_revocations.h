@@ -15,5 +15,9 @@ KW_MUST_CHECK kw_err kw_revocations_listen(kw_listener *l, kw_log_level level);
  * NULL), expiry (Unix seconds), one row each. */
 KW_MUST_CHECK kw_err kw_revocations_load(kw_listener *l, kw_log_level level, kw_db_result **out);
 KW_MUST_CHECK kw_err kw_revocations_heartbeat(kw_listener *l, kw_log_level level);
+/* The rows of up to 64 ids (a notification carries a row id, migration
+ * 0014): jti, sid, expiry, id. */
+KW_MUST_CHECK kw_err kw_revocations_by_ids(kw_listener *l, const int64_t *ids, size_t n, kw_log_level level,
+                                           kw_db_result **out);
 
 #endif
