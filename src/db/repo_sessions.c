@@ -444,3 +444,28 @@ kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *
 	}
 	return err;
 }
+
+kw_err kw_refresh_recent(kw_db *db, const char *tenant_id, const char *subject, int *count, int *oldest_age_s)
+{
+	const char *vals[2] = {tenant_id, subject};
+	PGresult *res = NULL;
+	/* One subject's refreshes are counted and made one at a time (the lock
+	 * ends with the transaction), on every instance alike. */
+	kw_err err = kw_db_exec(db, "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7))", 2,
+	                        vals, NULL, NULL, NULL);
+	if (err == KW_OK)
+		err =
+		    kw_db_exec(db,
+		               "SELECT count(*)::text, coalesce(floor(extract(epoch FROM now() - "
+		               "min(t.issued_at)))::int, "
+		               "0)::text FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id "
+		               "WHERE f.tenant_id = $1::uuid AND f.subject = $2 AND t.parent_id IS NOT NULL "
+		               "AND t.issued_at > now() - interval '1 minute'",
+		               2, vals, NULL, NULL, &res);
+	if (err == KW_OK) {
+		*count = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		*oldest_age_s = (int)strtol(PQgetvalue(res, 0, 1), NULL, 10);
+	}
+	PQclear(res);
+	return err;
+}

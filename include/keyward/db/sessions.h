@@ -128,6 +128,13 @@ typedef struct kw_purge_counts {
 } kw_purge_counts;
 KW_MUST_CHECK kw_err kw_sessions_purge(kw_db *db, int batch, int max_rounds, kw_purge_counts *out);
 
+/* The subject's refreshes (rotations, on every instance) in the last
+ * minute, and the age of the oldest, in the caller's transaction scoped to
+ * the tenant; takes a transaction-scoped lock on the subject first, so
+ * concurrent refreshes of one subject are counted one after another. */
+KW_MUST_CHECK kw_err kw_refresh_recent(kw_db *db, const char *tenant_id, const char *subject, int *count,
+                                       int *oldest_age_s);
+
 /* Unix seconds as RFC 3339 UTC ("2026-11-22T10:00:00Z"). */
 void kw_time_rfc3339(int64_t t, char out[32]);
 
